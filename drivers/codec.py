@@ -1,0 +1,300 @@
+"""The one generic codec: registers to engineering values and back. Sans-I/O.
+
+Decoding applies, in order: word and byte order, the wire type, the "not implemented"
+sentinels (decode to None), then scaling (fixed ``scale``/``offset`` or a SunSpec-style
+scale-factor exponent read in the same poll). Encoding reverses it and, for writes,
+checks the point is writable and the value lies within the point's limits.
+
+Registers are ints 0–65535; coils and discrete inputs are bools.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from collections.abc import Iterable, Mapping, Sequence
+
+from drivers.points import DeviceMap, Order, Point, PointType, Table, Value
+
+__all__ = [
+    "DecodeError",
+    "RegisterImage",
+    "WriteRangeError",
+    "bytes_to_registers",
+    "decode",
+    "decode_points",
+    "decode_raw",
+    "encode",
+    "encode_raw",
+    "encode_write",
+    "registers_to_bytes",
+    "scale_factor_value",
+]
+
+#: SunSpec limits scale factors to -10..10; anything else is treated as invalid.
+SCALE_FACTOR_LIMIT = 10
+
+_STRUCT = {
+    PointType.U16: ">H", PointType.S16: ">h", PointType.BITS16: ">H",
+    PointType.U32: ">I", PointType.S32: ">i", PointType.BITS32: ">I", PointType.F32: ">f",
+    PointType.U64: ">Q", PointType.S64: ">q", PointType.F64: ">d",
+}
+
+
+class DecodeError(ValueError):
+    """Registers cannot be decoded for a point (wrong count or out-of-range words)."""
+
+
+class WriteRangeError(ValueError):
+    """A value cannot be written to a point: read-only, wrong type or outside its limits."""
+
+
+# -- byte layout ----------------------------------------------------------------------
+
+
+def registers_to_bytes(registers: Sequence[int], word_order: Order, byte_order: Order) -> bytes:
+    """Arrange registers as big-endian bytes of the value they carry."""
+    words = registers if word_order is Order.BIG else list(reversed(registers))
+    out = bytearray()
+    for word in words:
+        if not 0 <= word <= 0xFFFF:
+            raise DecodeError(f"register value {word} is not 0–65535")
+        if byte_order is Order.BIG:
+            out += bytes((word >> 8, word & 0xFF))
+        else:
+            out += bytes((word & 0xFF, word >> 8))
+    return bytes(out)
+
+
+def bytes_to_registers(data: bytes, word_order: Order, byte_order: Order) -> list[int]:
+    """Inverse of :func:`registers_to_bytes`; ``data`` must have an even length."""
+    if len(data) % 2:
+        raise ValueError("register data must have an even number of bytes")
+    words = []
+    for i in range(0, len(data), 2):
+        hi, lo = (data[i], data[i + 1]) if byte_order is Order.BIG else (data[i + 1], data[i])
+        words.append(hi << 8 | lo)
+    return words if word_order is Order.BIG else list(reversed(words))
+
+
+# -- raw values -----------------------------------------------------------------------
+
+
+def decode_raw(point: Point, registers: Sequence[int] | Sequence[bool]) -> int | float | str | bool:
+    """The wire value of ``point`` from exactly ``point.count`` registers (or bits)."""
+    if len(registers) != point.count:
+        raise DecodeError(
+            f"{point.name}: expected {point.count} register(s), got {len(registers)}"
+        )
+    if point.type is PointType.BOOL:
+        return bool(registers[0])
+    data = registers_to_bytes([int(r) for r in registers], point.word_order, point.byte_order)
+    if point.type is PointType.STRING:
+        return data.split(b"\x00", 1)[0].decode("utf-8", errors="replace").rstrip()
+    value: int | float = struct.unpack(_STRUCT[point.type], data)[0]
+    return value
+
+
+def encode_raw(point: Point, raw: int | float | str | bool) -> list[int]:
+    """Registers (or one bit as 0/1) carrying the wire value ``raw``.
+
+    Raises :class:`WriteRangeError` when ``raw`` does not fit the point's type.
+    """
+    if point.type is PointType.BOOL:
+        return [1 if raw else 0]
+    if point.type is PointType.STRING:
+        data = str(raw).encode("utf-8")
+        size = point.length * 2
+        if len(data) > size:
+            raise WriteRangeError(f"{point.name}: string longer than {size} bytes")
+        return bytes_to_registers(data.ljust(size, b"\x00"), point.word_order, point.byte_order)
+    if point.type.is_integer:
+        if isinstance(raw, float):
+            if not math.isfinite(raw):
+                raise WriteRangeError(f"{point.name}: {raw} is not a finite number")
+            raw = round(raw)
+        if not isinstance(raw, int):
+            raise WriteRangeError(f"{point.name}: expected a number, got {raw!r}")
+        low, high = point.type.integer_range
+        if not low <= raw <= high:
+            raise WriteRangeError(
+                f"{point.name}: raw value {raw} does not fit {point.type.value} ({low}–{high})"
+            )
+    elif not isinstance(raw, int | float) or isinstance(raw, bool):
+        raise WriteRangeError(f"{point.name}: expected a number, got {raw!r}")
+    data = struct.pack(_STRUCT[point.type], raw)
+    return bytes_to_registers(data, point.word_order, point.byte_order)
+
+
+# -- engineering values ---------------------------------------------------------------
+
+
+def scale_factor_value(raw: int | None) -> int | None:
+    """A scale-factor register's exponent, or None when not implemented or out of range."""
+    if raw is None or raw == -0x8000 or not -SCALE_FACTOR_LIMIT <= raw <= SCALE_FACTOR_LIMIT:
+        return None
+    return raw
+
+
+def decode(point: Point, registers: Sequence[int] | Sequence[bool],
+           scale_factor: int | None = None) -> Value:
+    """The engineering value of ``point`` (None when the device says "not implemented").
+
+    ``scale_factor`` is the current exponent of ``point.scale_factor`` (ignored for points
+    without one); when the point needs one and it is None, the value is None too.
+    """
+    raw = decode_raw(point, registers)
+    if isinstance(raw, bool | str):
+        return raw
+    if isinstance(raw, float):
+        if math.isnan(raw):
+            return None
+    elif raw in point.not_implemented:
+        return None
+    if point.scale_factor is not None:
+        if scale_factor is None:
+            return None
+        return float(raw) * 10.0 ** scale_factor
+    if point.scale == 1.0 and point.offset == 0.0:
+        return raw
+    return raw * point.scale + point.offset
+
+
+def encode(point: Point, value: Value, scale_factor: int | None = None) -> list[int]:
+    """Registers carrying the engineering ``value`` (None encodes the "not implemented"
+    sentinel, or NaN for floats). No access or limit checks: see :func:`encode_write`.
+
+    Raises :class:`WriteRangeError` when the scaled value does not fit the wire type.
+    """
+    if value is None:
+        return encode_raw(point, _sentinel(point))
+    if point.type in (PointType.BOOL, PointType.STRING):
+        return encode_raw(point, value)
+    if isinstance(value, str | bool):
+        raise WriteRangeError(f"{point.name}: expected a number, got {value!r}")
+    if point.scale_factor is not None:
+        if scale_factor is None:
+            raise WriteRangeError(
+                f"{point.name}: scale factor {point.scale_factor} is not implemented"
+            )
+        raw: float = value / 10.0 ** scale_factor
+    else:
+        raw = (value - point.offset) / point.scale
+    if point.type.is_integer:
+        if not math.isfinite(raw):
+            raise WriteRangeError(f"{point.name}: {value} is not a finite number")
+        raw = round(raw)
+        if raw in point.not_implemented:
+            raise WriteRangeError(
+                f"{point.name}: {value} encodes to the reserved 'not implemented' value"
+            )
+        return encode_raw(point, int(raw))
+    return encode_raw(point, raw)
+
+
+def encode_write(point: Point, value: Value, scale_factor: int | None = None) -> list[int]:
+    """Registers for writing ``value`` to ``point``, after checking that the point is
+    writable and ``value`` is finite and within the point's limits (engineering units).
+
+    Raises :class:`WriteRangeError` with the point, value and limits on any violation.
+    """
+    if not point.access.writable or not point.table.writable:
+        raise WriteRangeError(f"{point.name}: point is read-only")
+    if value is None:
+        raise WriteRangeError(f"{point.name}: cannot write 'no value'")
+    if point.type is PointType.BOOL:
+        if not isinstance(value, bool | int) or value not in (0, 1):
+            raise WriteRangeError(f"{point.name}: expected true or false, got {value!r}")
+        return encode_raw(point, bool(value))
+    if point.type is not PointType.STRING:
+        if isinstance(value, str | bool) or not math.isfinite(value):
+            raise WriteRangeError(f"{point.name}: expected a finite number, got {value!r}")
+        low, high = point.minimum, point.maximum
+        if (low is not None and value < low) or (high is not None and value > high):
+            raise WriteRangeError(
+                f"{point.name}: {value:g} {point.unit} is outside "
+                f"{_limit(low)}–{_limit(high)} {point.unit}".replace("  ", " ")
+            )
+        if point.enum and int(value) not in point.enum:
+            allowed = ", ".join(f"{k} ({v})" for k, v in sorted(point.enum.items()))
+            raise WriteRangeError(f"{point.name}: {value:g} is not one of {allowed}")
+    return encode(point, value, scale_factor)
+
+
+def _limit(limit: float | None) -> str:
+    return "…" if limit is None else f"{limit:g}"
+
+
+def _sentinel(point: Point) -> int | float | str | bool:
+    if point.type in (PointType.F32, PointType.F64):
+        return math.nan
+    if point.type is PointType.STRING:
+        return ""
+    if point.type is PointType.BOOL:
+        return False
+    if point.not_implemented:
+        return point.not_implemented[0]
+    raise WriteRangeError(f"{point.name}: point has no 'not implemented' value")
+
+
+# -- register images ------------------------------------------------------------------
+
+
+class RegisterImage:
+    """The registers and bits read from one device in one poll, by table and address."""
+
+    __slots__ = ("_tables",)
+
+    def __init__(self) -> None:
+        self._tables: dict[Table, dict[int, int]] = {table: {} for table in Table}
+
+    def store(self, table: Table, address: int, values: Iterable[int] | Iterable[bool]) -> None:
+        """Record a read response: ``values`` start at ``address``."""
+        cells = self._tables[table]
+        for offset, value in enumerate(values):
+            cells[address + offset] = int(value)
+
+    def get(self, table: Table, address: int, count: int) -> list[int] | None:
+        """``count`` values from ``address``, or None if any of them was not read."""
+        cells = self._tables[table]
+        try:
+            return [cells[address + i] for i in range(count)]
+        except KeyError:
+            return None
+
+    def clear(self) -> None:
+        for cells in self._tables.values():
+            cells.clear()
+
+
+def decode_points(device_map: DeviceMap, points: Iterable[Point],
+                  image: RegisterImage) -> dict[str, Value]:
+    """Decode ``points`` from ``image``, resolving scale factors from the same image.
+
+    Points whose registers are missing from the image are left out of the result;
+    points that decode to "not implemented" map to None.
+    """
+    values: dict[str, Value] = {}
+    for point in points:
+        registers = image.get(point.table, point.address, point.count)
+        if registers is None:
+            continue
+        sf: int | None = None
+        if point.scale_factor is not None:
+            sf_point = device_map.points[point.scale_factor]
+            sf_registers = image.get(sf_point.table, sf_point.address, sf_point.count)
+            if sf_registers is not None:
+                raw = decode_raw(sf_point, sf_registers)
+                sf = scale_factor_value(raw if isinstance(raw, int) else None)
+        values[point.name] = decode(point, registers, sf)
+    return values
+
+
+def scale_factors_for(device_map: DeviceMap, values: Mapping[str, Value]) -> dict[str, int | None]:
+    """Scale-factor exponents from decoded values (points named in ``scale_factor``)."""
+    names = {p.scale_factor for p in device_map.points.values() if p.scale_factor}
+    out: dict[str, int | None] = {}
+    for name in names:
+        value = values.get(name)
+        out[name] = scale_factor_value(value if isinstance(value, int) else None)
+    return out

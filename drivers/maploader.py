@@ -1,0 +1,436 @@
+"""Load and validate register map files (TOML), one per device model.
+
+A map either lists its points (``[[points]]``) or names the SunSpec models it is made of
+(``[sunspec]``), whose points come from the definitions shipped in pysunspec2. Every
+problem raises :class:`MapError` naming the file, the key and what was expected. See
+``docs/maps.md`` for the format.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from functools import cache
+from importlib import resources
+from pathlib import Path
+
+from drivers import sunspec
+from drivers.capabilities import KINDS
+from drivers.points import (
+    DEFAULT_NOT_IMPLEMENTED,
+    Access,
+    AddressRange,
+    DeviceMap,
+    Order,
+    Pacing,
+    Point,
+    PointType,
+    PollGroup,
+    Table,
+    Value,
+)
+from drivers.schema import ConfigError, Node, load_toml
+
+__all__ = ["BASE_UNITS", "MapError", "get_map", "load_map", "parse_map", "shipped_models"]
+
+#: Units a point may declare: base units only, so conversion happens once, at decode.
+BASE_UNITS = frozenset(
+    {"", "W", "Wh", "V", "A", "Hz", "°C", "%", "var", "VA", "varh", "VAh", "s", "Ah", "Ω"}
+)
+
+
+class MapError(ConfigError):
+    """A register map file is malformed."""
+
+
+def load_map(path: Path | str) -> DeviceMap:
+    """Load and validate one map file. Raises :class:`MapError`."""
+    try:
+        root = load_toml(path)
+    except ConfigError as exc:
+        raise MapError.like(exc) from None
+    return parse_map(root, Path(path).stem)
+
+
+def shipped_models() -> list[str]:
+    """Model names of the maps shipped in ``drivers/maps``."""
+    folder = resources.files("drivers.maps")
+    return sorted(
+        entry.name.removesuffix(".toml") for entry in folder.iterdir()
+        if entry.name.endswith(".toml")
+    )
+
+
+@cache
+def get_map(model: str) -> DeviceMap:
+    """The shipped map of ``model`` (cached). Raises KeyError listing the known models."""
+    if model not in shipped_models():
+        raise KeyError(f"unknown device model {model!r}; known: {', '.join(shipped_models())}")
+    with resources.as_file(resources.files("drivers.maps") / f"{model}.toml") as path:
+        return load_map(path)
+
+
+# -- parsing --------------------------------------------------------------------------
+
+_TOP_KEYS = ("device", "points", "sunspec", "capabilities", "groups", "unreadable",
+             "simulation")
+_DEVICE_KEYS = ("model", "kind", "manufacturer", "description", "documentation",
+                "word_order", "byte_order", "not_implemented", "max_registers", "max_gap",
+                "pacing")
+_POINT_KEYS = ("name", "table", "address", "type", "length", "word_order", "byte_order",
+               "scale", "offset", "scale_factor", "unit", "access", "min", "max",
+               "not_implemented", "enum", "bits", "description")
+
+
+def _error(node: Node, expected: str) -> MapError:
+    return MapError(node.file, node.path, expected, node.value)
+
+
+def parse_map(root: Node, expected_model: str | None = None) -> DeviceMap:
+    """Build a :class:`DeviceMap` from a parsed map file. Raises :class:`MapError`."""
+    try:
+        return _parse(root, expected_model)
+    except MapError:
+        raise
+    except ConfigError as exc:
+        raise MapError.like(exc) from None
+
+
+def _parse(root: Node, expected_model: str | None) -> DeviceMap:
+    root.only(_TOP_KEYS)
+    device = root.req("device").only(_DEVICE_KEYS)
+    model_node = device.req("model")
+    model = model_node.str()
+    if expected_model is not None and model != expected_model:
+        raise _error(model_node, f'"{expected_model}" (the file name without .toml)')
+    kind = device.req("kind").str(choices=KINDS)
+    word_order = _order(device.get("word_order"), Order.BIG)
+    byte_order = _order(device.get("byte_order"), Order.BIG)
+    sentinels_default = device.get("not_implemented")
+    use_sentinels = True if sentinels_default is None else sentinels_default.bool()
+    max_registers = _int_or(device.get("max_registers"), 125, 1, 125)
+    max_gap = _int_or(device.get("max_gap"), 0, 0, 124)
+    pacing = _pacing(device.get("pacing"))
+    unreadable = tuple(_range(n) for n in _list(root.get("unreadable")))
+
+    points_node, sunspec_node = root.get("points"), root.get("sunspec")
+    if (points_node is None) == (sunspec_node is None):
+        raise _error(root, "exactly one of [[points]] or [sunspec]")
+    constants: dict[str, Value] = {}
+    if points_node is not None:
+        points = [
+            _point(n, word_order, byte_order, use_sentinels) for n in points_node.list()
+        ]
+    else:
+        assert sunspec_node is not None
+        points, constants = _sunspec(sunspec_node)
+    by_name = _check_points(points, points_node or sunspec_node, unreadable)  # type: ignore[arg-type]
+
+    simulation = root.get("simulation")
+    if simulation is not None:
+        simulation.only(("constants",))
+        constants.update(_constants(simulation.get("constants"), by_name))
+    return DeviceMap(
+        model=model,
+        kind=kind,
+        manufacturer=_str_or(device.get("manufacturer"), ""),
+        description=_str_or(device.get("description"), ""),
+        documentation=_str_or(device.get("documentation"), ""),
+        source=root.file,
+        points=by_name,
+        capabilities=_capabilities(root, kind, by_name),
+        groups=_groups(root.get("groups"), by_name),
+        unreadable=unreadable,
+        max_registers=max_registers,
+        max_gap=max_gap,
+        pacing=pacing,
+        sim_constants=constants,
+    )
+
+
+def _list(node: Node | None) -> list[Node]:
+    return [] if node is None else node.list()
+
+
+def _str_or(node: Node | None, default: str) -> str:
+    return default if node is None else node.str(nonempty=False)
+
+
+def _int_or(node: Node | None, default: int, low: int, high: int) -> int:
+    return default if node is None else node.int(min=low, max=high)
+
+
+def _order(node: Node | None, default: Order) -> Order:
+    return default if node is None else Order(node.str(choices=[o.value for o in Order]))
+
+
+def _pacing(node: Node | None) -> Pacing:
+    if node is None:
+        return Pacing()
+    node.only(("request_interval_s", "connect_delay_s", "single_client"))
+    interval, delay = node.get("request_interval_s"), node.get("connect_delay_s")
+    single = node.get("single_client")
+    return Pacing(
+        request_interval_s=0.0 if interval is None else interval.float(min=0, max=60),
+        connect_delay_s=0.0 if delay is None else delay.float(min=0, max=60),
+        single_client=False if single is None else single.bool(),
+    )
+
+
+def _table(node: Node) -> Table:
+    return Table(node.str(choices=[t.value for t in Table]))
+
+
+def _range(node: Node) -> AddressRange:
+    node.only(("table", "first", "last"))
+    first = node.req("first").int(min=0, max=0xFFFF)
+    last_node = node.req("last")
+    last = last_node.int(min=0, max=0xFFFF)
+    if last < first:
+        raise _error(last_node, f"an address >= first ({first})")
+    return AddressRange(_table(node.req("table")), first, last)
+
+
+def _point(node: Node, word_order: Order, byte_order: Order, use_sentinels: bool) -> Point:
+    node.only(_POINT_KEYS)
+    name = node.req("name").str()
+    table = _table(node.req("table"))
+    type_node = node.req("type")
+    point_type = PointType(type_node.str(choices=[t.value for t in PointType]))
+    if table.is_bits != (point_type is PointType.BOOL):
+        raise _error(type_node, '"bool" for coils and discrete inputs, and only for them'
+                     if table.is_bits else "a register type (bool is for coils and inputs)")
+    length_node = node.get("length")
+    if point_type is PointType.STRING:
+        if length_node is None:
+            raise MapError(node.file, node.child_path("length"),
+                           "the string length in registers", missing=True)
+        length = length_node.int(min=1, max=125)
+    elif length_node is not None:
+        raise _error(length_node, "no length (only strings have one)")
+    else:
+        length = 1
+    address = node.req("address").int(min=0, max=0xFFFF)
+    unit_node = node.get("unit")
+    unit = "" if unit_node is None else unit_node.str(nonempty=False)
+    if unit not in BASE_UNITS:
+        assert unit_node is not None
+        raise _error(unit_node, "a base unit (" + ", ".join(sorted(BASE_UNITS - {""})) +
+                     ") — convert with scale")
+    scale_node = node.get("scale")
+    scale = 1.0 if scale_node is None else scale_node.float()
+    if scale == 0.0:
+        assert scale_node is not None
+        raise _error(scale_node, "a non-zero number")
+    access_node = node.get("access")
+    access = Access.READ if access_node is None else Access(
+        access_node.str(choices=[a.value for a in Access])
+    )
+    if access.writable and not table.writable:
+        assert access_node is not None
+        raise _error(access_node, f'"r" ({table.value} points cannot be written)')
+    low, high = _limits(node)
+    enum = _labels(node.get("enum"), 0, 0xFFFF_FFFF)
+    bits_node = node.get("bits")
+    if bits_node is not None and point_type not in (PointType.BITS16, PointType.BITS32):
+        raise _error(bits_node, "no bits table (only bits16/bits32 points have one)")
+    bit_count = 32 if point_type is PointType.BITS32 else 16
+    return Point(
+        name=name,
+        table=table,
+        address=address,
+        type=point_type,
+        length=length,
+        word_order=_order(node.get("word_order"), word_order),
+        byte_order=_order(node.get("byte_order"), byte_order),
+        scale=scale,
+        offset=0.0 if node.get("offset") is None else node.req("offset").float(),
+        scale_factor=None if node.get("scale_factor") is None
+        else node.req("scale_factor").str(),
+        unit=unit,
+        access=access,
+        minimum=low,
+        maximum=high,
+        not_implemented=_sentinels(node.get("not_implemented"), point_type, use_sentinels),
+        enum=enum,
+        bits=_labels(bits_node, 0, bit_count - 1),
+        description=_str_or(node.get("description"), ""),
+    )
+
+
+def _limits(node: Node) -> tuple[float | None, float | None]:
+    low_node, high_node = node.get("min"), node.get("max")
+    low = None if low_node is None else low_node.float()
+    high = None if high_node is None else high_node.float()
+    if low is not None and high is not None and high < low:
+        assert high_node is not None
+        raise _error(high_node, f"a number >= min ({low:g})")
+    return low, high
+
+
+def _labels(node: Node | None, low: int, high: int) -> dict[int, str]:
+    if node is None:
+        return {}
+    labels: dict[int, str] = {}
+    for key, child in node.items():
+        try:
+            code = int(key, 0)
+        except ValueError:
+            raise _error(child, f'keys that are integers {low}–{high}, e.g. "1"') from None
+        if not low <= code <= high:
+            raise _error(child, f"a key {low}–{high}")
+        labels[code] = child.str()
+    return labels
+
+
+def _sentinels(node: Node | None, point_type: PointType, default_on: bool) -> tuple[int, ...]:
+    if node is None:
+        return DEFAULT_NOT_IMPLEMENTED.get(point_type, ()) if default_on else ()
+    if isinstance(node.value, bool):
+        return DEFAULT_NOT_IMPLEMENTED.get(point_type, ()) if node.value else ()
+    values = []
+    for child in node.list():
+        if not point_type.is_integer:
+            raise _error(child, "true/false (only integer types take sentinel values)")
+        low, high = point_type.integer_range
+        values.append(child.int(min=low, max=high))
+    return tuple(values)
+
+
+def _check_points(points: list[Point], where: Node,
+                  unreadable: tuple[AddressRange, ...]) -> dict[str, Point]:
+    by_name: dict[str, Point] = {}
+    for index, point in enumerate(points):
+        if point.name in by_name:
+            raise MapError(where.file, f"points[{index}].name", "a unique point name",
+                           point.name)
+        if point.end > 0x10000:
+            raise MapError(where.file, f"points[{index}].address",
+                           "a point that ends at or before register 65535", point.address)
+        by_name[point.name] = point
+    for index, point in enumerate(points):
+        path = f"points[{index}]"
+        if point.scale_factor is not None:
+            sf = by_name.get(point.scale_factor)
+            if sf is None or sf.type is not PointType.S16:
+                raise MapError(where.file, f"{path}.scale_factor",
+                               "the name of an s16 scale-factor point", point.scale_factor)
+        for blocked in unreadable:
+            if blocked.overlaps(point.table, point.address, point.end - 1):
+                raise MapError(where.file, f"{path}.address",
+                               "an address outside the unreadable ranges", point.address)
+    ordered = sorted(points, key=lambda p: (p.table.value, p.address))
+    for before, after in zip(ordered, ordered[1:], strict=False):
+        if before.table is after.table and after.address < before.end:
+            raise MapError(where.file, "points",
+                           f"points that do not overlap ({before.name} ends at "
+                           f"{before.end}, {after.name} starts at {after.address})",
+                           after.name)
+    return by_name
+
+
+def _capabilities(root: Node, kind: str, points: Mapping[str, Point]) -> dict[str, str]:
+    spec = KINDS[kind]
+    node = root.get("capabilities")
+    capabilities: dict[str, str] = {}
+    if node is not None:
+        for capability, child in node.items():
+            if not spec.allows(capability):
+                raise _error(child, f"a capability a {kind} offers (see drivers/capabilities.py)"
+                             f"; {capability!r} is not one")
+            target = child.str()
+            if target not in points:
+                raise _error(child, "the name of a point of this map")
+            capabilities[capability] = target
+    missing = sorted(spec.required - capabilities.keys())
+    if missing:
+        raise MapError(root.file, "capabilities", f"the {kind} capabilities "
+                       + ", ".join(missing), missing=True)
+    return capabilities
+
+
+def _groups(node: Node | None, points: Mapping[str, Point]) -> dict[str, PollGroup]:
+    groups: dict[str, PollGroup] = {}
+    if node is None:
+        return groups
+    for name, child in node.items():
+        child.only(("interval_s", "points"))
+        interval = child.req("interval_s").float(min=0.05, max=86400)
+        names = []
+        for entry in child.req("points").list():
+            point_name = entry.str()
+            if point_name not in points:
+                raise _error(entry, "the name of a point of this map")
+            if not points[point_name].access.readable:
+                raise _error(entry, "a readable point")
+            names.append(point_name)
+        groups[name] = PollGroup(name, interval, tuple(names))
+    return groups
+
+
+def _constants(node: Node | None, points: Mapping[str, Point]) -> dict[str, Value]:
+    constants: dict[str, Value] = {}
+    if node is None:
+        return constants
+    for name, child in node.items():
+        if name not in points:
+            raise _error(child, "the name of a point of this map")
+        value = child.value
+        if not isinstance(value, int | float | str | bool):
+            raise _error(child, "a number, string or boolean")
+        constants[name] = value
+    return constants
+
+
+def _sunspec(node: Node) -> tuple[list[Point], dict[str, Value]]:
+    """Points and layout constants (marker, model ids and lengths) of a SunSpec map."""
+    node.only(("base_address", "models", "repeats", "limits"))
+    base_node = node.get("base_address")
+    base = sunspec.BASE_ADDRESSES[0] if base_node is None else base_node.int(min=0, max=0xFF00)
+    if base_node is not None and base not in sunspec.BASE_ADDRESSES:
+        raise _error(base_node, "one of the SunSpec base addresses 40000, 0, 50000")
+    repeats: dict[int, int] = {}
+    repeats_node = node.get("repeats")
+    if repeats_node is not None:
+        for key, child in repeats_node.items():
+            if not key.isdigit():
+                raise _error(child, 'keys that are model ids, e.g. "160"')
+            repeats[int(key)] = child.int(min=0, max=100)
+    limits: dict[str, tuple[float, float]] = {}
+    limits_node = node.get("limits")
+    if limits_node is not None:
+        for name, child in limits_node.items():
+            pair = child.list()
+            if len(pair) != 2:
+                raise _error(child, "[min, max]")
+            limits[name] = (pair[0].float(), pair[1].float())
+    marker = Point(name="SunS", table=Table.HOLDING, address=base, type=PointType.STRING,
+                   length=2, description="SunSpec marker")
+    points: list[Point] = [marker]
+    constants: dict[str, Value] = {"SunS": "SunS"}
+    address = base + 2
+    for index, model_node in enumerate(node.req("models").list()):
+        model_id = model_node.int(min=1, max=0xFFFE)
+        try:
+            count = repeats.get(model_id, 0)
+            model_points = sunspec.build_points(model_id, address, count, limits)
+            length = sunspec.model_length(model_id, count)
+        except sunspec.SunSpecError as exc:
+            raise MapError(node.file, f"{node.path}.models[{index}]",
+                           f"a SunSpec model pysunspec2 defines ({exc})", model_id) from None
+        prefix = sunspec.model_name(model_id)
+        constants[f"{prefix}.ID"] = model_id
+        constants[f"{prefix}.L"] = length
+        points.extend(model_points)
+        address += 2 + length
+    names = {p.name for p in points}
+    for name in limits:
+        if name not in names:
+            raise MapError(node.file, f"{node.path}.limits.{name}",
+                           "the name of a point of these models", name)
+    end_id = Point(name="end.ID", table=Table.HOLDING, address=address, type=PointType.U16,
+                   description="end of the SunSpec model chain (0xFFFF)")
+    end_length = Point(name="end.L", table=Table.HOLDING, address=address + 1,
+                       type=PointType.U16, description="end model length (0)")
+    points += [end_id, end_length]
+    constants.update({"end.ID": sunspec.END_MODEL_ID, "end.L": 0})
+    return points, constants

@@ -1,0 +1,261 @@
+"""The typed model of a register map: tables, point types, points and device maps.
+
+Everything here is immutable data. A :class:`DeviceMap` is what a map file loads into;
+the codec (:mod:`drivers.codec`) turns registers into values for its points and back,
+the planner (:mod:`drivers.planner`) groups its points into read requests.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+
+class Table(enum.Enum):
+    """The four Modbus data tables, with the function codes that read and write them."""
+
+    COIL = "coil"
+    DISCRETE_INPUT = "discrete_input"
+    HOLDING = "holding"
+    INPUT = "input"
+
+    @property
+    def read_function(self) -> int:
+        return _READ_FUNCTION[self]
+
+    @property
+    def is_bits(self) -> bool:
+        return self in (Table.COIL, Table.DISCRETE_INPUT)
+
+    @property
+    def writable(self) -> bool:
+        return self in (Table.COIL, Table.HOLDING)
+
+    @property
+    def max_read_count(self) -> int:
+        """Protocol limit per read request: 125 registers or 2000 bits."""
+        return 2000 if self.is_bits else 125
+
+
+_READ_FUNCTION = {Table.COIL: 1, Table.DISCRETE_INPUT: 2, Table.HOLDING: 3, Table.INPUT: 4}
+
+
+class PointType(enum.Enum):
+    """Wire types of points. The value is the name used in map files."""
+
+    U16 = "u16"
+    S16 = "s16"
+    U32 = "u32"
+    S32 = "s32"
+    U64 = "u64"
+    S64 = "s64"
+    F32 = "f32"
+    F64 = "f64"
+    STRING = "string"  # fixed length, 2 ASCII/UTF-8 bytes per register, NUL padded
+    BITS16 = "bits16"  # bit field, named bits
+    BITS32 = "bits32"
+    BOOL = "bool"  # one coil or discrete input
+
+    @property
+    def registers(self) -> int:
+        """Registers one value occupies (strings: per-point ``length`` instead)."""
+        return _REGISTERS[self]
+
+    @property
+    def is_integer(self) -> bool:
+        return self in _INTEGER_RANGES
+
+    @property
+    def integer_range(self) -> tuple[int, int]:
+        return _INTEGER_RANGES[self]
+
+
+_REGISTERS = {
+    PointType.U16: 1, PointType.S16: 1, PointType.BITS16: 1,
+    PointType.U32: 2, PointType.S32: 2, PointType.BITS32: 2, PointType.F32: 2,
+    PointType.U64: 4, PointType.S64: 4, PointType.F64: 4,
+    PointType.STRING: 0, PointType.BOOL: 1,
+}
+
+_INTEGER_RANGES = {
+    PointType.U16: (0, 0xFFFF),
+    PointType.S16: (-0x8000, 0x7FFF),
+    PointType.BITS16: (0, 0xFFFF),
+    PointType.U32: (0, 0xFFFF_FFFF),
+    PointType.S32: (-0x8000_0000, 0x7FFF_FFFF),
+    PointType.BITS32: (0, 0xFFFF_FFFF),
+    PointType.U64: (0, 0xFFFF_FFFF_FFFF_FFFF),
+    PointType.S64: (-0x8000_0000_0000_0000, 0x7FFF_FFFF_FFFF_FFFF),
+}
+
+#: "Not implemented" raw values per type (SunSpec's and most vendors' conventions).
+#: Floats use NaN, which always decodes to None.
+#: The first value of each tuple is the one encoders write for "no value".
+DEFAULT_NOT_IMPLEMENTED: Mapping[PointType, tuple[int, ...]] = {
+    PointType.U16: (0xFFFF,),
+    PointType.S16: (-0x8000,),
+    PointType.BITS16: (0xFFFF,),
+    PointType.U32: (0xFFFF_FFFF,),
+    PointType.S32: (-0x8000_0000, 0x7FFF_FFFF),
+    PointType.BITS32: (0xFFFF_FFFF,),
+    PointType.U64: (0xFFFF_FFFF_FFFF_FFFF,),
+    PointType.S64: (-0x8000_0000_0000_0000,),
+}
+
+
+class Order(enum.Enum):
+    """Word order (register order of multi-register values) or byte order in a register."""
+
+    BIG = "big"  # most significant first: the Modbus default ("ABCD")
+    LITTLE = "little"  # least significant first (word swap "CDAB", byte swap "BADC")
+
+
+class Access(enum.Enum):
+    READ = "r"
+    READ_WRITE = "rw"
+    WRITE = "w"
+
+    @property
+    def readable(self) -> bool:
+        return self is not Access.WRITE
+
+    @property
+    def writable(self) -> bool:
+        return self is not Access.READ
+
+
+#: Decoded value of a point: number in base units, label-less enum code, bit field as
+#: int, string, bool for coils, or None when the device reports "not implemented".
+Value = float | int | str | bool | None
+
+
+@dataclass(frozen=True, slots=True)
+class Point:
+    """One named value in a device's register space.
+
+    The engineering value is ``raw * scale + offset`` or, with ``scale_factor`` set,
+    ``raw * 10 ** sf`` where ``sf`` is the current value of the named scale-factor point
+    (SunSpec). ``unit`` is the base unit of the engineering value (W, Wh, V, A, Hz, °C, %).
+    ``minimum``/``maximum`` bound writes, in engineering units.
+    """
+
+    name: str
+    table: Table
+    address: int
+    type: PointType
+    length: int = 1  # registers (strings) or 1
+    word_order: Order = Order.BIG
+    byte_order: Order = Order.BIG
+    scale: float = 1.0
+    offset: float = 0.0
+    scale_factor: str | None = None
+    unit: str = ""
+    access: Access = Access.READ
+    minimum: float | None = None
+    maximum: float | None = None
+    #: Raw values meaning "not implemented" (decode to None); the first is canonical.
+    not_implemented: tuple[int, ...] = ()
+    enum: Mapping[int, str] = field(default_factory=dict)
+    bits: Mapping[int, str] = field(default_factory=dict)
+    description: str = ""
+
+    @property
+    def count(self) -> int:
+        """Registers (or coils) this point occupies."""
+        return self.length if self.type is PointType.STRING else self.type.registers
+
+    @property
+    def end(self) -> int:
+        """First address after this point."""
+        return self.address + self.count
+
+    @property
+    def is_numeric(self) -> bool:
+        return self.type not in (PointType.STRING, PointType.BOOL)
+
+    def label(self, value: Value) -> str | None:
+        """The enum label of a decoded value, if the point has one."""
+        if isinstance(value, int) and not isinstance(value, bool):
+            return self.enum.get(value)
+        return None
+
+    def bit_names(self, value: Value) -> list[str]:
+        """Names of the set bits of a decoded bit field."""
+        if not isinstance(value, int) or isinstance(value, bool):
+            return []
+        return [name for bit, name in sorted(self.bits.items()) if value >> bit & 1]
+
+
+@dataclass(frozen=True, slots=True)
+class AddressRange:
+    """Inclusive register range ``first``–``last`` of one table."""
+
+    table: Table
+    first: int
+    last: int
+
+    def overlaps(self, table: Table, first: int, last: int) -> bool:
+        return table is self.table and first <= self.last and last >= self.first
+
+
+@dataclass(frozen=True, slots=True)
+class PollGroup:
+    """A named set of points read together at one interval (a default the site may override)."""
+
+    name: str
+    interval_s: float
+    points: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Pacing:
+    """Request pacing a device needs (defaults a site file may override)."""
+
+    request_interval_s: float = 0.0  # minimum time between two requests
+    connect_delay_s: float = 0.0  # wait after a TCP connect before the first request
+    single_client: bool = False  # accepts one TCP connection at a time
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceMap:
+    """A device model's register map, loaded from a map file."""
+
+    model: str
+    kind: str
+    manufacturer: str
+    description: str
+    source: str  # file the map came from, for error messages
+    points: Mapping[str, Point]
+    capabilities: Mapping[str, str]  # capability (e.g. "power_w") -> point name
+    groups: Mapping[str, PollGroup]
+    unreadable: tuple[AddressRange, ...] = ()
+    max_registers: int = 125
+    max_gap: int = 0
+    pacing: Pacing = Pacing()
+    documentation: str = ""
+    #: For SunSpec maps: scale factors the simulated device serves (point -> exponent).
+    sim_scale_factors: Mapping[str, int] = field(default_factory=dict)
+    #: Fixed values a simulated device serves (identification strings, ratings).
+    sim_constants: Mapping[str, Value] = field(default_factory=dict)
+
+    def point(self, name: str) -> Point:
+        """The point ``name``; raises KeyError naming the map when it does not exist."""
+        try:
+            return self.points[name]
+        except KeyError:
+            raise KeyError(f"{self.model}: no point named {name!r}") from None
+
+    def capability_point(self, capability: str) -> Point | None:
+        name = self.capabilities.get(capability)
+        return None if name is None else self.points[name]
+
+    def with_dependencies(self, names: list[str] | tuple[str, ...]) -> list[Point]:
+        """The named points plus the scale-factor points they depend on (deduplicated)."""
+        seen: dict[str, Point] = {}
+        for name in names:
+            point = self.point(name)
+            seen[point.name] = point
+            if point.scale_factor is not None:
+                seen.setdefault(point.scale_factor, self.points[point.scale_factor])
+        return list(seen.values())

@@ -1,0 +1,394 @@
+"""Bindings: each simulated device's values by capability, and writes applied to physics.
+
+A binding knows a device kind, not a register map: it speaks in capabilities
+(``power_w``, ``soc_pct``…, see ``drivers/capabilities.py``), so every map of that kind is
+simulated by the same binding. A few bindings also fill map-specific status points
+(``extra_points``) when the map has them. Writes arrive as capability and engineering
+value; an impossible value raises ``ValueError`` and the server answers Modbus
+exception 03 (illegal data value), changing nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+from drivers.points import Value
+from simulators.physics.battery import BatteryModel
+from simulators.physics.dcbus import DcBus
+from simulators.physics.grid import mains_frequency_hz, mains_voltage_v, phase_values
+from simulators.physics.heatpump import HeatPump
+from simulators.physics.loads import RelayModule
+from simulators.physics.pv import PvInverter
+from simulators.physics.site import MeterModel, SimLoad, SubMeterChannelModel
+
+
+class Binding(Protocol):
+    def values(self) -> dict[str, Value]:
+        """Current values by capability name."""
+        ...
+
+    def extra_points(self) -> dict[str, Value]:
+        """Current values of map-specific points, by point name (used if present)."""
+        ...
+
+    def write(self, capability: str, value: Value) -> None:
+        """Apply a write; raises ValueError (or KeyError for a read-only capability)."""
+        ...
+
+
+def _number(value: Value) -> float:
+    if value is None or isinstance(value, str):
+        raise ValueError(f"expected a number, got {value!r}")
+    return float(value)
+
+
+@dataclass
+class MeterBinding:
+    meter: MeterModel
+    clock: Callable[[], float]
+
+    def values(self) -> dict[str, Value]:
+        t = self.clock()
+        phases = self.meter.phases(t)
+        counter = self.meter.counter
+        values: dict[str, Value] = {
+            "power_w": counter.power_w,
+            "import_wh": counter.import_wh,
+            "export_wh": counter.export_wh,
+            "reactive_power_var": self.meter.reactive_var,
+            "apparent_power_va": sum(p.apparent_va for p in phases),
+            "power_factor": phases[0].power_factor,
+            "frequency_hz": mains_frequency_hz(t),
+            "demand_w": self.meter.demand_w,
+            "max_demand_w": self.meter.max_demand_w,
+        }
+        for index, phase in enumerate(phases, start=1):
+            values[f"l{index}_voltage_v"] = phase.voltage_v
+            values[f"l{index}_current_a"] = phase.current_a
+            values[f"l{index}_power_w"] = phase.power_w
+        return values
+
+    def extra_points(self) -> dict[str, Value]:
+        return {}
+
+    def write(self, capability: str, value: Value) -> None:
+        raise KeyError(capability)
+
+
+@dataclass
+class InverterBinding:
+    inverter: PvInverter
+
+    def values(self) -> dict[str, Value]:
+        inv, cfg = self.inverter, self.inverter.config
+        t = inv.t_s
+        per_mppt = inv.dc_power_w / cfg.mppt_count
+        mppt_voltage = 620.0 if per_mppt > 0 else 0.0
+        values: dict[str, Value] = {
+            "power_w": inv.power_w,
+            "energy_wh": inv.energy_wh,
+            "dc_power_w": inv.dc_power_w,
+            "rated_power_w": cfg.rated_ac_w,
+            "power_limit_pct": inv.limit_pct,
+            "power_limit_enabled": 1 if inv.limit_enabled else 0,
+            "power_limit_revert_s": inv.revert_s,
+            "power_limit_ramp_s": inv.ramp_s,
+            "operating_state": self._state(),
+            "frequency_hz": mains_frequency_hz(t),
+            "reactive_power_var": 0.0,
+            "temperature_c": inv.cell_temp_c - 5.0,
+        }
+        for phase in (1, 2, 3):
+            values[f"l{phase}_voltage_v"] = mains_voltage_v(t, phase)
+        for index in range(1, cfg.mppt_count + 1):
+            values[f"mppt{index}_power_w"] = per_mppt
+            values[f"mppt{index}_voltage_v"] = mppt_voltage
+            values[f"mppt{index}_current_a"] = per_mppt / mppt_voltage if mppt_voltage else 0.0
+        return values
+
+    def _state(self) -> int:
+        # SunSpec model 103 St: 2 sleeping, 4 MPPT, 5 throttled.
+        if self.inverter.available_w <= 0:
+            return 2
+        return 5 if self.inverter.limit_active else 4
+
+    def extra_points(self) -> dict[str, Value]:
+        inv, cfg = self.inverter, self.inverter.config
+        phase = phase_values(inv.power_w / 3.0, 1.0, inv.t_s, 1)
+        return {
+            "inverter_three_phase.A": 3 * phase.current_a,
+            "inverter_three_phase.AphA": phase.current_a,
+            "inverter_three_phase.AphB": phase.current_a,
+            "inverter_three_phase.AphC": phase.current_a,
+            "inverter_three_phase.VA": inv.power_w,
+            "inverter_three_phase.PF": 1.0,
+            "inverter_three_phase.DCA": inv.dc_power_w / 620.0 if inv.dc_power_w else 0.0,
+            "inverter_three_phase.DCV": 620.0 if inv.dc_power_w else 0.0,
+            "nameplate.WRtg": cfg.rated_ac_w,
+            "nameplate.VARtg": cfg.rated_ac_w,
+            "settings.WMax": cfg.rated_ac_w,
+            "status.PVConn": 0b111 if inv.available_w > 0 else 0b011,
+            "status.ECPConn": 1,
+            "status.ActWh": round(inv.energy_wh),
+            "status.WAval": inv.available_w,
+            "status.StActCtl": 1 if inv.limit_active else 0,
+            "controls.Conn": 1,
+            "mppt.module[0].ID": 1,
+            "mppt.module[1].ID": 2,
+            "mppt.module[0].DCWH": round(inv.energy_wh / cfg.mppt_count),
+            "mppt.module[1].DCWH": round(inv.energy_wh / cfg.mppt_count),
+            "mppt.module[0].DCSt": self._state(),
+            "mppt.module[1].DCSt": self._state(),
+        }
+
+    def write(self, capability: str, value: Value) -> None:
+        number = _number(value)
+        if capability == "power_limit_pct":
+            self.inverter.set_limit(pct=number)
+        elif capability == "power_limit_enabled":
+            if number not in (0, 1):
+                raise ValueError("WMaxLim_Ena must be 0 or 1")
+            self.inverter.set_limit(enabled=bool(number))
+        elif capability == "power_limit_revert_s":
+            self.inverter.set_limit(revert_s=number)
+        elif capability == "power_limit_ramp_s":
+            self.inverter.set_limit(ramp_s=number)
+        else:
+            raise KeyError(capability)
+
+
+@dataclass
+class BatteryBinding:
+    battery: BatteryModel
+
+    def values(self) -> dict[str, Value]:
+        bat, cfg = self.battery, self.battery.config
+        mode = (1 if bat.charge_limited else 0) | (2 if bat.discharge_limited else 0)
+        return {
+            "soc_pct": bat.soc_pct,
+            "power_w": bat.power_w,
+            "capacity_wh": cfg.capacity_wh,
+            "max_charge_w": cfg.max_charge_w,
+            "max_discharge_w": cfg.max_discharge_w,
+            "control_mode": mode,
+            "charge_limit_pct": bat.charge_limit_pct,
+            "discharge_limit_pct": bat.discharge_limit_pct,
+            "control_revert_s": bat.revert_s,
+            "min_reserve_pct": bat.min_reserve_pct,
+            "charge_state": self._charge_state(),
+            "voltage_v": cfg.nominal_voltage_v * (0.93 + 0.14 * bat.soc_pct / 100.0),
+            "current_a": bat.power_w / cfg.nominal_voltage_v,
+            "state_of_health_pct": 98.5,
+        }
+
+    def _charge_state(self) -> int:
+        # SunSpec ChaSt: 2 empty, 3 discharging, 4 charging, 5 full, 6 holding.
+        bat = self.battery
+        if bat.power_w > 1:
+            return 3
+        if bat.power_w < -1:
+            return 4
+        if bat.soc_pct >= bat.config.soc_max_pct - 0.05:
+            return 5
+        if bat.soc_pct <= bat.config.soc_min_pct + 0.05:
+            return 2
+        return 6
+
+    def extra_points(self) -> dict[str, Value]:
+        bat, cfg = self.battery, self.battery.config
+        return {
+            "battery.AHRtg": cfg.capacity_wh / cfg.nominal_voltage_v,
+            "battery.WChaRteMax": cfg.max_charge_w,
+            "battery.SoCMax": cfg.soc_max_pct,
+            "battery.SoCMin": cfg.soc_min_pct,
+            "battery.State": 3,
+            "battery.NCyc": int(bat.cycles),
+            "battery.Hb": int(bat.t_s) & 0xFFFF,
+            "storage_basic.ChaState": bat.soc_pct,
+            "storage_basic.InBatV": cfg.nominal_voltage_v,
+            "storage_basic.ChaSt": self._charge_state(),
+            "storage_basic.StorAval": bat.stored_wh / cfg.nominal_voltage_v,
+        }
+
+    def write(self, capability: str, value: Value) -> None:
+        number = _number(value)
+        if capability == "control_mode":
+            bits = int(number)
+            if bits & ~0b11:
+                raise ValueError("StorCtl_Mod has only bits 0 and 1")
+            self.battery.set_control(charge_limited=bool(bits & 1),
+                                     discharge_limited=bool(bits & 2))
+        elif capability == "charge_limit_pct":
+            self.battery.set_control(charge_limit_pct=number)
+        elif capability == "discharge_limit_pct":
+            self.battery.set_control(discharge_limit_pct=number)
+        elif capability == "control_revert_s":
+            self.battery.set_control(revert_s=number)
+        elif capability == "min_reserve_pct":
+            if not 0 <= number <= 100:
+                raise ValueError("reserve must be 0–100 %")
+            self.battery.min_reserve_pct = number
+        elif capability == "max_charge_w":
+            if number != self.battery.config.max_charge_w:
+                raise ValueError("this simulated battery keeps WChaMax at its rating")
+        else:
+            raise KeyError(capability)
+
+
+@dataclass
+class HeatPumpBinding:
+    heat_pump: HeatPump
+
+    def values(self) -> dict[str, Value]:
+        hp = self.heat_pump
+        outdoor = hp.outdoor_c(hp.t_s)
+        return {
+            "sg_ready_state": hp.sg_ready_state,
+            "power_w": hp.electric_w,
+            "energy_wh": hp.energy_wh,
+            "thermal_power_w": abs(hp.thermal_w),
+            "thermal_energy_wh": hp.thermal_energy_wh,
+            "flow_setpoint_c": hp.flow_setpoint_c,
+            "flow_temp_c": hp.flow_c,
+            "return_temp_c": hp.return_c,
+            "outdoor_temp_c": outdoor,
+            "indoor_temp_c": hp.indoor_c,
+            "indoor_setpoint_c": hp.indoor_setpoint_c,
+            "operating_mode": hp.mode,
+            "cop": hp.cop,
+            "rated_power_w": hp.config.rated_electric_w,
+        }
+
+    def extra_points(self) -> dict[str, Value]:
+        hp = self.heat_pump
+        running = hp.electric_w > 0
+        status = (running * 1) | ((hp.thermal_w > 0) * 2) | ((hp.thermal_w < 0) * 4) | (
+            (hp.sg_ready_state == 1) * 8)
+        return {"status": status}
+
+    def write(self, capability: str, value: Value) -> None:
+        number = _number(value)
+        if capability == "sg_ready_state":
+            if number not in (1, 2, 3, 4):
+                raise ValueError("SG-Ready state must be 1–4")
+            self.heat_pump.sg_ready_state = int(number)
+        elif capability == "flow_setpoint_c":
+            self.heat_pump.flow_setpoint_c = number
+        elif capability == "indoor_setpoint_c":
+            self.heat_pump.indoor_setpoint_c = number
+        elif capability == "operating_mode":
+            self.heat_pump.mode = int(number)
+        else:
+            raise KeyError(capability)
+
+
+@dataclass
+class RelayBinding:
+    relay: RelayModule
+
+    def values(self) -> dict[str, Value]:
+        values: dict[str, Value] = {
+            f"channel_{i}_on": on for i, on in enumerate(self.relay.states, start=1)
+        }
+        values["watchdog_s"] = self.relay.watchdog_s
+        values["watchdog_tripped"] = self.relay.trips
+        return values
+
+    def extra_points(self) -> dict[str, Value]:
+        return {}
+
+    def write(self, capability: str, value: Value) -> None:
+        if capability.startswith("channel_") and capability.endswith("_on"):
+            self.relay.write_channel(int(capability[8:-3]), bool(value))
+        elif capability == "watchdog_s":
+            self.relay.set_watchdog(_number(value))
+        else:
+            raise KeyError(capability)
+
+
+@dataclass
+class DcBusBinding:
+    bus: DcBus
+
+    def values(self) -> dict[str, Value]:
+        bus, cfg = self.bus, self.bus.config
+        if not bus.enabled:
+            state = 0
+        elif bus.saturated:
+            state = 2
+        else:
+            state = 1
+        return {
+            "bus_voltage_v": bus.voltage_v,
+            "power_w": bus.converter_w,
+            "load_power_w": bus.load_w,
+            "current_a": bus.converter_w / bus.voltage_v if bus.voltage_v > 1 else 0.0,
+            "voltage_setpoint_v": bus.voltage_setpoint_v,
+            "droop_pct": bus.droop_pct,
+            "power_setpoint_w": bus.power_setpoint_w,
+            "power_limit_w": bus.power_limit_w,
+            "nominal_voltage_v": cfg.nominal_voltage_v,
+            "rated_power_w": cfg.rated_power_w,
+            "operating_state": state,
+            "enabled": 1 if bus.enabled else 0,
+        }
+
+    def extra_points(self) -> dict[str, Value]:
+        return {
+            "energy_in": self.bus.energy_in_wh,
+            "energy_out": self.bus.energy_out_wh,
+        }
+
+    def write(self, capability: str, value: Value) -> None:
+        number = _number(value)
+        if capability == "voltage_setpoint_v":
+            self.bus.voltage_setpoint_v = number
+        elif capability == "droop_pct":
+            if number <= 0:
+                raise ValueError("droop must be > 0 %")
+            self.bus.droop_pct = number
+        elif capability == "power_setpoint_w":
+            self.bus.power_setpoint_w = number
+        elif capability == "power_limit_w":
+            self.bus.power_limit_w = number
+        elif capability == "enabled":
+            self.bus.enabled = bool(number)
+        else:
+            raise KeyError(capability)
+
+
+@dataclass
+class SubMeterBinding:
+    channels: Mapping[int, SubMeterChannelModel]
+    loads: Mapping[str, SimLoad]
+    clock: Callable[[], float]
+
+    def values(self) -> dict[str, Value]:
+        t = self.clock()
+        values: dict[str, Value] = {"frequency_hz": mains_frequency_hz(t), "uptime_s": 0}
+        total = 0.0
+        for number, channel in self.channels.items():
+            load = self.loads[channel.load]
+            phase = phase_values(load.power_w, load.config.power_factor, t, 1)
+            total += load.power_w
+            prefix = f"ch{number}_"
+            values.update({
+                prefix + "voltage_v": phase.voltage_v,
+                prefix + "current_a": phase.current_a,
+                prefix + "power_w": phase.power_w,
+                prefix + "apparent_power_va": phase.apparent_va,
+                prefix + "reactive_power_var": phase.reactive_var,
+                prefix + "power_factor": phase.power_factor if load.power_w else 1.0,
+                prefix + "import_wh": channel.counter.import_wh,
+                prefix + "export_wh": channel.counter.export_wh,
+            })
+        values["demand_w"] = total
+        return values
+
+    def extra_points(self) -> dict[str, Value]:
+        return {"firmware_version": 0x0100, "status": 0b1}
+
+    def write(self, capability: str, value: Value) -> None:
+        raise KeyError(capability)

@@ -1,0 +1,368 @@
+"""The thin pymodbus adapter: serves simulated devices through their ``drivers/`` maps.
+
+One server per endpoint — a TCP port or a serial line — with one pymodbus ``SimDevice``
+per unit id. Register values are encoded on demand from the live physics by the same
+codec the controller decodes with, so simulator and driver cannot drift. Fault injection
+(:mod:`simulators.faults`) is applied here, in the request handler, and nowhere else.
+
+What a client sees:
+
+* mapped registers (and gaps of at most ``max_gap`` between points) read their live
+  values; anything else answers exception 02 (illegal data address);
+* writes go through the map's checks: read-only registers answer 02, values outside a
+  point's limits or refused by the physics answer 03 (illegal data value) and change
+  nothing; a write must cover whole points;
+* on TCP a request for a unit id the endpoint does not serve answers exception 0B
+  (gateway target failed to respond); on a serial line it gets no answer, as on RS-485.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import logging
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pymodbus.constants import ExcCodes
+from pymodbus.pdu import ExceptionResponse, ModbusPDU
+from pymodbus.server import ModbusSerialServer, ModbusTcpServer
+from pymodbus.server.requesthandler import ServerRequestHandler
+from pymodbus.simulator import DataType, SimData, SimDevice
+
+from drivers.codec import WriteRangeError, decode, decode_raw, encode, encode_write
+from drivers.points import DeviceMap, Point, PointType, Table, Value
+from simulators.bindings import Binding
+from simulators.faults import Faults
+
+log = logging.getLogger("pedf.sim.modbus")
+
+_TABLE_OF_FUNCTION = {1: Table.COIL, 5: Table.COIL, 15: Table.COIL, 2: Table.DISCRETE_INPUT,
+                      3: Table.HOLDING, 6: Table.HOLDING, 16: Table.HOLDING, 23: Table.HOLDING,
+                      4: Table.INPUT}
+_TUPLE_ORDER = (Table.COIL, Table.DISCRETE_INPUT, Table.HOLDING, Table.INPUT)
+
+
+def served_ranges(device_map: DeviceMap, table: Table) -> list[tuple[int, int]]:
+    """(first, end) address runs a device of ``device_map`` answers in ``table``: every
+    point's registers, joined across gaps of at most ``max_gap`` that touch no
+    unreadable range."""
+    points = sorted((p for p in device_map.points.values() if p.table is table),
+                    key=lambda p: p.address)
+    runs: list[tuple[int, int]] = []
+    for point in points:
+        if runs:
+            first, end = runs[-1]
+            gap = point.address - end
+            bridge = gap <= 0 or (gap <= device_map.max_gap and not any(
+                r.overlaps(table, end, point.address - 1) for r in device_map.unreadable))
+            if bridge:
+                runs[-1] = (first, max(end, point.end))
+                continue
+        runs.append((point.address, point.end))
+    return runs
+
+
+@dataclass
+class ServedDevice:
+    """One simulated device at one unit id: live values in, registers out, writes in."""
+
+    name: str
+    device_map: DeviceMap
+    binding: Binding
+    unit: int
+    refresh: Callable[[], None] = lambda: None  # advances the physics to "now"
+    faults: Faults = field(default_factory=Faults)
+    settings: dict[str, Value] = field(default_factory=dict)  # written config points
+    encode_failures: int = 0
+    _frozen: dict[str, Value] | None = None
+    _reverse: dict[str, str] = field(default_factory=dict)
+    _starts: dict[Table, list[int]] = field(default_factory=dict)
+    _points: dict[Table, list[Point]] = field(default_factory=dict)
+    _scale_factor_names: frozenset[str] = frozenset()
+
+    def __post_init__(self) -> None:
+        self._reverse = {point: cap for cap, point in self.device_map.capabilities.items()}
+        for table in Table:
+            points = sorted((p for p in self.device_map.points.values() if p.table is table),
+                            key=lambda p: p.address)
+            self._points[table] = points
+            self._starts[table] = [p.address for p in points]
+        self._scale_factor_names = frozenset(
+            p.scale_factor for p in self.device_map.points.values() if p.scale_factor)
+
+    # -- values -------------------------------------------------------------------------
+
+    def point_values(self) -> dict[str, Value]:
+        """Every point's current engineering value (None: serve "not implemented")."""
+        if self.faults.freeze:
+            if self._frozen is None:
+                self._frozen = self._live_values()
+            return self._frozen
+        self._frozen = None
+        return self._live_values()
+
+    def _live_values(self) -> dict[str, Value]:
+        self.refresh()
+        values: dict[str, Value] = dict(self.device_map.sim_constants)
+        values.update(self.settings)
+        points = self.device_map.points
+        for capability, value in self.binding.values().items():
+            name = self.device_map.capabilities.get(capability)
+            if name is not None:
+                values[name] = value
+        values.update({k: v for k, v in self.binding.extra_points().items() if k in points})
+        delta = self.faults.scale_factor_delta()
+        if delta:
+            for name in self._scale_factor_names:
+                current = values.get(name)
+                if isinstance(current, int):
+                    values[name] = current + delta
+        return values
+
+    def _encode_point(self, point: Point, values: Mapping[str, Value]) -> list[int]:
+        value = values.get(point.name)
+        sf_value = values.get(point.scale_factor) if point.scale_factor else None
+        sf = sf_value if isinstance(sf_value, int) else None
+        if value is None and not point.not_implemented and point.type.is_integer:
+            value = 0  # a register without a "not implemented" value reads 0
+        try:
+            if isinstance(value, float) and point.type.is_integer and not math.isfinite(value):
+                raise WriteRangeError(point.name)
+            return encode(point, value, sf)
+        except WriteRangeError:
+            self.encode_failures += 1
+            if self.encode_failures in (1, 100, 10000):
+                log.warning("%s: cannot encode %s = %r (served as 'not implemented')",
+                            self.name, point.name, value)
+            return encode(point, None, sf) if point.not_implemented or not (
+                point.type.is_integer) else [0] * point.count
+
+    def fill(self, table: Table, first: int, count: int, start: int,
+             registers: list[int]) -> None:
+        """Encode the live values of ``table`` points overlapping [first, first+count)
+        into ``registers`` (a block whose index 0 is address ``start``)."""
+        values = self.point_values()
+        points, starts = self._points[table], self._starts[table]
+        index = max(0, bisect.bisect_right(starts, first) - 1)
+        end = first + count
+        for point in points[index:]:
+            if point.address >= end:
+                break
+            if point.end <= first:
+                continue
+            words = self._encode_point(point, values)
+            offset = point.address - start
+            registers[offset:offset + len(words)] = words
+
+    def fill_bits(self, table: Table, start_word: int, registers: list[int]) -> None:
+        """Pack the coil or discrete-input points into the block's 16-bit words."""
+        values = self.point_values()
+        words: dict[int, int] = {}
+        for point in self._points[table]:
+            word = point.address // 16 - start_word
+            bit = point.address % 16
+            words.setdefault(word, 0)
+            if values.get(point.name):
+                words[word] |= 1 << bit
+        for word, value in words.items():
+            if 0 <= word < len(registers):
+                registers[word] = value
+
+    # -- writes -------------------------------------------------------------------------
+
+    def write_registers(self, address: int, words: Sequence[int]) -> ExcCodes | None:
+        """Apply a holding-register write; all or nothing."""
+        end = address + len(words)
+        touched = [p for p in self._points[Table.HOLDING] if p.address < end and p.end > address]
+        if not touched or any(p.address < address or p.end > end for p in touched):
+            return ExcCodes.ILLEGAL_ADDRESS
+        current = self.point_values()
+        updates: list[tuple[Point, Value]] = []
+        for point in touched:
+            raw_words = list(words[point.address - address:point.end - address])
+            sf_value = current.get(point.scale_factor) if point.scale_factor else None
+            sf = sf_value if isinstance(sf_value, int) else None
+            try:
+                decode_raw(point, raw_words)
+                value = decode(point, raw_words, sf)
+                encode_write(point, value, sf)  # the map's access and limit checks
+            except (WriteRangeError, ValueError):
+                return ExcCodes.ILLEGAL_VALUE
+            updates.append((point, value))
+        return self._apply(updates)
+
+    def write_bits(self, address: int, bits: Sequence[bool]) -> ExcCodes | None:
+        points = {p.address: p for p in self._points[Table.COIL]}
+        updates: list[tuple[Point, Value]] = []
+        for offset, bit in enumerate(bits):
+            point = points.get(address + offset)
+            if point is None or not point.access.writable:
+                return ExcCodes.ILLEGAL_ADDRESS
+            updates.append((point, bool(bit)))
+        return self._apply(updates)
+
+    def _apply(self, updates: list[tuple[Point, Value]]) -> ExcCodes | None:
+        self.refresh()
+        for point, value in updates:
+            capability = self._reverse.get(point.name)
+            if capability is None:
+                self.settings[point.name] = value
+                continue
+            try:
+                self.binding.write(capability, value)
+            except KeyError:
+                self.settings[point.name] = value
+            except ValueError as exc:
+                log.info("%s: write %s = %r refused: %s", self.name, point.name, value, exc)
+                return ExcCodes.ILLEGAL_VALUE
+        return None
+
+    # -- pymodbus -----------------------------------------------------------------------
+
+    def sim_device(self) -> SimDevice:
+        """The pymodbus device serving this map, with the live-value action."""
+        blocks: list[list[SimData]] = []
+        for table in _TUPLE_ORDER:
+            data: list[SimData] = []
+            writable = {a for p in self._points[table] if p.access.writable
+                        for a in range(p.address, p.end)}
+            for first, end in served_ranges(self.device_map, table):
+                address = first
+                while address < end:  # split runs where writability changes
+                    run_writable = address in writable
+                    stop = address + 1
+                    while stop < end and (stop in writable) == run_writable:
+                        stop += 1
+                    data.append(SimData(
+                        address, count=stop - address, values=False if table.is_bits else 0,
+                        datatype=DataType.BITS if table.is_bits else DataType.REGISTERS,
+                        readonly=not run_writable,
+                    ))
+                    address = stop
+            if not data:  # pymodbus needs a block per table: an unmapped one far up
+                data.append(SimData(0xFFF0, count=1, values=False, datatype=DataType.BITS)
+                            if table.is_bits else
+                            SimData(0xFFF0, count=1, datatype=DataType.INVALID))
+            blocks.append(data)
+        return SimDevice(self.unit, simdata=(blocks[0], blocks[1], blocks[2], blocks[3]),
+                         action=self._action)
+
+    async def _action(self, function_code: int, start: int, address: int, count: int,
+                      registers: list[int], set_values: list[int] | list[bool] | None
+                      ) -> ExcCodes | None:
+        table = _TABLE_OF_FUNCTION.get(function_code)
+        if table is None:
+            return ExcCodes.ILLEGAL_FUNCTION
+        if self.faults.exception is not None:
+            return ExcCodes(self.faults.exception)
+        if set_values is None:
+            if table.is_bits:
+                self.fill_bits(table, start, registers)
+            else:
+                self.fill(table, address, count, start, registers)
+            return None
+        if table is Table.COIL:
+            return self.write_bits(address, [bool(v) for v in set_values])
+        return self.write_registers(address, [int(v) for v in set_values])
+
+
+# -- servers ----------------------------------------------------------------------------
+
+
+class _FaultInjectingHandler(ServerRequestHandler):
+    """pymodbus' request handler with our unit routing and fault injection."""
+
+    server: _EndpointMixin
+
+    def callback_connected(self) -> None:
+        super().callback_connected()
+        owner = self.server
+        if owner.single_client and len(owner.active_connections) > 1:
+            log.info("%s: refusing a second client (single-client device)", owner.label)
+            self.transport.close()
+
+    async def handle_request(self) -> None:
+        pdu, addr = self.last_pdu, self.last_addr
+        if pdu is None:
+            return
+        owner = self.server
+        device = owner.devices.get(pdu.dev_id)
+        if device is None:
+            if not owner.serial:
+                self._send(ExceptionResponse(pdu.function_code, ExcCodes.GATEWAY_NO_RESPONSE),
+                           pdu, addr, corrupt=False)
+            return
+        faults = device.faults
+        if faults.offline:
+            if not owner.serial:
+                self.transport.close()
+            return
+        if faults.no_response:
+            return
+        if faults.disconnect and not owner.serial:
+            self.transport.close()
+            return
+        if faults.latency_s > 0:
+            await asyncio.sleep(faults.latency_s)
+        try:
+            response = await pdu.datastore_update(owner.context, pdu.dev_id)
+        except Exception:  # a bug in a binding must not kill the server
+            log.exception("%s unit %d: request failed", owner.label, pdu.dev_id)
+            response = ExceptionResponse(pdu.function_code, ExcCodes.DEVICE_FAILURE)
+        self._send(response, pdu, addr, corrupt=faults.corrupt)
+
+    def _send(self, response: ModbusPDU, request: ModbusPDU, addr: Any, *,
+              corrupt: bool) -> None:
+        response.transaction_id = request.transaction_id
+        response.dev_id = request.dev_id
+        if not self.transport:
+            return
+        frame = bytearray(self.framer.buildFrame(response))
+        if corrupt:
+            if self.server.serial:
+                frame[-1] ^= 0xFF  # bad CRC
+            elif len(frame) > 8 and response.function_code in (1, 2, 3, 4):
+                frame[8] = (frame[8] + 2) & 0xFF  # byte count disagrees with the data
+            else:
+                frame[5] = (frame[5] + 3) & 0xFF  # MBAP length disagrees with the frame
+        self.send(bytes(frame), addr=addr)
+
+
+class _EndpointMixin:
+    devices: Mapping[int, ServedDevice]
+    single_client: bool
+    serial: bool
+    label: str
+    active_connections: dict[str, Any]
+    context: Any
+
+    def callback_new_connection(self) -> ServerRequestHandler:
+        return _FaultInjectingHandler(self, None, None, None)
+
+
+class SimTcpServer(_EndpointMixin, ModbusTcpServer):
+    """Serves ``devices`` (by unit id) on a TCP port."""
+
+    def __init__(self, devices: Sequence[ServedDevice], host: str, port: int, *,
+                 single_client: bool = False) -> None:
+        self.devices = {d.unit: d for d in devices}
+        self.single_client = single_client
+        self.serial = False
+        self.label = f"tcp://{host}:{port}"
+        super().__init__([d.sim_device() for d in devices], address=(host, port))
+
+
+class SimSerialServer(_EndpointMixin, ModbusSerialServer):
+    """Serves ``devices`` (by unit id) as RTU slaves on a serial line."""
+
+    def __init__(self, devices: Sequence[ServedDevice], port: str, *, baud: int = 9600,
+                 parity: str = "N", stop_bits: int = 1) -> None:
+        self.devices = {d.unit: d for d in devices}
+        self.single_client = False
+        self.serial = True
+        self.label = f"rtu://{port}"
+        super().__init__([d.sim_device() for d in devices], port=port, baudrate=baud,
+                         parity=parity, stopbits=stop_bits)

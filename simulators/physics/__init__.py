@@ -1,0 +1,1 @@
+"""Pure physics models of the building's devices. No I/O: advanced by ``advance(t_s)``."""

@@ -1,0 +1,189 @@
+"""The whole building: every model advanced together, and the meters that see it.
+
+Each step computes the energy of every component over the step (Wh, + consumption,
+− generation): loads, the base load, heat pumps, DC-bus converters (AC side), PV
+inverters and batteries. A meter adds up the components it measures — the grid meter all
+of them — so the energy it counts is exactly the sum of what the devices report, and
+``import − export`` at the grid equals consumption minus generation to rounding.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, tzinfo
+
+from simulators.physics.battery import BatteryModel
+from simulators.physics.dcbus import DcBus
+from simulators.physics.grid import EnergyCounter, PhaseValues, phase_values
+from simulators.physics.heatpump import HeatPump
+from simulators.physics.loads import LoadConfig, RelayModule, profile_fraction
+from simulators.physics.pv import PvInverter
+
+#: Power factors of components the configuration does not set.
+HEAT_PUMP_POWER_FACTOR = 0.93
+CONVERTER_POWER_FACTOR = 0.99
+
+
+@dataclass
+class SimLoad:
+    """A load, optionally switched by a relay channel and metered by a sub-meter."""
+
+    config: LoadConfig
+    relay: RelayModule | None = None
+    channel: int = 0
+    dc_bus: str | None = None
+    power_w: float = 0.0
+    energy_wh: float = 0.0
+
+    @property
+    def switched_on(self) -> bool:
+        return self.relay is None or self.relay.states[self.channel - 1]
+
+    def demand_w(self, unix_s: float, zone: tzinfo) -> float:
+        if not self.switched_on:
+            return 0.0
+        local = datetime.fromtimestamp(unix_s, zone)
+        hour = local.hour + local.minute / 60.0 + local.second / 3600.0
+        return self.config.rated_w * profile_fraction(
+            self.config.profile, hour, local.weekday(), self.config.name, unix_s)
+
+
+@dataclass
+class MeterModel:
+    """A meter measuring ``measures`` (component names), or the whole site if None."""
+
+    measures: frozenset[str] | None
+    counter: EnergyCounter = field(default_factory=EnergyCounter)
+    reactive_var: float = 0.0
+    demand_window_s: float = 900.0
+    demand_w: float = 0.0
+    max_demand_w: float = 0.0
+    _window_energy_wh: float = 0.0
+    _window_start_s: float | None = None
+
+    def phases(self, unix_s: float) -> list[PhaseValues]:
+        power = self.counter.power_w
+        apparent = math.hypot(power, self.reactive_var)
+        pf = abs(power) / apparent if apparent > 0 else 1.0
+        return [phase_values(power / 3.0, pf, unix_s, phase) for phase in (1, 2, 3)]
+
+    def record(self, energy_wh: float, reactive_var: float, t_s: float, dt_s: float) -> None:
+        self.counter.add(energy_wh, dt_s)
+        self.reactive_var = reactive_var
+        start = self._window_start_s
+        if start is None:
+            self._window_start_s = t_s - t_s % self.demand_window_s
+        elif t_s >= start + self.demand_window_s:
+            self.demand_w = self._window_energy_wh * 3600.0 / self.demand_window_s
+            self.max_demand_w = max(self.max_demand_w, self.demand_w)
+            self._window_energy_wh = 0.0
+            self._window_start_s = t_s - t_s % self.demand_window_s
+        self._window_energy_wh += energy_wh
+
+
+@dataclass
+class SubMeterChannelModel:
+    load: str
+    counter: EnergyCounter = field(default_factory=EnergyCounter)
+
+
+@dataclass
+class SiteModel:
+    """All physics of one building, advanced together by :meth:`advance`."""
+
+    start_s: float
+    zone: tzinfo
+    pv: dict[str, PvInverter] = field(default_factory=dict)
+    batteries: dict[str, BatteryModel] = field(default_factory=dict)
+    heat_pumps: dict[str, HeatPump] = field(default_factory=dict)
+    relays: dict[str, RelayModule] = field(default_factory=dict)
+    dc_buses: dict[str, DcBus] = field(default_factory=dict)
+    loads: dict[str, SimLoad] = field(default_factory=dict)
+    meters: dict[str, MeterModel] = field(default_factory=dict)
+    sub_meters: dict[str, dict[int, SubMeterChannelModel]] = field(default_factory=dict)
+    base_load: LoadConfig | None = None
+    base_load_w: float = 0.0
+    energy_wh: dict[str, float] = field(default_factory=dict)  # cumulative, per component
+    t_s: float = 0.0
+    #: Hook run after every step (fault injection, recorders).
+    observers: list[Callable[[SiteModel], None]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.t_s = self.start_s
+
+    def component_names(self) -> Iterable[str]:
+        yield from self.loads
+        yield from self.pv
+        yield from self.batteries
+        yield from self.heat_pumps
+        yield from self.dc_buses
+        if self.base_load is not None:
+            yield self.base_load.name
+
+    def advance(self, t_s: float) -> None:
+        """Advance every model to ``t_s`` (no-op for times not after the current one)."""
+        if t_s <= self.t_s:
+            return
+        dt = t_s - self.t_s
+        for relay in self.relays.values():
+            relay.advance(t_s)
+        step: dict[str, float] = {}
+        reactive: dict[str, float] = {}
+        dc_demand: dict[str, float] = dict.fromkeys(self.dc_buses, 0.0)
+        for name, load in self.loads.items():
+            power = load.demand_w(t_s, self.zone)
+            if load.dc_bus is not None:
+                dc_demand[load.dc_bus] += power
+                load.power_w = power  # corrected below if the bus trips its loads
+                continue
+            load.power_w = power
+            step[name] = power * dt / 3600.0
+            reactive[name] = power * math.tan(math.acos(load.config.power_factor))
+        if self.base_load is not None:
+            base = SimLoad(self.base_load).demand_w(t_s, self.zone)
+            self.base_load_w = base
+            step[self.base_load.name] = base * dt / 3600.0
+            reactive[self.base_load.name] = base * math.tan(
+                math.acos(self.base_load.power_factor))
+        for name, bus in self.dc_buses.items():
+            step[name] = bus.advance(t_s, dc_demand[name])
+            reactive[name] = abs(step[name]) * 3600.0 / dt * math.tan(
+                math.acos(CONVERTER_POWER_FACTOR))
+            for load in self.loads.values():
+                if load.dc_bus == name:
+                    if bus.loads_tripped:
+                        load.power_w = 0.0
+                    load.energy_wh += load.power_w * dt / 3600.0
+        for name, heat_pump in self.heat_pumps.items():
+            step[name] = heat_pump.advance(t_s)
+            reactive[name] = heat_pump.electric_w * math.tan(math.acos(HEAT_PUMP_POWER_FACTOR))
+        for name, inverter in self.pv.items():
+            step[name] = -inverter.advance(t_s)
+        for name, battery in self.batteries.items():
+            charged, discharged = battery.advance(t_s)
+            step[name] = charged - discharged
+        for name, energy in step.items():
+            self.energy_wh[name] = self.energy_wh.get(name, 0.0) + energy
+            if name in self.loads:
+                self.loads[name].energy_wh += energy
+        for meter in self.meters.values():
+            names = step.keys() if meter.measures is None else meter.measures & step.keys()
+            meter.record(sum(step[n] for n in names), sum(reactive.get(n, 0.0) for n in names),
+                         t_s, dt)
+        for channels in self.sub_meters.values():
+            for channel in channels.values():
+                load = self.loads[channel.load]
+                channel.counter.add(load.power_w * dt / 3600.0, dt)
+        self.t_s = t_s
+        for observer in self.observers:
+            observer(self)
+
+    def site_power_w(self) -> float:
+        """Net site power at the grid connection in the last step (+ import)."""
+        grid = [m for m in self.meters.values() if m.measures is None]
+        return grid[0].counter.power_w if grid else 0.0
+
+    def totals_wh(self) -> Mapping[str, float]:
+        return dict(self.energy_wh)

@@ -1,0 +1,265 @@
+"""Build the simulated building from a site file: physics models plus one binding per
+device. Reads the ``[simulation]`` section and the ``simulation`` tables of devices and
+loads (all optional: defaults describe a mid-size office in Jinan).
+
+See ``docs/configuration.md`` ("Simulation") for every key.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from drivers.schema import Node
+from drivers.site import DeviceSpec, SiteSpec
+from simulators.bindings import (
+    BatteryBinding,
+    Binding,
+    DcBusBinding,
+    HeatPumpBinding,
+    InverterBinding,
+    MeterBinding,
+    RelayBinding,
+    SubMeterBinding,
+)
+from simulators.physics.battery import BatteryConfig, BatteryModel
+from simulators.physics.dcbus import DcBus, DcBusConfig
+from simulators.physics.heatpump import BuildingConfig, HeatPump, HeatPumpConfig
+from simulators.physics.loads import PROFILES, LoadConfig, RelayModule, profile_fraction
+from simulators.physics.pv import PvConfig, PvInverter
+from simulators.physics.site import MeterModel, SimLoad, SiteModel, SubMeterChannelModel
+from simulators.physics.solar import Climate, Location
+
+
+@dataclass
+class SimulatedSite:
+    """The physics of a site and the binding that serves each of its devices."""
+
+    spec: SiteSpec
+    model: SiteModel
+    bindings: dict[str, Binding]
+    start_s: float
+    speed: float
+    location: Location
+    climate: Climate
+    notes: list[str] = field(default_factory=list)
+
+
+def default_start_s(zone: ZoneInfo, now_s: float | None = None) -> float:
+    """Today 09:00 in the site's time zone: PV is up and the office is busy."""
+    now = datetime.fromtimestamp(time.time() if now_s is None else now_s, zone)
+    return now.replace(hour=9, minute=0, second=0, microsecond=0).timestamp()
+
+
+def build_site(spec: SiteSpec, *, start_s: float | None = None,
+               speed: float | None = None) -> SimulatedSite:
+    """Physics and bindings for ``spec``. ``start_s``/``speed`` override the file.
+
+    Raises :class:`~drivers.schema.ConfigError` for a malformed simulation section.
+    """
+    zone = spec.zone
+    section = spec.section("simulation")
+    if section is not None:
+        section.only(("start", "speed", "clearness", "internal_gains_w", "base_load"))
+    file_start = _start(section, zone)
+    start = start_s if start_s is not None else (
+        file_start if file_start is not None else default_start_s(zone))
+    file_speed = _float(section, "speed", 1.0, 0.01, 10000)
+    utc_offset_h = (zone.utcoffset(datetime.fromtimestamp(start)) or timedelta()).total_seconds()
+    location = Location(spec.latitude_deg, spec.longitude_deg, utc_offset_h / 3600.0)
+    climate = Climate.jinan()
+    clearness = _float(section, "clearness", 0.85, 0.0, 1.0)
+    gains_peak = _float(section, "internal_gains_w", 40_000.0, 0, 1e7)
+    model = SiteModel(start_s=start, zone=zone)
+
+    def outdoor_c(t: float) -> float:
+        return climate.temperature_c(location, t)
+
+    def gains_w(t: float) -> float:
+        local = datetime.fromtimestamp(t, zone)
+        return gains_peak * profile_fraction("plugs", local.hour + local.minute / 60,
+                                             local.weekday(), variation=0.0)
+
+    base = section.get("base_load") if section is not None else None
+    if base is not None:
+        base.only(("rated_w", "profile", "power_factor"))
+        model.base_load = LoadConfig(
+            name="base_load",
+            rated_w=base.req("rated_w").float(min=0),
+            profile=_profile(base.get("profile"), "plugs"),
+            power_factor=_float(base, "power_factor", 0.95, 0.1, 1.0),
+        )
+    bindings: dict[str, Binding] = {}
+    site = SimulatedSite(spec, model, bindings, start, speed or file_speed, location, climate)
+    sub_meter_channels: dict[str, dict[int, SubMeterChannelModel]] = {}
+    for device in spec.devices.values():
+        kind = device.device_map.kind
+        params = device.simulation
+        if kind == "inverter":
+            inverter = PvInverter(_pv_config(params, clearness), location, climate, start,
+                                  energy_wh=_float(params, "energy_wh", 1_000_000.0, 1, 1e12))
+            model.pv[device.name] = inverter
+            bindings[device.name] = InverterBinding(inverter)
+        elif kind == "battery":
+            battery = BatteryModel(_battery_config(params), start,
+                                   soc_pct=_float(params, "soc_pct", 60.0, 0, 100))
+            model.batteries[device.name] = battery
+            bindings[device.name] = BatteryBinding(battery)
+        elif kind == "heat_pump":
+            heat_pump = HeatPump(_heat_pump_config(params), _building_config(params),
+                                 outdoor_c, gains_w, start)
+            model.heat_pumps[device.name] = heat_pump
+            bindings[device.name] = HeatPumpBinding(heat_pump)
+        elif kind == "relay":
+            channels = sum(1 for c in device.device_map.capabilities if c.startswith("channel_"))
+            relay = RelayModule(channels, start)
+            relay.watchdog_s = _float(params, "watchdog_s", 0.0, 0, 3600)
+            model.relays[device.name] = relay
+            bindings[device.name] = RelayBinding(relay)
+        elif kind == "dc_bus":
+            bus = DcBus(_dc_bus_config(params), start)
+            model.dc_buses[device.name] = bus
+            bindings[device.name] = DcBusBinding(bus)
+        elif kind == "meter":
+            meter = MeterModel(_measures(params, spec, device))
+            meter.counter.import_wh = _float(params, "import_wh", 5_000_000.0, 0, 1e12)
+            meter.counter.export_wh = _float(params, "export_wh", 100_000.0, 0, 1e12)
+            model.meters[device.name] = meter
+            bindings[device.name] = MeterBinding(meter, lambda: model.t_s)
+        elif kind == "sub_meter":
+            _no_params(params)
+            sub_meter_channels[device.name] = {}
+    for load in spec.loads.values():
+        params = load.simulation
+        if params is not None:
+            params.only(("profile", "power_factor", "dc_bus"))
+        dc_bus = None
+        if params is not None and params.get("dc_bus") is not None:
+            bus_node = params.req("dc_bus")
+            dc_bus = bus_node.str()
+            if dc_bus not in model.dc_buses:
+                raise bus_node.error("the name of a dc_bus device of this site")
+        config = LoadConfig(
+            name=load.name,
+            rated_w=load.rated_w,
+            profile=_profile(None if params is None else params.get("profile"), "constant"),
+            power_factor=_float(params, "power_factor", 0.95, 0.1, 1.0),
+            dc=dc_bus is not None,
+        )
+        relay = model.relays.get(load.device) if load.device else None
+        model.loads[load.name] = SimLoad(config, relay, load.channel or 0, dc_bus)
+        if load.meter is not None:
+            meter_name, channel = load.meter
+            sub_meter_channels[meter_name][channel] = SubMeterChannelModel(load.name)
+    model.sub_meters = sub_meter_channels
+    for name, channels in sub_meter_channels.items():
+        bindings[name] = SubMeterBinding(channels, model.loads, lambda: model.t_s)
+    _check_measures(site)
+    return site
+
+
+def _start(section: Node | None, zone: ZoneInfo) -> float | None:
+    node = None if section is None else section.get("start")
+    if node is None:
+        return None
+    text = node.str()
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise node.error('an ISO date-time such as "2026-06-21T09:00:00"') from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=zone)
+    return moment.timestamp()
+
+
+def _float(node: Node | None, key: str, default: float, low: float, high: float) -> float:
+    child = None if node is None else node.get(key)
+    return default if child is None else child.float(min=low, max=high)
+
+
+def _profile(node: Node | None, default: str) -> str:
+    return default if node is None else node.str(choices=PROFILES)
+
+
+def _no_params(node: Node | None) -> None:
+    if node is not None:
+        node.only(())
+
+
+def _pv_config(node: Node | None, clearness: float) -> PvConfig:
+    if node is not None:
+        node.only(("peak_power_w", "rated_ac_w", "tilt_deg", "azimuth_deg", "clearness",
+                   "energy_wh"))
+    peak = _float(node, "peak_power_w", 100_000.0, 100, 1e8)
+    return PvConfig(
+        peak_power_w=peak,
+        rated_ac_w=_float(node, "rated_ac_w", peak, 100, 1e8),
+        tilt_deg=_float(node, "tilt_deg", 25.0, 0, 90),
+        azimuth_deg=_float(node, "azimuth_deg", 0.0, -180, 180),
+        clearness=_float(node, "clearness", clearness, 0, 1),
+    )
+
+
+def _battery_config(node: Node | None) -> BatteryConfig:
+    if node is not None:
+        node.only(("capacity_wh", "max_charge_w", "max_discharge_w", "round_trip_efficiency",
+                   "soc_pct", "ramp_w_per_s", "soc_min_pct"))
+    return BatteryConfig(
+        capacity_wh=_float(node, "capacity_wh", 200_000.0, 100, 1e9),
+        max_charge_w=_float(node, "max_charge_w", 100_000.0, 10, 1e8),
+        max_discharge_w=_float(node, "max_discharge_w", 100_000.0, 10, 1e8),
+        round_trip_efficiency=_float(node, "round_trip_efficiency", 0.9, 0.5, 1.0),
+        ramp_w_per_s=_float(node, "ramp_w_per_s", 50_000.0, 1, 1e8),
+        soc_min_pct=_float(node, "soc_min_pct", 5.0, 0, 50),
+    )
+
+
+def _heat_pump_config(node: Node | None) -> HeatPumpConfig:
+    if node is not None:
+        node.only(("rated_electric_w", "heat_loss_w_per_k", "heat_capacity_j_per_k",
+                   "indoor_c"))
+    return HeatPumpConfig(rated_electric_w=_float(node, "rated_electric_w", 45_000.0, 100, 1e7))
+
+
+def _building_config(node: Node | None) -> BuildingConfig:
+    return BuildingConfig(
+        heat_loss_w_per_k=_float(node, "heat_loss_w_per_k", 4_500.0, 10, 1e7),
+        heat_capacity_j_per_k=_float(node, "heat_capacity_j_per_k", 2.0e8, 1e5, 1e12),
+        initial_indoor_c=_float(node, "indoor_c", 20.0, -10, 40),
+    )
+
+
+def _dc_bus_config(node: Node | None) -> DcBusConfig:
+    if node is not None:
+        node.only(("nominal_voltage_v", "rated_power_w", "droop_pct", "capacitance_f"))
+    return DcBusConfig(
+        nominal_voltage_v=_float(node, "nominal_voltage_v", 375.0, 12, 1500),
+        rated_power_w=_float(node, "rated_power_w", 30_000.0, 100, 1e7),
+        droop_pct=_float(node, "droop_pct", 5.0, 0.5, 20),
+        capacitance_f=_float(node, "capacitance_f", 0.05, 1e-4, 100),
+    )
+
+
+def _measures(node: Node | None, spec: SiteSpec, device: DeviceSpec) -> frozenset[str] | None:
+    if node is not None:
+        node.only(("measures", "import_wh", "export_wh"))
+    child = None if node is None else node.get("measures")
+    if child is None or child.value == "site":
+        return None
+    names = []
+    for entry in child.list():
+        name = entry.str()
+        if name not in spec.loads and name not in spec.devices:
+            raise entry.error("the name of a load or device of this site, or \"site\"")
+        names.append(name)
+    return frozenset(names)
+
+
+def _check_measures(site: SimulatedSite) -> None:
+    known = set(site.model.component_names())
+    for name, meter in site.model.meters.items():
+        if meter.measures is not None and not meter.measures <= known:
+            unknown = ", ".join(sorted(meter.measures - known))
+            site.notes.append(f"meter {name} measures {unknown}, which consume no power")
