@@ -172,12 +172,15 @@ def encode(point: Point, value: Value, scale_factor: int | None = None) -> list[
         return encode_raw(point, value)
     if isinstance(value, str | bool):
         raise WriteRangeError(f"{point.name}: expected a number, got {value!r}")
+    raw: int | float
     if point.scale_factor is not None:
         if scale_factor is None:
             raise WriteRangeError(
                 f"{point.name}: scale factor {point.scale_factor} is not implemented"
             )
-        raw: float = value / 10.0 ** scale_factor
+        raw = value / 10.0 ** scale_factor
+    elif isinstance(value, int) and point.scale == 1.0 and point.offset == 0.0:
+        raw = value  # exact: 64-bit counters must not pass through a float
     else:
         raw = (value - point.offset) / point.scale
     if point.type.is_integer:

@@ -8,6 +8,7 @@ problem raises :class:`MapError` naming the file, the key and what was expected.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping
 from functools import cache
 from importlib import resources
@@ -319,7 +320,7 @@ def _check_points(points: list[Point], where: Node,
                 raise MapError(where.file, f"{path}.address",
                                "an address outside the unreadable ranges", point.address)
     ordered = sorted(points, key=lambda p: (p.table.value, p.address))
-    for before, after in zip(ordered, ordered[1:], strict=False):
+    for before, after in itertools.pairwise(ordered):
         if before.table is after.table and after.address < before.end:
             raise MapError(where.file, "points",
                            f"points that do not overlap ({before.name} ends at "

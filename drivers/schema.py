@@ -147,7 +147,7 @@ class Node:
             raise self.error(_choice_text(options))
         return self.value
 
-    def int(self, *, min: int | None = None, max: int | None = None) -> int:  # noqa: A002
+    def int(self, *, min: int | None = None, max: int | None = None) -> int:
         value = self.value
         if isinstance(value, bool) or not isinstance(value, int):
             raise self.error(_range_text("an integer", min, max))
@@ -155,7 +155,7 @@ class Node:
             raise self.error(_range_text("an integer", min, max))
         return value
 
-    def float(self, *, min: float | None = None, max: float | None = None,  # noqa: A002
+    def float(self, *, min: float | None = None, max: float | None = None,
               min_exclusive: bool = False) -> float:
         value = self.value
         if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(

@@ -48,10 +48,11 @@ class Faults:
         return time.monotonic() < self.offline_until
 
     def scale_factor_delta(self) -> int:
-        """0 or −1: how far the served scale factors are shifted right now."""
+        """0 or +1: how far the served scale factors are shifted right now (coarser, so
+        every value that fitted its register still fits)."""
         if self.scale_factor_period_s <= 0:
             return 0
-        return -(int(time.monotonic() / self.scale_factor_period_s) % 2)
+        return int(time.monotonic() / self.scale_factor_period_s) % 2
 
     @property
     def active(self) -> list[str]:

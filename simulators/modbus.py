@@ -33,7 +33,7 @@ from pymodbus.server.requesthandler import ServerRequestHandler
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 from drivers.codec import WriteRangeError, decode, decode_raw, encode, encode_write
-from drivers.points import DeviceMap, Point, PointType, Table, Value
+from drivers.points import DeviceMap, Point, Table, Value
 from simulators.bindings import Binding
 from simulators.faults import Faults
 
@@ -340,7 +340,7 @@ class _EndpointMixin:
     context: Any
 
     def callback_new_connection(self) -> ServerRequestHandler:
-        return _FaultInjectingHandler(self, None, None, None)
+        return _FaultInjectingHandler(self, None, None, None)  # type: ignore[no-untyped-call]
 
 
 class SimTcpServer(_EndpointMixin, ModbusTcpServer):

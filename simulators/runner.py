@@ -88,8 +88,7 @@ class SiteRunner:
             single = any(n in self.single_client for n in names) or any(
                 spec.devices[n].pacing.single_client for n in names)
             server = SimTcpServer(served, host, port, single_client=single)
-            await server.serve_forever(background=True)
-            self._servers.append(server)
+            await self._listen(server, f"tcp://{host}:{port}")
             self.endpoints.append(Endpoint(f"tcp://{host}:{port}", self._listing(names)))
         for endpoint, names in rtu.items():
             line = await VirtualSerialLine(
@@ -100,13 +99,19 @@ class SiteRunner:
             serial = SimSerialServer([self.devices[n] for n in names], line.device_port,
                                      baud=endpoint.baud, parity=endpoint.parity,
                                      stop_bits=endpoint.stop_bits)
-            await serial.serve_forever(background=True)
-            self._servers.append(serial)
+            await self._listen(serial, line.device_port)
             self.serial_ports[endpoint.serial_port] = line.gateway_port
             self.endpoints.append(Endpoint(line.gateway_port, self._listing(names),
                                            site_port=endpoint.serial_port))
         self.refresh()
         self._ticker = asyncio.create_task(self._tick(), name="sim-physics-ticker")
+
+    async def _listen(self, server: SimTcpServer | SimSerialServer, where: str) -> None:
+        try:
+            await server.serve_forever(background=True)
+        except RuntimeError:  # pymodbus reports a failed bind this way (and logs why)
+            raise OSError(f"cannot listen on {where}: address in use or not permitted") from None
+        self._servers.append(server)
 
     def _listing(self, names: Iterable[str]) -> list[tuple[int, str, str]]:
         spec = self.site.spec
@@ -128,7 +133,7 @@ class SiteRunner:
             self._ticker = None
         for server in self._servers:
             with contextlib.suppress(Exception):
-                await server.shutdown()
+                await server.shutdown()  # type: ignore[no-untyped-call]
         self._servers.clear()
         for line in self._lines:
             await line.close()
@@ -138,7 +143,7 @@ class SiteRunner:
 def single_device_site(model: str, *, host: str = "127.0.0.1", port: int = 5020,
                        unit: int = 1) -> SiteSpec:
     """A one-device site for ``pedf sim device``: the device plus a little building for
-    it to measure (an office load and, for meters, a PV array behind them)."""
+    it to measure (an office base load; relays and sub-meters get loads on their channels)."""
     lines = [
         '[site]', f'id = "sim-{model}"', 'name = "single simulated device"',
         '[simulation.base_load]', 'rated_w = 40000.0', 'profile = "plugs"',

@@ -148,14 +148,14 @@ def build_site(spec: SiteSpec, *, start_s: float | None = None,
             power_factor=_float(params, "power_factor", 0.95, 0.1, 1.0),
             dc=dc_bus is not None,
         )
-        relay = model.relays.get(load.device) if load.device else None
-        model.loads[load.name] = SimLoad(config, relay, load.channel or 0, dc_bus)
+        switch = model.relays.get(load.device) if load.device else None
+        model.loads[load.name] = SimLoad(config, switch, load.channel or 0, dc_bus)
         if load.meter is not None:
             meter_name, channel = load.meter
             sub_meter_channels[meter_name][channel] = SubMeterChannelModel(load.name)
     model.sub_meters = sub_meter_channels
-    for name, channels in sub_meter_channels.items():
-        bindings[name] = SubMeterBinding(channels, model.loads, lambda: model.t_s)
+    for name, meter_channels in sub_meter_channels.items():
+        bindings[name] = SubMeterBinding(meter_channels, model.loads, lambda: model.t_s)
     _check_measures(site)
     return site
 
