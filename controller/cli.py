@@ -3,29 +3,56 @@
 from __future__ import annotations
 
 import argparse
-import logging
+import asyncio
+import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib import resources
+from typing import Any
 
+from controller.config import check_site, logging_settings
+from controller.logs import setup_logging
+from controller.runtime import Gateway, Service, with_serial_ports
 from drivers.maploader import MapError, get_map, shipped_models
+from drivers.schema import ConfigError
+from drivers.site import SiteSpec, TcpEndpoint, load_site
 from simulators import cli as sim_cli
-from simulators.view import print_every
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pedf", description="PEDF (光储直柔) smart-building gateway toolkit")
-    parser.add_argument("--log-level", default="WARNING",
+    parser.add_argument("--log-level", default=None,
                         choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument("--log-format", default=None, choices=["text", "json"])
     sub = parser.add_subparsers(dest="command", required=True)
-    sim_cli.add_arguments(sub.add_parser("sim", help="serve simulated devices"))
-    demo = sub.add_parser("demo", help="run the simulated Jinan office building")
+
+    run = sub.add_parser("run", help="run the gateway for a site file (production)")
+    run.add_argument("file")
+    run.add_argument("--duration", type=float, default=None, help="stop after S seconds")
+
+    demo = sub.add_parser("demo", help="the simulated Jinan office building with its gateway")
+    demo.add_argument("--headless", action="store_true", help="logs only, no live view")
+    demo.add_argument("--duration", type=float, default=None, help="stop after S seconds")
     demo.add_argument("--speed", type=float, default=None,
                       help="simulated seconds per real second (default 1)")
     demo.add_argument("--start", default=None, help="simulated start (default today 09:00)")
-    demo.add_argument("--duration", type=float, default=None,
-                      help="stop after this many real seconds")
+
+    read = sub.add_parser("read", help="read a device of a site file once")
+    read.add_argument("file")
+    read.add_argument("device")
+    read.add_argument("point", nargs="?")
+
+    scan = sub.add_parser("scan", help="find unit ids and SunSpec models on a TCP endpoint")
+    scan.add_argument("--host", required=True)
+    scan.add_argument("--port", type=int, default=502)
+    scan.add_argument("--units", default="1-247")
+    scan.add_argument("--timeout", type=float, default=0.3, help="per request, s")
+
+    check = sub.add_parser("check", help="validate a site file without running it")
+    check.add_argument("file")
+
+    sim_cli.add_arguments(sub.add_parser("sim", help="serve simulated devices"))
     maps = sub.add_parser("maps", help="list the device maps, or show one")
     maps.add_argument("model", nargs="?", help="show the points of this map")
     return parser
@@ -33,42 +60,180 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if args.command == "sim":
-        return sim_cli.run(args)
-    if args.command == "demo":
-        return demo(args)
-    if args.command == "maps":
-        return show_maps(args.model)
-    return 2  # pragma: no cover - argparse rejects unknown commands
+    handlers: dict[str, Callable[[argparse.Namespace], int]] = {
+        "run": cmd_run, "demo": cmd_demo, "read": cmd_read, "scan": cmd_scan,
+        "check": cmd_check, "sim": cmd_sim, "maps": cmd_maps,
+    }
+    try:
+        return handlers[args.command](args)
+    except ConfigError as exc:
+        print(f"pedf {args.command}: {exc}", file=sys.stderr)
+        return 2
+
+
+def _logging(args: argparse.Namespace, site: SiteSpec | None, default_level: str) -> None:
+    settings = logging_settings(site) if site is not None else None
+    level = args.log_level or (settings.level if settings else default_level)
+    fmt = args.log_format or (settings.format if settings else "text")
+    setup_logging(level, fmt)
+
+
+async def _run_until_signal(gateway: Gateway, services: Sequence[tuple[str, Service]],
+                            duration_s: float | None) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    timer = loop.call_later(duration_s, stop.set) if duration_s is not None else None
+    try:
+        await gateway.run(stop, services)
+    finally:
+        if timer is not None:
+            timer.cancel()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    site = check_site(args.file)
+    _logging(args, site, "INFO")
+    from controller.view import log_summary
+
+    gateway = Gateway(site)
+    asyncio.run(_run_until_signal(gateway, [("summary", lambda: log_summary(gateway))],
+                                  args.duration))
+    return 0
 
 
 def demo_site_path() -> str:
     return str(resources.files("simulators.sites") / "jinan-office.toml")
 
 
-def demo(args: argparse.Namespace) -> int:
-    import asyncio
-
-    from drivers.site import load_site
+def cmd_demo(args: argparse.Namespace) -> int:
+    from simulators.clock import ScaledClock
+    from simulators.runner import SiteRunner
     from simulators.sitefile import build_site
 
-    spec = load_site(demo_site_path())
-    site = build_site(spec, start_s=sim_cli._start(args.start, spec), speed=args.speed)
-    return asyncio.run(sim_cli.serve(site, [], duration_s=args.duration,
-                                     on_running=print_every))
+    site_spec = load_site(demo_site_path())
+    _logging(args, None, "INFO" if args.headless else "WARNING")
+    simulated = build_site(site_spec, start_s=sim_cli.parse_start(args.start, site_spec),
+                           speed=args.speed)
+    clock = ScaledClock(start=simulated.start_s, speed=simulated.speed)
 
+    async def main() -> None:
+        from controller.view import live_view, log_summary
 
-def show_maps(model: str | None) -> int:
+        async with SiteRunner(simulated, clock) as runner:
+            if args.headless:
+                sim_cli.print_endpoints(runner, stop_hint=False)
+            gateway = Gateway(with_serial_ports(site_spec, runner.serial_ports))
+            view: Service
+            if args.headless:
+                def view() -> Any:
+                    return log_summary(gateway, clock.now, period_s=5.0)
+            else:
+                def view() -> Any:
+                    return live_view(gateway, clock.now)
+            await _run_until_signal(gateway, [("view", view)], args.duration)
+
     try:
-        if model is None:
+        asyncio.run(main())
+    except OSError as exc:
+        print(f"pedf demo: cannot start the simulated building: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_read(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from controller.tools import read_device
+
+    site = load_site(args.file)
+    setup_logging(args.log_level or "WARNING", args.log_format or "text")
+    device = site.devices.get(args.device)
+    if device is None:
+        print(f"pedf read: {args.file}: no device named {args.device!r}; devices: "
+              + ", ".join(site.devices), file=sys.stderr)
+        return 2
+    try:
+        values = asyncio.run(read_device(device, None if args.point is None else [args.point]))
+    except KeyError as exc:
+        print(f"pedf read: {exc.args[0]}", file=sys.stderr)
+        return 2
+    table = Table(title=f"{device.name} ({device.model}, unit {device.unit} at "
+                        f"{device.endpoint})")
+    for column in ("point", "value", "unit", "table", "address"):
+        table.add_column(column, justify="right" if column in ("value", "address") else "left")
+    for item in values:
+        table.add_row(item.point.name, item.text(), item.point.unit, item.point.table.value,
+                      str(item.point.address))
+    Console().print(table)
+    return 1 if values and all(item.error for item in values) else 0
+
+
+def cmd_scan(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.progress import Progress
+    from rich.table import Table
+
+    from controller.tools import parse_units, scan_endpoint
+    from controller.transport import LinkDownError
+
+    setup_logging(args.log_level or "WARNING", args.log_format or "text")
+    try:
+        units = parse_units(args.units)
+        if not 1 <= args.port <= 65535:
+            raise ValueError("--port must be 1–65535")
+    except ValueError as exc:
+        print(f"pedf scan: {exc}", file=sys.stderr)
+        return 2
+    endpoint = TcpEndpoint(args.host, args.port)
+    console = Console(stderr=True)
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task(f"scanning {endpoint}", total=len(units))
+        try:
+            found = asyncio.run(scan_endpoint(
+                endpoint, units, timeout_s=args.timeout,
+                progress=lambda unit: progress.update(task, advance=1,
+                                                      description=f"unit {unit}")))
+        except LinkDownError as exc:
+            print(f"pedf scan: {exc}", file=sys.stderr)
+            return 1
+    table = Table(title=f"{endpoint}: {len(found)} unit(s) answering")
+    for column in ("unit", "SunSpec base", "models", "note"):
+        table.add_column(column)
+    for unit in found:
+        table.add_row(str(unit.unit), "—" if unit.sunspec_base is None else str(unit.sunspec_base),
+                      " ".join(str(m) for m in unit.models), unit.note)
+    Console().print(table)
+    return 0 if found else 1
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    site = check_site(args.file)
+    endpoints = {str(d.endpoint) for d in site.devices.values()}
+    print(f"{args.file}: ok — site {site.site_id}: {len(site.devices)} devices on "
+          f"{len(endpoints)} endpoints, {len(site.loads)} loads "
+          f"({sum(1 for load in site.loads.values() if load.sheddable)} sheddable)")
+    return 0
+
+
+def cmd_sim(args: argparse.Namespace) -> int:
+    setup_logging(args.log_level or "WARNING", args.log_format or "text")
+    return sim_cli.run(args)
+
+
+def cmd_maps(args: argparse.Namespace) -> int:
+    try:
+        if args.model is None:
             for name in shipped_models():
                 device_map = get_map(name)
                 print(f"{name:<20} {device_map.kind:<10} {device_map.manufacturer}: "
                       f"{device_map.description}")
             return 0
-        device_map = get_map(model)
+        device_map = get_map(args.model)
     except (KeyError, MapError) as exc:
         print(f"pedf maps: {exc}", file=sys.stderr)
         return 2

@@ -35,8 +35,7 @@ __all__ = [
 ]
 
 #: Top-level sections a site file may have; owners other than this module parse the rest.
-SECTIONS = ("site", "devices", "loads", "simulation", "control", "uplink", "tariff",
-            "metering", "store", "logging", "openadr")
+SECTIONS = ("site", "devices", "loads", "simulation", "logging")
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,47}$")
 _NAME_TEXT = "a name of lowercase letters, digits and _ (starting with a letter)"
@@ -93,7 +92,12 @@ class DeviceSpec:
     max_registers: int
     timeout_s: float
     retries: int
-    turnaround_s: float  # RTU: wait after a broadcast or between devices
+    turnaround_s: float  # RTU: extra silence before talking to this device
+    unit_switch_delay_s: float  # TCP gateway: wait when the previous request went elsewhere
+    backoff_max_s: float  # longest wait between retries of a failing device
+    writes_per_s: float  # sustained write rate limit
+    write_burst: int  # writes allowed back to back before the rate limit applies
+    role: str | None  # meters: "grid" (the grid connection) or "feeder"
     simulation: Node | None
     path: str  # key path in the site file, for messages
 
@@ -135,6 +139,10 @@ class SiteSpec:
 
     def section(self, name: str) -> Node | None:
         return self.sections.get(name)
+
+    def grid_meter(self) -> DeviceSpec | None:
+        """The meter at the grid connection (``role = "grid"``), if the site names one."""
+        return next((d for d in self.devices.values() if d.role == "grid"), None)
 
 
 def load_site(path: Path | str) -> SiteSpec:
@@ -200,7 +208,8 @@ def _name(node: Node) -> str:
 
 _DEVICE_KEYS = ("name", "model", "transport", "host", "port", "serial_port", "baud", "parity",
                 "stop_bits", "unit", "timeout_s", "retries", "max_registers", "pacing",
-                "groups", "turnaround_s", "simulation")
+                "groups", "turnaround_s", "unit_switch_delay_s", "backoff_max_s",
+                "writes_per_s", "write_burst", "role", "simulation")
 
 
 def _device(node: Node) -> DeviceSpec:
@@ -240,6 +249,12 @@ def _device(node: Node) -> DeviceSpec:
     if not groups:
         raise node.error("a device whose map or [devices.groups] defines a poll group")
     max_node = node.get("max_registers")
+    role_node = node.get("role")
+    role = None
+    if role_node is not None:
+        if device_map.kind != "meter":
+            raise role_node.error("no role (only meters have one)")
+        role = role_node.str(choices=("grid", "feeder"))
     return DeviceSpec(
         name=name,
         model=device_map.model,
@@ -253,6 +268,12 @@ def _device(node: Node) -> DeviceSpec:
         timeout_s=_opt_float(node.get("timeout_s"), 1.0, 0.05, 30),
         retries=0 if node.get("retries") is None else node.req("retries").int(min=0, max=5),
         turnaround_s=_opt_float(node.get("turnaround_s"), 0.0, 0, 5),
+        unit_switch_delay_s=_opt_float(node.get("unit_switch_delay_s"), 0.0, 0, 5),
+        backoff_max_s=_opt_float(node.get("backoff_max_s"), 30.0, 1, 3600),
+        writes_per_s=_opt_float(node.get("writes_per_s"), 4.0, 0.01, 100),
+        write_burst=8 if node.get("write_burst") is None
+        else node.req("write_burst").int(min=1, max=100),
+        role=role,
         simulation=node.get("simulation"),
         path=node.path,
     )

@@ -63,14 +63,14 @@ def run(args: argparse.Namespace) -> int:
         else:
             spec = load_site(args.file)
             faults = args.fault
-        site = build_site(spec, start_s=_start(args.start, spec), speed=args.speed)
+        site = build_site(spec, start_s=parse_start(args.start, spec), speed=args.speed)
     except (ConfigError, ValueError) as exc:
         print(f"pedf sim: {exc}", file=sys.stderr)
         return 2
     return asyncio.run(serve(site, faults, duration_s=args.duration))
 
 
-def _start(text: str | None, spec: SiteSpec) -> float | None:
+def parse_start(text: str | None, spec: SiteSpec) -> float | None:
     if text is None:
         return None
     try:
@@ -136,7 +136,7 @@ async def serve(site: SimulatedSite, faults: list[str], *, duration_s: float | N
     return 0
 
 
-def print_endpoints(runner: SiteRunner) -> None:
+def print_endpoints(runner: SiteRunner, *, stop_hint: bool = True) -> None:
     site = runner.site
     zone = site.spec.zone
     start = datetime.fromtimestamp(site.start_s, zone).isoformat(timespec="seconds")
@@ -151,4 +151,5 @@ def print_endpoints(runner: SiteRunner) -> None:
             print(f"    unit {unit:>3}  {name:<18} {model:<20} {kind}", flush=True)
     for note in site.notes:
         print(f"  note: {note}", flush=True)
-    print("Ctrl-C stops.", flush=True)
+    if stop_hint:
+        print("Ctrl-C stops.", flush=True)

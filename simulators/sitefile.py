@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from drivers.schema import Node
+from drivers.schema import ConfigError, Node
 from drivers.site import DeviceSpec, SiteSpec
 from simulators.bindings import (
     BatteryBinding,
@@ -246,7 +246,12 @@ def _measures(node: Node | None, spec: SiteSpec, device: DeviceSpec) -> frozense
     if node is not None:
         node.only(("measures", "import_wh", "export_wh"))
     child = None if node is None else node.get("measures")
-    if child is None or child.value == "site":
+    if child is None:
+        if device.role == "feeder":
+            raise ConfigError(spec.file, f"{device.path}.simulation.measures",
+                              "the loads or devices this feeder meter measures", missing=True)
+        return None
+    if child.value == "site":
         return None
     names = []
     for entry in child.list():

@@ -1,0 +1,156 @@
+"""The gateway runtime: one supervised scheduler task per endpoint, one reading bus.
+
+``Gateway.run(stop)`` runs every endpoint (and any extra services) in one
+``asyncio.TaskGroup`` with named tasks. A task that fails is logged and restarted with
+exponential backoff by :func:`supervise`; only cancellation ends it. When ``stop`` is set
+(SIGINT/SIGTERM in the CLI), every task is cancelled, connections are closed, and ``run``
+returns — no "task exception was never retrieved".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from controller.bus import ReadingBus
+from controller.poller import DeviceHealth, EndpointScheduler, WriteResult
+from controller.transport import RtuLink, TcpLink
+from drivers.devices import Write
+from drivers.points import Value
+from drivers.site import DeviceSpec, RtuEndpoint, SiteSpec, TcpEndpoint
+
+log = logging.getLogger("pedf.runtime")
+
+Service = Callable[[], Awaitable[None]]
+
+
+async def supervise(name: str, service: Service, *, backoff_s: float = 1.0,
+                    backoff_max_s: float = 60.0) -> None:
+    """Run ``service`` forever: restart it after a failure, waiting 1, 2, 4 … s (reset
+    after it ran for a minute). Returns when it returns normally; cancellation
+    propagates."""
+    delay = backoff_s
+    while True:
+        started = time.monotonic()
+        try:
+            await service()
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("task %s failed; restarting in %.0f s", name, delay)
+        if time.monotonic() - started > 60.0:
+            delay = backoff_s
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, backoff_max_s)
+
+
+def with_serial_ports(site: SiteSpec, ports: Mapping[str, str]) -> SiteSpec:
+    """The site with serial ports renamed (e.g. to the simulator's pseudo-terminals)."""
+    devices: dict[str, DeviceSpec] = {}
+    for name, device in site.devices.items():
+        endpoint = device.endpoint
+        if isinstance(endpoint, RtuEndpoint) and endpoint.serial_port in ports:
+            endpoint = dataclasses.replace(endpoint, serial_port=ports[endpoint.serial_port])
+            device = dataclasses.replace(device, endpoint=endpoint)
+        devices[name] = device
+    return dataclasses.replace(site, devices=devices)
+
+
+@dataclass
+class Gateway:
+    """Every endpoint of a site, its reading bus, and the write path."""
+
+    site: SiteSpec
+    bus: ReadingBus = field(default_factory=ReadingBus)
+    wall_clock: Callable[[], float] = time.time
+    endpoints: dict[str, EndpointScheduler] = field(default_factory=dict)
+    _by_device: dict[str, EndpointScheduler] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        grouped: dict[object, list[DeviceSpec]] = {}
+        for device in self.site.devices.values():
+            endpoint = device.endpoint
+            key = endpoint.serial_port if isinstance(endpoint, RtuEndpoint) else (
+                endpoint.host, endpoint.port)
+            grouped.setdefault(key, []).append(device)
+        for devices in grouped.values():
+            endpoint = devices[0].endpoint
+            link: TcpLink | RtuLink
+            if isinstance(endpoint, TcpEndpoint):
+                link = TcpLink(endpoint, connect_delay_s=max(
+                    d.pacing.connect_delay_s for d in devices))
+            else:
+                link = RtuLink(endpoint)
+            name = str(endpoint)
+            scheduler = EndpointScheduler.create(name, link, devices, self.bus, self.wall_clock)
+            self.endpoints[name] = scheduler
+            for device in devices:
+                self._by_device[device.name] = scheduler
+
+    async def run(self, stop: asyncio.Event, services: Sequence[tuple[str, Service]] = ()
+                  ) -> None:
+        """Run until ``stop`` is set. ``services`` are extra supervised tasks."""
+        try:
+            async with asyncio.TaskGroup() as group:
+                tasks = [group.create_task(supervise(f"endpoint {name}", scheduler.run),
+                                           name=f"endpoint {name}")
+                         for name, scheduler in self.endpoints.items()]
+                tasks += [group.create_task(supervise(name, service), name=name)
+                          for name, service in services]
+                await stop.wait()
+                for task in tasks:
+                    task.cancel()
+        finally:
+            for scheduler in self.endpoints.values():
+                await scheduler.link.close()
+
+    # -- writes -------------------------------------------------------------------------
+
+    def scheduler_of(self, device: str) -> EndpointScheduler:
+        try:
+            return self._by_device[device]
+        except KeyError:
+            raise KeyError(f"no device named {device!r}") from None
+
+    async def write(self, device: str, point: str, value: Value, *,
+                    timeout_s: float = 10.0) -> WriteResult:
+        """Write ``value`` (engineering units) to ``point`` of ``device`` and verify it."""
+        try:
+            future = self.scheduler_of(device).write(device, point, value)
+        except KeyError as exc:
+            return WriteResult(device, point, value, False, str(exc.args[0]))
+        return await _await_result(future, device, point, value, timeout_s)
+
+    async def execute(self, device: str, writes: Sequence[Write], *,
+                      timeout_s: float = 10.0) -> list[WriteResult]:
+        """Execute encoded writes (from :mod:`drivers.devices` setters) in order; stops at
+        the first failure (later writes are reported as not attempted)."""
+        scheduler = self.scheduler_of(device)
+        results: list[WriteResult] = []
+        for write in writes:
+            if results and not results[-1].ok:
+                results.append(WriteResult(device, write.point, write.value, False,
+                                           "not attempted: an earlier write failed"))
+                continue
+            future = scheduler.submit(device, write)
+            results.append(await _await_result(future, device, write.point, write.value,
+                                               timeout_s))
+        return results
+
+    def health(self) -> dict[str, DeviceHealth]:
+        return {device.spec.name: device.health for scheduler in self.endpoints.values()
+                for device in scheduler.devices}
+
+
+async def _await_result(future: asyncio.Future[WriteResult], device: str, point: str,
+                        value: Value, timeout_s: float) -> WriteResult:
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await asyncio.shield(future)
+    except TimeoutError:
+        return WriteResult(device, point, value, False, f"no result within {timeout_s:g} s")
