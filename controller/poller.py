@@ -266,8 +266,9 @@ class EndpointScheduler:
         health = device.health
         health.polls_failed += 1
         health.consecutive_failures += 1
-        backoff = min(BACKOFF_BASE_S * 2 ** (health.consecutive_failures - 1),
-                      device.spec.backoff_max_s)
+        ceiling = device.spec.backoff_max_s
+        backoff = min(min(BACKOFF_BASE_S, ceiling) * 2 ** (health.consecutive_failures - 1),
+                      ceiling)
         health.backoff_until = time.monotonic() + backoff
         health.last_error = str(failure)
         state = "error" if quality is Quality.ERROR else "stale"

@@ -144,7 +144,8 @@ def print_endpoints(runner: SiteRunner, *, stop_hint: bool = True) -> None:
     for endpoint in runner.endpoints:
         where = endpoint.address
         if endpoint.site_port:
-            where += f"  (RS-485 line for {endpoint.site_port})"
+            linked = " (linked)" if endpoint.site_port in runner.links else ""
+            where = f"{endpoint.site_port}{linked} → {endpoint.address}  (virtual RS-485 line)"
         print(f"  {where}", flush=True)
         for unit, name, model in endpoint.devices:
             kind = get_map(model).kind

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import tomllib
 from collections import defaultdict
 from collections.abc import Iterable
@@ -46,6 +47,7 @@ class SiteRunner:
     devices: dict[str, ServedDevice] = field(default_factory=dict)
     endpoints: list[Endpoint] = field(default_factory=list)
     serial_ports: dict[str, str] = field(default_factory=dict)
+    links: list[str] = field(default_factory=list)  # serial-port symlinks we created
     _servers: list[SimTcpServer | SimSerialServer] = field(default_factory=list)
     _lines: list[VirtualSerialLine] = field(default_factory=list)
     _ticker: asyncio.Task[None] | None = None
@@ -101,6 +103,8 @@ class SiteRunner:
                                      stop_bits=endpoint.stop_bits)
             await self._listen(serial, line.device_port)
             self.serial_ports[endpoint.serial_port] = line.gateway_port
+            if _link(endpoint.serial_port, line.gateway_port):
+                self.links.append(endpoint.serial_port)
             self.endpoints.append(Endpoint(line.gateway_port, self._listing(names),
                                            site_port=endpoint.serial_port))
         self.refresh()
@@ -138,6 +142,31 @@ class SiteRunner:
         for line in self._lines:
             await line.close()
         self._lines.clear()
+        for path in self.links:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        self.links.clear()
+
+
+def _link(path: str, target: str) -> bool:
+    """Make ``path`` a symlink to the simulated line's ``target``, as ``socat … link=``
+    does, so a gateway configured with ``path`` finds the simulator. Only a free path or
+    a dangling symlink is taken: a real device or another live simulator is never
+    replaced. Returns whether the link was made."""
+    try:
+        if os.path.islink(path):
+            if os.path.exists(path):
+                log.warning("%s is in use (a live link); connect to %s instead", path, target)
+                return False
+            os.unlink(path)
+        elif os.path.exists(path):
+            log.warning("%s exists; connect to %s instead", path, target)
+            return False
+        os.symlink(target, path)
+    except OSError as exc:
+        log.info("cannot create %s (%s); connect to %s instead", path, exc, target)
+        return False
+    return True
 
 
 def single_device_site(model: str, *, host: str = "127.0.0.1", port: int = 5020,

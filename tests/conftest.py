@@ -26,11 +26,14 @@ def free_port() -> int:
 
 
 def example_on_free_ports(tmp_path: Path) -> Path:
-    """The example site with every TCP port replaced by a free one."""
+    """The example site with every TCP port replaced by a free one and its RS-485 line
+    linked inside ``tmp_path``."""
     text = EXAMPLE.read_text(encoding="utf-8")
     ports = sorted(set(re.findall(r"^port = (\d+)$", text, flags=re.M)))
     for port in ports:
         text = re.sub(rf"^port = {port}$", f"port = {free_port()}", text, flags=re.M)
+    text = text.replace('serial_port = "/tmp/pedf-rs485-0"',
+                        f'serial_port = "{tmp_path / "rs485-0"}"')
     path = tmp_path / "site.toml"
     path.write_text(text, encoding="utf-8")
     return path

@@ -78,7 +78,8 @@ def test_sim_site_prints_every_endpoint(tmp_path: Path) -> None:
     for device in ("grid_meter", "heat_pump_meter", "pv_inverter", "battery", "heat_pump",
                    "dc_bus", "relay_a", "relay_b", "submeter_1"):
         assert device in banner
-    assert "RS-485 line for /dev/ttyPEDF0" in banner
+    assert "(virtual RS-485 line)" in banner
+    assert f"{tmp_path / 'rs485-0'} (linked) → /dev/pts/" in banner
     code, output = stop(process)
     assert code == 0, output
 

@@ -1,0 +1,144 @@
+"""``pedf run / demo / read / scan / check`` as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import EXAMPLE, example_on_free_ports, free_port
+
+PEDF = [sys.executable, "-m", "controller.cli"]
+ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "160"}
+
+
+def pedf(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*PEDF, *args], capture_output=True, text=True, timeout=timeout,
+                          env=ENV)
+
+
+def start(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([*PEDF, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=ENV)
+
+
+def wait_for(process: subprocess.Popen[str], text: str, timeout: float = 20) -> list[str]:
+    assert process.stdout is not None
+    lines: list[str] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if text in line:
+            return lines
+    process.kill()
+    raise AssertionError(f"{text!r} not seen in:\n{''.join(lines)}")
+
+
+def test_check_accepts_the_example() -> None:
+    result = pedf("check", str(EXAMPLE))
+    assert result.returncode == 0, result.stderr
+    assert "ok — site jinan-office: 9 devices on 7 endpoints, 28 loads" in result.stdout
+
+
+def test_check_names_file_key_and_expectation(tmp_path: Path) -> None:
+    broken = tmp_path / "site.toml"
+    broken.write_text(EXAMPLE.read_text(encoding="utf-8").replace("port = 15023",
+                                                                  'port = "50a"', 1))
+    result = pedf("check", str(broken))
+    assert result.returncode == 2
+    assert f'{broken}: devices[4].port: expected an integer 1–65535, got "50a"' in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.fixture
+def simulated_site(tmp_path: Path) -> tuple[Path, subprocess.Popen[str]]:
+    """The example site on free ports, served by ``pedf sim site`` in another process."""
+    site = example_on_free_ports(tmp_path)
+    process = start("sim", "site", str(site), "--start", "2026-06-22T11:00:00")
+    wait_for(process, "Ctrl-C stops.")
+    yield site, process
+    process.send_signal(signal.SIGINT)
+    process.communicate(timeout=15)
+
+
+def test_read_prints_a_table_with_units(simulated_site: tuple[Path, object]) -> None:
+    site, _ = simulated_site
+    result = pedf("read", str(site), "heat_pump")
+    assert result.returncode == 0, result.stderr
+    for expected in ("sg_ready_state", "2 (normal)", "flow_setpoint", "°C", "electric_power",
+                     " W "):
+        assert expected in result.stdout, result.stdout
+    one = pedf("read", str(site), "pv_inverter", "inverter_three_phase.W")
+    assert one.returncode == 0
+    assert "inverter_three_phase.W " in one.stdout
+    assert "inverter_three_phase.WH" not in one.stdout
+    unknown = pedf("read", str(site), "toaster")
+    assert unknown.returncode == 2
+    assert "no device named 'toaster'; devices: grid_meter" in unknown.stderr
+
+
+def test_read_reports_an_unreachable_device(tmp_path: Path) -> None:
+    site = example_on_free_ports(tmp_path)  # nothing is serving it
+    result = pedf("read", str(site), "battery")
+    assert result.returncode == 1
+    assert "cannot connect" in result.stdout
+    assert "Traceback" not in result.stderr
+
+
+def port_of(site_text: str, device: str) -> str:
+    match = re.search(rf'name = "{device}"\n(?:.*\n)*?port = (\d+)', site_text)
+    assert match is not None
+    return match.group(1)
+
+
+def test_scan_finds_units_and_sunspec_models(simulated_site: tuple[Path, object]) -> None:
+    site, _ = simulated_site
+    text = site.read_text(encoding="utf-8")
+    relay_port = port_of(text, "relay_a")
+    result = pedf("scan", "--host", "127.0.0.1", "--port", relay_port, "--units", "1-4")
+    assert result.returncode == 0, result.stderr
+    assert "2 unit(s) answering" in result.stdout
+    inverter_port = port_of(text, "pv_inverter")
+    result = pedf("scan", "--host", "127.0.0.1", "--port", inverter_port, "--units", "1")
+    assert "40000" in result.stdout
+    assert "1 103 120 121 122 123 160" in result.stdout
+    refused = pedf("scan", "--host", "127.0.0.1", "--port", str(free_port()), "--units", "1")
+    assert refused.returncode == 1
+    assert "cannot connect" in refused.stderr
+    bad = pedf("scan", "--host", "127.0.0.1", "--units", "1-300")
+    assert bad.returncode == 2
+    assert "not within 0–255" in bad.stderr
+
+
+def test_run_polls_and_stops_cleanly_on_sigterm(simulated_site: tuple[Path, object]) -> None:
+    site, _ = simulated_site
+    process = start("--log-format", "json", "run", str(site))
+    time.sleep(3.0)
+    process.send_signal(signal.SIGTERM)
+    _, errors = process.communicate(timeout=20)
+    assert process.returncode == 0, errors
+    records = [json.loads(line) for line in errors.splitlines() if line.startswith("{")]
+    assert any(r["msg"] == "grid_meter: answering" for r in records)
+    assert all(r["level"] in ("info", "warning", "debug") for r in records), records
+    assert "never retrieved" not in errors
+    assert "Traceback" not in errors
+
+
+def test_demo_headless_runs_and_stops_by_itself() -> None:
+    result = pedf("demo", "--headless", "--duration", "7", "--speed", "30", timeout=90)
+    assert result.returncode == 0, result.stderr
+    assert "/tmp/pedf-rs485-0" in result.stdout
+    assert "(virtual RS-485 line)" in result.stdout
+    assert "pedf.summary: grid" in result.stderr
+    assert "devices ok 9/9" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "never retrieved" not in result.stderr
