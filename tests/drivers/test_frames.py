@@ -56,7 +56,7 @@ def test_write_request_frames() -> None:
     {"unit": 1, "function": Function.WRITE_MULTIPLE_REGISTERS, "address": 0, "values": ()},
 ])
 def test_impossible_requests_are_refused(kwargs: dict[str, object]) -> None:
-    with pytest.raises(ValueError, match="is not|values|runs past"):
+    with pytest.raises(ValueError, match=r"is not|values|runs past"):
         Request(**kwargs)  # type: ignore[arg-type]
 
 
