@@ -288,7 +288,6 @@ class EndpointScheduler:
             if wait > 0:
                 await asyncio.sleep(wait)
             started = time.monotonic()
-            device.last_request = started
             self._last_unit = spec.unit
             try:
                 if isinstance(self.link, RtuLink):
@@ -300,6 +299,8 @@ class EndpointScheduler:
                 if attempt + 1 < attempts:
                     continue
                 raise
+            finally:  # pacing counts from the end of an exchange (connect delays included)
+                device.last_request = time.monotonic()
             elapsed_ms = (time.monotonic() - started) * 1000.0
             health = device.health
             health.latency_ms = elapsed_ms if health.latency_ms == 0 else (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 import time
 from collections.abc import AsyncIterator
@@ -11,13 +12,16 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-from conftest import example_on_free_ports
+from conftest import example_on_free_ports, free_port
 
 from controller.runtime import Gateway, with_serial_ports
+from controller.transport import TcpLink
+from drivers.frames import Request, Response
+from drivers.points import Pacing
 from drivers.reading import Quality, Reading
 from drivers.site import SiteSpec, load_site
 from simulators.clock import ManualClock
-from simulators.runner import SiteRunner
+from simulators.runner import SiteRunner, single_device_site
 from simulators.sitefile import build_site
 
 START = datetime.fromisoformat("2026-06-22T11:00:00+08:00").timestamp()
@@ -217,3 +221,57 @@ async def test_writes_are_rate_limited_per_device(building: Building) -> None:
     elapsed = time.monotonic() - started
     assert all(r.ok for r in results), results
     assert elapsed >= (12 - 8) / 4.0 - 0.05
+
+
+async def test_single_client_devices_are_polled_over_one_connection(tmp_path: Path) -> None:
+    path = with_device_settings(example_on_free_ports(tmp_path),
+                                {"pacing": "{ single_client = true }"})
+    spec = load_site(path)
+    site = build_site(spec, start_s=START)
+    async with SiteRunner(site, ManualClock(START)) as runner:
+        gateway = Gateway(with_serial_ports(spec, runner.serial_ports))
+        stop = asyncio.Event()
+        task = asyncio.create_task(gateway.run(stop))
+        await asyncio.sleep(2.5)
+        health = gateway.health()
+        links = {name: s.link for name, s in gateway.endpoints.items()}
+        stop.set()
+        await task
+    assert all(h.state == "ok" for h in health.values()), health
+    relay_link = links[str(spec.devices["relay_a"].endpoint)]
+    assert isinstance(relay_link, TcpLink)
+    assert relay_link.stats.connects == 1  # two units, one connection
+    assert health["relay_a"].polls_ok >= 2 and health["relay_b"].polls_ok >= 2
+
+
+async def test_request_pacing_and_connect_delay(tmp_path: Path) -> None:
+    port = free_port()
+    spec = single_device_site("sunspec-inverter", port=port)
+    device = dataclasses.replace(
+        spec.devices["device"],
+        pacing=Pacing(request_interval_s=0.25, connect_delay_s=1.0))
+    spec = dataclasses.replace(spec, devices={"device": device})
+    site = build_site(spec, start_s=START)
+    async with SiteRunner(site, ManualClock(START)):
+        gateway = Gateway(spec)
+        link = gateway.scheduler_of("device").link
+        assert isinstance(link, TcpLink)
+        sent: list[float] = []
+        original = link.execute
+
+        async def recording(request: Request, timeout_s: float) -> Response:
+            response = await original(request, timeout_s)
+            sent.append(time.monotonic())
+            return response
+
+        link.execute = recording  # type: ignore[method-assign]
+        stop = asyncio.Event()
+        started = time.monotonic()
+        task = asyncio.create_task(gateway.run(stop))
+        await asyncio.sleep(3.0)
+        stop.set()
+        await task
+    assert sent, "nothing was polled"
+    assert sent[0] - started >= 1.0  # waited after connecting
+    gaps = [b - a for a, b in zip(sent, sent[1:], strict=False)]
+    assert gaps and min(gaps) >= 0.25 - 0.01  # never two requests closer than the pacing
