@@ -28,6 +28,7 @@ import contextlib
 import logging
 import math
 import time
+import zlib
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -118,10 +119,14 @@ class DevicePoller:
     @classmethod
     def create(cls, spec: DeviceSpec, now: float) -> DevicePoller:
         groups = []
+        # A fixed phase per device spreads the first polls (and so every later cycle)
+        # over up to a second, instead of every device asking in the same instant.
+        phase = zlib.crc32(spec.name.encode()) / 0xFFFF_FFFF
         for group in spec.groups.values():
             points = spec.device_map.with_dependencies(group.points)
             plan = plan_group(spec.device_map, group.points, max_registers=spec.max_registers)
-            groups.append(GroupSchedule(group, plan, points, next_due=now))
+            groups.append(GroupSchedule(group, plan, points,
+                                        next_due=now + phase * min(group.interval_s, 1.0)))
         return cls(spec, groups, write_tokens=float(spec.write_burst), write_tokens_at=now)
 
     def next_poll(self, now: float) -> tuple[float, GroupSchedule]:

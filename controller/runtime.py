@@ -142,6 +142,12 @@ class Gateway:
                                                timeout_s))
         return results
 
+    def capability(self, device: str, name: str) -> float | None:
+        """The latest good numeric value behind a device's capability, else None."""
+        spec = self.site.devices.get(device)
+        point = None if spec is None else spec.device_map.capabilities.get(name)
+        return None if point is None else self.bus.latest.value(device, point)
+
     def health(self) -> dict[str, DeviceHealth]:
         return {device.spec.name: device.health for scheduler in self.endpoints.values()
                 for device in scheduler.devices}

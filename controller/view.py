@@ -37,8 +37,7 @@ class Flows:
 
 
 def capability(site: SiteSpec, latest: LatestValues, device: str, name: str) -> float | None:
-    spec = site.devices[device]
-    point = spec.device_map.capabilities.get(name)
+    point = site.devices[device].device_map.capabilities.get(name)
     return None if point is None else latest.value(device, point)
 
 

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from datetime import date, timedelta
+
+_EPOCH = date(1970, 1, 1)
 
 SOLAR_CONSTANT_W_M2 = 1367.0
 
@@ -69,14 +72,7 @@ def sun_position(location: Location, unix_s: float) -> SunPosition:
 
 
 def _day_of_year(days_since_epoch: int) -> int:
-    # 1970-01-01 was day 1; walk years (cheap: at most a few dozen iterations).
-    year, days = 1970, days_since_epoch
-    while True:
-        length = 366 if (year % 4 == 0 and year % 100 != 0) or year % 400 == 0 else 365
-        if days < length:
-            return days + 1
-        days -= length
-        year += 1
+    return (_EPOCH + timedelta(days=days_since_epoch)).timetuple().tm_yday
 
 
 def clear_sky_ghi_w_m2(zenith_deg: float) -> float:
