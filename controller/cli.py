@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -12,7 +13,7 @@ from typing import Any
 
 from controller.config import check_site, logging_settings
 from controller.logs import setup_logging
-from controller.runtime import Gateway, Service, with_serial_ports
+from controller.runtime import Gateway, Service
 from drivers.maploader import MapError, get_map, shipped_models
 from drivers.schema import ConfigError
 from drivers.site import SiteSpec, TcpEndpoint, load_site
@@ -37,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--speed", type=float, default=None,
                       help="simulated seconds per real second (default 1)")
     demo.add_argument("--start", default=None, help="simulated start (default today 09:00)")
+    demo.add_argument("--state-dir", default=None,
+                      help="keep the outbox here (default: a temporary folder)")
 
     read = sub.add_parser("read", help="read a device of a site file once")
     read.add_argument("file")
@@ -48,6 +51,27 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("--port", type=int, default=502)
     scan.add_argument("--units", default="1-247")
     scan.add_argument("--timeout", type=float, default=0.3, help="per request, s")
+
+    command = sub.add_parser(
+        "command", help="build and sign a demand-response command (print it, or --send it)")
+    command.add_argument("file", help="the site file (for its key, topics and broker)")
+    command.add_argument("type", choices=["shed", "cap_import", "battery_setpoint", "sg_ready",
+                                          "release", "cancel"])
+    command.add_argument("--target", default=None,
+                         help='device for battery_setpoint / sg_ready (default "site")')
+    command.add_argument("--kw", type=float, help="shed / cap_import: kW")
+    command.add_argument("--power-w", type=float, help="battery_setpoint: W, + discharge")
+    command.add_argument("--state", type=int, help="sg_ready: 1–4")
+    command.add_argument("--duration", type=float, default=900.0, help="s (default 900)")
+    command.add_argument("--loads", nargs="+", help="shed: only these loads")
+    command.add_argument("--cancel-id", help="cancel: the id of the command to cancel")
+    command.add_argument("--id", dest="command_id", help="command id (default: random)")
+    command.add_argument("--ed25519-key", help="sign with this PEM private key instead of "
+                                                "the site's HMAC key")
+    command.add_argument("--send", action="store_true",
+                         help="publish it to the site's broker and print the reply")
+    command.add_argument("--host", help="broker host (default: the site's)")
+    command.add_argument("--port", type=int, help="broker port (default: the site's)")
 
     check = sub.add_parser("check", help="validate a site file without running it")
     check.add_argument("file")
@@ -62,7 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handlers: dict[str, Callable[[argparse.Namespace], int]] = {
         "run": cmd_run, "demo": cmd_demo, "read": cmd_read, "scan": cmd_scan,
-        "check": cmd_check, "sim": cmd_sim, "maps": cmd_maps,
+        "check": cmd_check, "sim": cmd_sim, "maps": cmd_maps, "command": cmd_command,
     }
     try:
         return handlers[args.command](args)
@@ -95,13 +119,24 @@ async def _run_until_signal(gateway: Gateway, services: Sequence[tuple[str, Serv
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    site = check_site(args.file)
-    _logging(args, site, "INFO")
+    from controller.app import assemble
     from controller.view import log_summary
 
-    gateway = Gateway(site)
-    asyncio.run(_run_until_signal(gateway, [("summary", lambda: log_summary(gateway))],
-                                  args.duration))
+    site = check_site(args.file)
+    _logging(args, site, "INFO")
+
+    async def main() -> None:
+        async with assemble(site) as app:
+            gateway = app.gateway
+            await _run_until_signal(
+                gateway, [*app.services, ("summary", lambda: log_summary(gateway))],
+                args.duration)
+
+    try:
+        asyncio.run(main())
+    except OSError as exc:
+        print(f"pedf run: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -110,6 +145,11 @@ def demo_site_path() -> str:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    import dataclasses
+    import tempfile
+
+    from controller.app import assemble
+    from controller.config import uplink_settings
     from simulators.clock import ScaledClock
     from simulators.runner import SiteRunner
     from simulators.sitefile import build_site
@@ -119,14 +159,24 @@ def cmd_demo(args: argparse.Namespace) -> int:
     simulated = build_site(site_spec, start_s=sim_cli.parse_start(args.start, site_spec),
                            speed=args.speed)
     clock = ScaledClock(start=simulated.start_s, speed=simulated.speed)
+    settings = uplink_settings(site_spec)
+    state = tempfile.TemporaryDirectory(prefix="pedf-demo-") if args.state_dir is None \
+        else None
+    state_dir = args.state_dir if state is None else state.name
+    settings = dataclasses.replace(
+        settings, store_path=f"{state_dir}/{site_spec.site_id}.sqlite",
+        port=settings.port if _port_free(settings.embedded_host, settings.port)
+        else _free_port(settings.embedded_host))
 
     async def main() -> None:
         from controller.view import live_view, log_summary
 
-        async with SiteRunner(simulated, clock) as runner:
-            if args.headless:
-                sim_cli.print_endpoints(runner, stop_hint=False)
-            gateway = Gateway(with_serial_ports(site_spec, runner.serial_ports))
+        async with SiteRunner(simulated, clock) as runner, \
+                assemble(site_spec, serial_ports=runner.serial_ports,
+                         settings=settings) as app:
+            sim_cli.print_endpoints(runner, stop_hint=False)
+            _print_mqtt_help(app.settings, app.broker_address)
+            gateway = app.gateway
             view: Service
             if args.headless:
                 def view() -> Any:
@@ -134,14 +184,51 @@ def cmd_demo(args: argparse.Namespace) -> int:
             else:
                 def view() -> Any:
                     return live_view(gateway, clock.now)
-            await _run_until_signal(gateway, [("view", view)], args.duration)
+            await _run_until_signal(gateway, [*app.services, ("view", view)], args.duration)
 
     try:
         asyncio.run(main())
     except OSError as exc:
         print(f"pedf demo: cannot start the simulated building: {exc}", file=sys.stderr)
         return 1
+    finally:
+        if state is not None:
+            state.cleanup()
     return 0
+
+
+def _port_free(host: str, port: int) -> bool:
+    import socket
+
+    with socket.socket() as probe:
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _free_port(host: str) -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
+
+
+def _print_mqtt_help(settings: Any, address: tuple[str, int] | None) -> None:
+    if address is None:
+        return
+    host, port = address
+    prefix = settings.topic_prefix
+    site = demo_site_path()
+    print(f"MQTT broker (embedded) on {host}:{port}; the gateway publishes under {prefix}/",
+          flush=True)
+    print(f"  watch:    mosquitto_sub -h {host} -p {port} -t '{prefix}/#' -v", flush=True)
+    print(f"  command:  ./dev pedf command {site} shed --kw 40 --duration 900 "
+          f"--send --port {port}", flush=True)
+    print(f"  or:       mosquitto_pub -h {host} -p {port} -t {prefix}/commands -m "
+          f"\"$(./dev pedf command {site} shed --kw 40 --duration 900)\"", flush=True)
 
 
 def cmd_read(args: argparse.Namespace) -> int:
@@ -209,6 +296,54 @@ def cmd_scan(args: argparse.Namespace) -> int:
                       " ".join(str(m) for m in unit.models), unit.note)
     Console().print(table)
     return 0 if found else 1
+
+
+def cmd_command(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from controller.config import uplink_settings
+    from controller.operator import build_command, send, sign
+
+    site = load_site(args.file)
+    settings = uplink_settings(site)
+    params: dict[str, Any] = {}
+    if args.type in ("shed", "cap_import"):
+        params["kw"] = args.kw
+    if args.type == "shed" and args.loads:
+        params["loads"] = args.loads
+    if args.type == "battery_setpoint":
+        params["power_w"] = args.power_w
+    if args.type == "sg_ready":
+        params["state"] = args.state
+    if args.type not in ("release", "cancel"):
+        params["duration_s"] = args.duration
+    if args.type == "cancel":
+        params["command_id"] = args.cancel_id
+    missing = [k for k, v in params.items() if v is None]
+    if missing:
+        print(f"pedf command: {args.type} needs --{missing[0].replace('_', '-')}",
+              file=sys.stderr)
+        return 2
+    command = build_command(args.type, target=args.target or "site", params=params,
+                            lifetime_s=args.duration + 60.0, command_id=args.command_id)
+    try:
+        signed = sign(command, settings, Path(args.ed25519_key) if args.ed25519_key else None)
+    except (ValueError, OSError) as exc:
+        print(f"pedf command: {exc}", file=sys.stderr)
+        return 2
+    if not args.send:
+        print(json.dumps(signed))
+        return 0
+    host = args.host or settings.host or settings.embedded_host
+    port = args.port or settings.port
+    try:
+        reply = asyncio.run(send(signed, settings, host, port))
+    except (OSError, TimeoutError, Exception) as exc:  # aiomqtt.MqttError and friends
+        print(f"pedf command: no reply from the gateway via {host}:{port}: "
+              f"{exc or 'timeout'}", file=sys.stderr)
+        return 1
+    print(json.dumps(reply))
+    return 0 if reply.get("status") == "accepted" else 1
 
 
 def cmd_check(args: argparse.Namespace) -> int:

@@ -45,7 +45,7 @@ def discovery_messages(site: SiteSpec, topics: Topics) -> list[tuple[str, bytes]
                 "unique_id": unique,
                 "object_id": unique,
                 "state_topic": topics.telemetry(device.name),
-                "value_template": "{{ value_json['values'][%s] }}" % json.dumps(point),
+                "value_template": f"{{{{ value_json['values'][{json.dumps(point)}] }}}}",
                 "availability_topic": topics.status,
                 "availability_template": "{{ value_json.state }}",
                 "payload_available": "online",

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import EXAMPLE, example_on_free_ports, free_port
+from tests_support import EXAMPLE, example_on_free_ports, free_port
 
 PEDF = [sys.executable, "-m", "controller.cli"]
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "160"}

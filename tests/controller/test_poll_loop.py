@@ -7,9 +7,9 @@ import dataclasses
 import struct
 
 import pytest
-from conftest import free_port
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tests_support import free_port
 
 from controller.bus import ReadingBus
 from controller.poller import EndpointScheduler

@@ -11,8 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import example_on_free_ports, free_port
 from pyModbusTCP.client import ModbusClient
+from tests_support import example_on_free_ports, free_port
 
 PEDF = [sys.executable, "-m", "controller.cli"]
 
