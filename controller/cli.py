@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from importlib import resources
 from typing import Any
 
 from controller.config import check_site, logging_settings
 from controller.logs import setup_logging
-from controller.runtime import Gateway, Service
+from controller.runtime import Service
 from drivers.maploader import MapError, get_map, shipped_models
 from drivers.schema import ConfigError
 from drivers.site import SiteSpec, TcpEndpoint, load_site
@@ -102,15 +103,17 @@ def _logging(args: argparse.Namespace, site: SiteSpec | None, default_level: str
     setup_logging(level, fmt)
 
 
-async def _run_until_signal(gateway: Gateway, services: Sequence[tuple[str, Service]],
-                            duration_s: float | None) -> None:
+@contextlib.contextmanager
+def _stop_on_signals(duration_s: float | None = None) -> Iterator[asyncio.Event]:
+    """An event set by SIGINT/SIGTERM (or after ``duration_s``). Installed before anything
+    starts, so a signal during start-up also ends the process cleanly."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     timer = loop.call_later(duration_s, stop.set) if duration_s is not None else None
     try:
-        await gateway.run(stop, services)
+        yield stop
     finally:
         if timer is not None:
             timer.cancel()
@@ -126,11 +129,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     _logging(args, site, "INFO")
 
     async def main() -> None:
-        async with assemble(site) as app:
-            gateway = app.gateway
-            await _run_until_signal(
-                gateway, [*app.services, ("summary", lambda: log_summary(gateway))],
-                args.duration)
+        with _stop_on_signals(args.duration) as stop:
+            async with assemble(site) as app:
+                gateway = app.gateway
+                await gateway.run(stop, [*app.services,
+                                         ("summary", lambda: log_summary(gateway))])
 
     try:
         asyncio.run(main())
@@ -169,6 +172,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
         else _free_port(settings.embedded_host))
 
     async def main() -> None:
+
+        with _stop_on_signals(args.duration) as stop:
+            await run_demo(stop)
+
+    async def run_demo(stop: asyncio.Event) -> None:
         from controller.view import live_view, log_summary
 
         async with SiteRunner(simulated, clock) as runner, \
@@ -184,7 +192,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             else:
                 def view() -> Any:
                     return live_view(gateway, clock.now)
-            await _run_until_signal(gateway, [*app.services, ("view", view)], args.duration)
+            await gateway.run(stop, [*app.services, ("view", view)])
 
     try:
         asyncio.run(main())

@@ -49,6 +49,18 @@ async def supervise(name: str, service: Service, *, backoff_s: float = 1.0,
         delay = min(delay * 2, backoff_max_s)
 
 
+async def _cancel_all(tasks: Sequence[asyncio.Task[None]]) -> None:
+    """Cancel ``tasks`` and wait for them, cancelling again any that lives on: Python
+    3.11's ``asyncio.wait_for`` (used inside libraries) can swallow a cancellation."""
+    pending = {task for task in tasks if not task.done()}
+    while pending:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=1.0)
+        if pending:
+            log.warning("%d task(s) ignored cancellation; cancelling again", len(pending))
+
+
 def with_serial_ports(site: SiteSpec, ports: Mapping[str, str]) -> SiteSpec:
     """The site with serial ports renamed (e.g. to the simulator's pseudo-terminals)."""
     devices: dict[str, DeviceSpec] = {}
@@ -103,8 +115,7 @@ class Gateway:
                 tasks += [group.create_task(supervise(name, service), name=name)
                           for name, service in services]
                 await stop.wait()
-                for task in tasks:
-                    task.cancel()
+                await _cancel_all(tasks)
         finally:
             for scheduler in self.endpoints.values():
                 await scheduler.link.close()

@@ -81,14 +81,6 @@ class Topics:
         return f"{self.prefix}/metering/{kind}"
 
 
-def _raise_if_cancelling() -> None:
-    """Python 3.11's asyncio.wait_for (used inside aiomqtt) can swallow a cancellation;
-    re-raise it when our task is being cancelled."""
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
-
-
 @dataclass
 class UplinkStats:
     connected: bool = False
@@ -315,19 +307,20 @@ class Publisher:
     async def run(self) -> None:
         delay = 1.0
         while True:
+            connects = self.stats.connects
             try:
                 await self._session()
-            except aiomqtt.MqttError as exc:
-                _raise_if_cancelling()
+            except* (aiomqtt.MqttError, OSError) as group:  # bare, or from the session's tasks
+                exc = group.exceptions[0]
                 self.stats.last_error = str(exc)
                 log.warning("MQTT %s:%d: %s; reconnecting in %.0f s", self.host, self.port,
-                            exc, delay)
+                            exc, delay if self.stats.connects == connects else 1.0)
             finally:
                 self.stats.connected = False
+            if self.stats.connects != connects:  # it was up: start the backoff afresh
+                delay = 1.0
             await asyncio.sleep(delay)
             delay = min(delay * 2, self.backoff_max_s)
-            if self.stats.connected:
-                delay = 1.0
 
     def _client(self) -> aiomqtt.Client:
         settings = self.settings
@@ -350,7 +343,6 @@ class Publisher:
 
     async def _session(self) -> None:
         async with self._client() as client:
-            _raise_if_cancelling()
             self.stats.connected = True
             self.stats.connects += 1
             log.info("MQTT connected to %s:%d as %s", self.host, self.port,
@@ -385,7 +377,6 @@ class Publisher:
             if inflight:
                 done, _ = await asyncio.wait(inflight, timeout=1.0,
                                              return_when=asyncio.FIRST_COMPLETED)
-                _raise_if_cancelling()
                 for task in done:
                     seq = inflight.pop(task)
                     exc = task.exception()
@@ -415,7 +406,6 @@ class Publisher:
     async def _receive_loop(self, client: aiomqtt.Client) -> None:
         assert self.commands is not None
         async for message in client.messages:
-            _raise_if_cancelling()
             if not message.topic.matches(self.topics.commands):
                 continue
             payload = message.payload if isinstance(message.payload, bytes | bytearray) \

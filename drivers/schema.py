@@ -23,11 +23,12 @@ class ConfigError(ValueError):
     """A value in a data file is missing or has the wrong type, range or shape."""
 
     def __init__(self, file: str, path: str, expected: str, got: object = None, *,
-                 missing: bool = False) -> None:
+                 missing: bool = False, got_text: str | None = None) -> None:
         self.file = file
         self.path = path
         self.expected = expected
-        got_text = "nothing (key missing)" if missing else describe(got)
+        if got_text is None:
+            got_text = "nothing (key missing)" if missing else describe(got)
         where = f"{file}: {path}" if path else file
         super().__init__(f"{where}: expected {expected}, got {got_text}")
 
@@ -126,7 +127,7 @@ class Node:
                 raise ConfigError(
                     self.file, self.child_path(key),
                     "one of the keys " + ", ".join(sorted(allowed_set)),
-                    f"unknown key {key!r}",
+                    got_text=f"the unknown key {key!r}",
                 )
         return self
 

@@ -1,29 +1,113 @@
 """fastcore: compiled kernels for metering aggregation and load shedding.
 
-Every kernel has a pure-Python twin with the same API. The compiled module is used when
-it was built by the install; otherwise the twin is used. ``IMPLEMENTATION`` says which
-one is active ("cython" or "python"); set ``PEDF_FASTCORE=python`` to force the twin.
+Every kernel has a pure-Python twin with the same API and results. The compiled modules
+are used when they were built by the install; otherwise the twins are. The choice is
+all-or-nothing and made here, once: ``IMPLEMENTATION`` says which set is active
+("cython" or "python"). Set the environment variable ``PEDF_FASTCORE=python`` to force
+the twins, or ``PEDF_FASTCORE=cython`` to fail the import (ImportError) instead of
+falling back when the compiled modules are missing.
+
+Kernels (see docs/fastcore.md):
+
+* :class:`MeterAggregator` — per-load energy, demand windows, time-of-use cost, carbon,
+  counters, site figures, state save/restore.
+* :func:`plan_shed` / :func:`plan_restore` — demand-response load shedding and a
+  staggered restore plan.
+* :func:`integrate_energy` — trapezoidal integration of one power series.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 
+from fastcore._common import (
+    ANOMALY_KINDS,
+    CHINA_GRID_EMISSION_FACTOR_KG_PER_KWH,
+    PERIOD_FLAT,
+    PERIOD_NAMES,
+    PERIOD_NAMES_ZH,
+    PERIOD_PEAK,
+    PERIOD_SHARP,
+    PERIOD_VALLEY,
+    ROLE_BATTERY,
+    ROLE_CONSUMER,
+    ROLE_GRID,
+    ROLE_NAMES,
+    ROLE_PV,
+    SHANDONG_COMMERCIAL_EXAMPLE,
+    LoadTotals,
+    MeterConfig,
+    SiteFigures,
+    TariffCalendar,
+    TariffSeason,
+)
 from fastcore._energy_py import EnergyTotals
+from fastcore._shed_common import RestorePlan, ShedPlan, default_cost
 
-__all__ = ["IMPLEMENTATION", "EnergyTotals", "integrate_energy"]
+__all__ = [
+    "ANOMALY_KINDS",
+    "CHINA_GRID_EMISSION_FACTOR_KG_PER_KWH",
+    "IMPLEMENTATION",
+    "PERIOD_FLAT",
+    "PERIOD_NAMES",
+    "PERIOD_NAMES_ZH",
+    "PERIOD_PEAK",
+    "PERIOD_SHARP",
+    "PERIOD_VALLEY",
+    "ROLE_BATTERY",
+    "ROLE_CONSUMER",
+    "ROLE_GRID",
+    "ROLE_NAMES",
+    "ROLE_PV",
+    "SHANDONG_COMMERCIAL_EXAMPLE",
+    "EnergyTotals",
+    "LoadTotals",
+    "MeterAggregator",
+    "MeterConfig",
+    "RestorePlan",
+    "ShedPlan",
+    "SiteFigures",
+    "TariffCalendar",
+    "TariffSeason",
+    "default_cost",
+    "integrate_energy",
+    "plan_restore",
+    "plan_shed",
+]
 
-IMPLEMENTATION: str
-if os.environ.get("PEDF_FASTCORE") == "python":
-    from fastcore._energy_py import integrate_energy
+#: compiled module -> its pure-Python twin (same public names)
+KERNELS = {
+    "fastcore._energy": "fastcore._energy_py",
+    "fastcore._meter": "fastcore._meter_py",
+    "fastcore._shed": "fastcore._shed_py",
+}
 
-    IMPLEMENTATION = "python"
-else:
+
+def _choose_implementation() -> str:
+    wanted = os.environ.get("PEDF_FASTCORE", "").strip().lower()
+    if wanted not in ("", "auto", "python", "cython"):
+        raise ImportError(f"PEDF_FASTCORE must be 'python', 'cython' or unset, got {wanted!r}")
+    if wanted == "python":
+        return "python"
     try:
-        from fastcore._energy import integrate_energy  # type: ignore[no-redef]
+        for name in KERNELS:
+            importlib.import_module(name)
+    except ImportError as exc:  # not built (or built for another interpreter)
+        if wanted == "cython":
+            raise ImportError(f"PEDF_FASTCORE=cython but the compiled kernels cannot be "
+                              f"imported ({exc}); `pip install .` builds them") from exc
+        return "python"
+    return "cython"
 
-        IMPLEMENTATION = "cython"
-    except ImportError:  # compiled module not built: fall back to the twin
-        from fastcore._energy_py import integrate_energy
 
-        IMPLEMENTATION = "python"
+IMPLEMENTATION: str = _choose_implementation()
+
+if IMPLEMENTATION == "cython":
+    from fastcore._energy import integrate_energy
+    from fastcore._meter import MeterAggregator
+    from fastcore._shed import plan_restore, plan_shed
+else:
+    from fastcore._energy_py import integrate_energy  # type: ignore[assignment]
+    from fastcore._meter_py import MeterAggregator  # type: ignore[assignment]
+    from fastcore._shed_py import plan_restore, plan_shed

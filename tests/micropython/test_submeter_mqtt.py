@@ -8,9 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import shutil
-import socket
-import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -19,6 +16,7 @@ from typing import Any
 import aiomqtt
 import pytest
 from mp_support import Device, sine_wave
+from tests_support import Mosquitto
 
 TOPIC = "pedf/submeter"
 DEVICE = "sm-test"
@@ -26,27 +24,12 @@ DEVICE = "sm-test"
 
 @pytest.fixture
 def mosquitto(tmp_path: Path) -> Iterator[int]:
-    """A mosquitto of our own on a free port, with a minimal config."""
-    binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    assert Path(binary).exists(), "mosquitto is missing: apt-get install mosquitto"
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    conf = tmp_path / "mosquitto.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
-    process = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+    """A mosquitto of our own on a free port (tests_support.Mosquitto)."""
+    broker = Mosquitto(tmp_path / "broker").start()
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-                break
-            assert time.monotonic() < deadline, "mosquitto did not start"
-            time.sleep(0.05)
-        yield port
+        yield broker.port
     finally:
-        process.terminate()
-        process.wait(5)
+        broker.stop()
 
 
 class LinkProxy:
