@@ -9,13 +9,15 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-from collections.abc import AsyncIterator, Mapping
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from controller.commands import Verifier
 from controller.config import UplinkSettings, uplink_settings
 from controller.inbox import CommandInbox
+from controller.metering import MeteringFeed, metering_settings
 from controller.runtime import Gateway, Service, with_serial_ports
 from controller.store import Store
 from controller.uplink import (
@@ -42,16 +44,19 @@ class App:
     topics: Topics | None = None
     recorder: TelemetryRecorder | None = None
     commands: CommandChannel | None = None
+    metering: MeteringFeed | None = None
     broker_address: tuple[str, int] | None = None
     services: list[tuple[str, Service]] = field(default_factory=list)
 
 
 @contextlib.asynccontextmanager
 async def assemble(site: SiteSpec, *, serial_ports: Mapping[str, str] | None = None,
-                   settings: UplinkSettings | None = None) -> AsyncIterator[App]:
-    """Build the gateway and, if enabled, the store and uplink (starting the embedded
-    broker when no broker is configured). Raises OSError if the broker cannot start."""
-    gateway = Gateway(with_serial_ports(site, serial_ports or {}))
+                   settings: UplinkSettings | None = None,
+                   wall_clock: Callable[[], float] = time.time) -> AsyncIterator[App]:
+    """Build the gateway and, if enabled, the store, metering and uplink (starting the
+    embedded broker when no broker is configured). Raises OSError if the broker cannot
+    start. ``wall_clock`` stamps readings (simulations pass their clock)."""
+    gateway = Gateway(with_serial_ports(site, serial_ports or {}), wall_clock=wall_clock)
     settings = settings or uplink_settings(site)
     app = App(site, gateway, settings, CommandInbox(), UplinkStats())
     if not settings.enabled:
@@ -91,8 +96,12 @@ def _wire_uplink(app: App, store: Store, host: str, port: int) -> None:
     else:
         log.warning("no command key configured ([uplink.commands]): commands are refused")
     publisher = Publisher(settings, host, port, store, topics, notify, app.stats, commands)
+    metering = MeteringFeed(app.site, store, gateway.bus, topics.metering("window"), notify,
+                            metering_settings(app.site), clock=gateway.wall_clock)
     app.store, app.topics, app.recorder, app.commands = store, topics, recorder, commands
-    app.services += [("uplink recorder", recorder.run), ("uplink publisher", publisher.run)]
+    app.metering = metering
+    app.services += [("uplink recorder", recorder.run), ("uplink publisher", publisher.run),
+                     ("metering", metering.run)]
     if settings.home_assistant:
         from controller.homeassistant import discovery_hook
 

@@ -202,6 +202,9 @@ def check_site(path: Path | str) -> SiteSpec:
     site = load_site(path)
     logging_settings(site)
     uplink_settings(site)
+    from controller.metering import metering_settings
+
+    metering_settings(site)
     if site.section("simulation") is not None or any(
             d.simulation is not None for d in site.devices.values()):
         build_site(site, start_s=0.0)

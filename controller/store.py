@@ -18,6 +18,7 @@ loss is reported (an ``outbox_overflow`` event and the ``dropped`` counters).
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 import threading
 import time
@@ -41,6 +42,12 @@ CREATE TABLE IF NOT EXISTS commands_seen (
     digest TEXT NOT NULL,
     received REAL NOT NULL,
     reply TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS metering_windows (
+    window_start REAL NOT NULL,
+    series TEXT NOT NULL,
+    demand_kw REAL,
+    PRIMARY KEY (series, window_start)
 );
 CREATE TABLE IF NOT EXISTS audit (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -235,6 +242,35 @@ class Store:
     def max_seq(self) -> int:
         with self._lock:
             return self._max_seq()
+
+    # -- state and history ----------------------------------------------------------------
+
+    def get_state(self, key: str) -> str | None:
+        """A saved blob of another component's state (e.g. the metering totals)."""
+        with self._lock:
+            value = self._meta(f"state:{key}", "")
+        return value or None
+
+    def set_state(self, key: str, value: str) -> None:
+        with self._lock:
+            self._set_meta(f"state:{key}", value)
+
+    def record_windows(self, rows: Iterable[tuple[float, str, float]]) -> None:
+        """Demand-window history: (window start s, series, average kW)."""
+        with self._lock:
+            self._db.executemany(
+                "INSERT OR REPLACE INTO metering_windows(window_start, series, demand_kw) "
+                "VALUES (?, ?, ?)",
+                [(start, name, kw if math.isfinite(kw) else None) for start, name, kw in rows])
+
+    def windows(self, series: str, since_s: float, until_s: float) -> list[tuple[float, float]]:
+        """(window start, kW) of ``series`` with ``since_s <= start < until_s``."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT window_start, demand_kw FROM metering_windows WHERE series = ? AND "
+                "window_start >= ? AND window_start < ? AND demand_kw IS NOT NULL "
+                "ORDER BY window_start", (series, since_s, until_s)).fetchall()
+        return [(float(start), float(kw)) for start, kw in rows]
 
     # -- commands -----------------------------------------------------------------------
 
