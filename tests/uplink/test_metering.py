@@ -48,7 +48,8 @@ async def test_windows_are_summarised_kept_and_survive_a_restart(tmp_path: Path)
         await asyncio.sleep(12.0)  # a 15-minute window every 3.75 s
         stop.set()
         await task
-        assert app.store is not None and app.metering is not None
+        assert app.store is not None
+        assert app.metering is not None
         summaries = [json.loads(m.payload) for m in app.store.pending(limit=1000)
                      if m.topic.endswith("/metering/window")]
         history = app.store.windows("grid_meter", 0, 1e12)
