@@ -56,8 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     command = sub.add_parser(
         "command", help="build and sign a demand-response command (print it, or --send it)")
     command.add_argument("file", help="the site file (for its key, topics and broker)")
-    command.add_argument("type", choices=["shed", "cap_import", "battery_setpoint", "sg_ready",
-                                          "release", "cancel"])
+    command.add_argument("type", choices=["shed", "cap_import", "grid_setpoint",
+                                          "battery_setpoint", "sg_ready", "release", "cancel",
+                                          "modify"])
     command.add_argument("--target", default=None,
                          help='device for battery_setpoint / sg_ready (default "site")')
     command.add_argument("--kw", type=float, help="shed / cap_import: kW")
@@ -65,7 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
     command.add_argument("--state", type=int, help="sg_ready: 1–4")
     command.add_argument("--duration", type=float, default=900.0, help="s (default 900)")
     command.add_argument("--loads", nargs="+", help="shed: only these loads")
-    command.add_argument("--cancel-id", help="cancel: the id of the command to cancel")
+    command.add_argument("--cancel-id", "--command-id", dest="cancel_id",
+                         help="cancel / modify: the id of the command it acts on")
+    command.add_argument("--start-at", type=float, help="scheduled start, UNIX seconds")
+    command.add_argument("--ramp", type=float, help="ramp-in time, s")
     command.add_argument("--id", dest="command_id", help="command id (default: random)")
     command.add_argument("--ed25519-key", help="sign with this PEM private key instead of "
                                                 "the site's HMAC key")
@@ -179,9 +183,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     async def run_demo(stop: asyncio.Event) -> None:
         from controller.view import live_view, log_summary
 
+        # Gateway and controller keep the simulation's time, so timeouts they refresh
+        # (battery and inverter limits, relay watchdogs) run on the devices' clock.
         async with SiteRunner(simulated, clock) as runner, \
                 assemble(site_spec, serial_ports=runner.serial_ports,
-                         settings=settings) as app:
+                         settings=settings, wall_clock=clock.now) as app:
             sim_cli.print_endpoints(runner, stop_hint=False)
             _print_mqtt_help(app.settings, app.broker_address)
             gateway = app.gateway
@@ -315,18 +321,26 @@ def cmd_command(args: argparse.Namespace) -> int:
     site = load_site(args.file)
     settings = uplink_settings(site)
     params: dict[str, Any] = {}
-    if args.type in ("shed", "cap_import"):
+    if args.type in ("shed", "cap_import", "grid_setpoint"):
         params["kw"] = args.kw
+    if args.type == "modify":
+        params["command_id"] = args.cancel_id
+        if args.kw is not None:
+            params["kw"] = args.kw
     if args.type == "shed" and args.loads:
         params["loads"] = args.loads
     if args.type == "battery_setpoint":
         params["power_w"] = args.power_w
     if args.type == "sg_ready":
         params["state"] = args.state
-    if args.type not in ("release", "cancel"):
+    if args.type not in ("release", "cancel", "modify"):
         params["duration_s"] = args.duration
     if args.type == "cancel":
         params["command_id"] = args.cancel_id
+    if args.start_at is not None and args.type not in ("release", "cancel", "modify"):
+        params["start_at"] = args.start_at
+    if args.ramp is not None and args.type in ("shed", "cap_import", "grid_setpoint"):
+        params["ramp_s"] = args.ramp
     missing = [k for k, v in params.items() if v is None]
     if missing:
         print(f"pedf command: {args.type} needs --{missing[0].replace('_', '-')}",

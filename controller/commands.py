@@ -148,17 +148,29 @@ class Verifier:
 # -- validation -----------------------------------------------------------------------
 
 #: Parameters of each command type: name -> (kind, required).
+_SCHEDULE = {"start_at": ("time", False), "ramp_s": ("ramp", False),
+             "randomize_s": ("ramp", False)}
 COMMAND_TYPES: dict[str, dict[str, tuple[str, bool]]] = {
     "shed": {"kw": ("kw_positive", True), "duration_s": ("duration", True),
-             "loads": ("load_list", False)},
-    "cap_import": {"kw": ("kw_nonnegative", True), "duration_s": ("duration", True)},
-    "battery_setpoint": {"power_w": ("battery_power", True), "duration_s": ("duration", True)},
-    "sg_ready": {"state": ("sg_state", True), "duration_s": ("duration", True)},
+             "loads": ("load_list", False), **_SCHEDULE},
+    "cap_import": {"kw": ("kw_nonnegative", True), "duration_s": ("duration", True),
+                   **_SCHEDULE},
+    "grid_setpoint": {"kw": ("kw_signed", True), "duration_s": ("duration", True),
+                      **_SCHEDULE},
+    "battery_setpoint": {"power_w": ("battery_power", True), "duration_s": ("duration", True),
+                         "start_at": ("time", False)},
+    "sg_ready": {"state": ("sg_state", True), "duration_s": ("duration", True),
+                 "start_at": ("time", False)},
     "release": {},
     "cancel": {"command_id": ("command_id", True)},
+    "modify": {"command_id": ("command_id", True), "kw": ("kw_signed", False),
+               "duration_s": ("duration", False)},
 }
-_TARGET_KINDS = {"shed": "site", "cap_import": "site", "battery_setpoint": "battery",
-                 "sg_ready": "heat_pump", "release": "any", "cancel": "site"}
+_TARGET_KINDS = {"shed": "site", "cap_import": "site", "grid_setpoint": "site",
+                 "battery_setpoint": "battery", "sg_ready": "heat_pump", "release": "any",
+                 "cancel": "site", "modify": "site"}
+#: How far ahead a command may schedule its start.
+MAX_LEAD_S = 7 * 86400.0
 
 #: (device, capability) -> latest value, for rating checks.
 Ratings = Callable[[str, str], float | None]
@@ -249,6 +261,14 @@ def _validate(data: dict[str, Any], *, site: SiteSpec, verifier: Verifier, now_s
         raise CommandRejectedError(f"expired {now_s - expires:.0f} s ago")
     target = _check_target(command_type, data["target"], site)
     checked = _check_params(command_type, target, params, site, ratings)
+    start = checked.get("start_at")
+    if start is not None:
+        if start > now_s + MAX_LEAD_S:
+            raise CommandRejectedError("params.start_at: more than 7 days ahead")
+        if start + checked["duration_s"] < now_s - max_skew_s:
+            raise CommandRejectedError("params.start_at: the event would already be over")
+    if command_type == "modify" and "kw" not in checked and "duration_s" not in checked:
+        raise CommandRejectedError("params: modify needs kw or duration_s")
     return Command(command_id, command_type, target, issued, expires, checked,
                    digest(data), data)
 
@@ -287,6 +307,12 @@ def _check_params(command_type: str, target: str, params: dict[str, Any], site: 
         elif kind in ("kw_positive", "kw_nonnegative"):
             checked[name] = _number(value, where, 0, 1e6,
                                     low_exclusive=kind == "kw_positive")
+        elif kind == "kw_signed":
+            checked[name] = _number(value, where, -1e6, 1e6)
+        elif kind == "time":
+            checked[name] = _number(value, where, 0, 1e11)
+        elif kind == "ramp":
+            checked[name] = _number(value, where, 0, 3600)
         elif kind == "sg_state":
             if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 4:
                 raise CommandRejectedError(f"{where}: expected an integer 1–4")
@@ -301,6 +327,9 @@ def _check_params(command_type: str, target: str, params: dict[str, Any], site: 
             checked[name] = _check_battery_power(value, where, target, ratings)
     if command_type == "shed":
         _check_shed_capacity(checked, site)
+    if command_type in ("shed", "cap_import", "grid_setpoint") and checked.get(
+            "ramp_s", 0.0) >= checked["duration_s"]:
+        raise CommandRejectedError("params.ramp_s: must be shorter than duration_s")
     return checked
 
 

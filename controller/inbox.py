@@ -10,6 +10,7 @@ behind, new commands are refused with the reason "busy" rather than queued unsee
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from controller.commands import Command, CommandRejectedError
@@ -19,6 +20,8 @@ from controller.commands import Command, CommandRejectedError
 class CommandInbox:
     maxsize: int = 64
     accepted: int = 0
+    #: Called after each accepted command (the control loop wakes up at once).
+    on_submit: list[Callable[[], None]] = field(default_factory=list)
     _queue: asyncio.Queue[Command] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -32,6 +35,8 @@ class CommandInbox:
             raise CommandRejectedError("busy: the control loop has too many commands "
                                        "waiting", command.id, command.type) from None
         self.accepted += 1
+        for callback in self.on_submit:
+            callback()
 
     async def get(self) -> Command:
         return await self._queue.get()

@@ -31,7 +31,7 @@ class JsonFormatter(logging.Formatter):
 
 def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
     """Configure the root logger once: ``fmt`` is "text" or "json". pymodbus' own
-    chatter is kept at WARNING."""
+    chatter is kept at WARNING, aiomqtt's at ERROR."""
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
@@ -42,3 +42,6 @@ def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     logging.getLogger("pymodbus").setLevel(max(logging.WARNING, root.level))
+    # aiomqtt warns "There are N pending publish calls." whenever more than 10 publishes
+    # await their PUBACK — routine with our window of 32 in flight.
+    logging.getLogger("mqtt").setLevel(max(logging.ERROR, root.level))

@@ -49,6 +49,12 @@ CREATE TABLE IF NOT EXISTS metering_windows (
     demand_kw REAL,
     PRIMARY KEY (series, window_start)
 );
+CREATE TABLE IF NOT EXISTS dr_performance (
+    event_id TEXT NOT NULL,
+    interval_start REAL NOT NULL,
+    record TEXT NOT NULL,
+    PRIMARY KEY (event_id, interval_start)
+);
 CREATE TABLE IF NOT EXISTS audit (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     ts REAL NOT NULL,
@@ -271,6 +277,26 @@ class Store:
                 "window_start >= ? AND window_start < ? AND demand_kw IS NOT NULL "
                 "ORDER BY window_start", (series, since_s, until_s)).fetchall()
         return [(float(start), float(kw)) for start, kw in rows]
+
+    def record_performance(self, record: dict[str, object]) -> None:
+        """One interval of a DR event's performance (see controller.control.loop)."""
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO dr_performance(event_id, interval_start, record) "
+                "VALUES (?, ?, ?)", (record["event_id"], record["interval_start"],
+                                     json.dumps(record, allow_nan=False)))
+
+    def performance(self, event_id: str) -> list[dict[str, object]]:
+        with self._lock:
+            rows = self._db.execute("SELECT record FROM dr_performance WHERE event_id = ? "
+                                    "ORDER BY interval_start", (event_id,)).fetchall()
+        return [json.loads(row[0]) for row in rows]
+
+    def performance_events(self) -> list[str]:
+        with self._lock:
+            rows = self._db.execute("SELECT event_id, MIN(interval_start) FROM dr_performance "
+                                    "GROUP BY event_id ORDER BY 2").fetchall()
+        return [str(row[0]) for row in rows]
 
     # -- commands -----------------------------------------------------------------------
 

@@ -364,6 +364,9 @@ class Publisher:
         inflight: dict[asyncio.Task[None], int] = {}
         acked: list[int] = []
         while True:
+            if self.notify.is_set():  # the recorder stored more: look for it
+                self.notify.clear()
+                drain.refresh()
             while len(inflight) < self.settings.max_inflight:
                 message = await drain.next()
                 if message is None:
@@ -386,12 +389,10 @@ class Publisher:
                         raise exc
                     acked.append(seq)
                 continue
-            if drain.exhausted:  # wait for the recorder (a set flag returns at once)
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(1.0):
-                        await self.notify.wait()
-                self.notify.clear()
-                drain.refresh()
+            with contextlib.suppress(TimeoutError):  # idle: wait for the recorder
+                async with asyncio.timeout(1.0):
+                    await self.notify.wait()
+            drain.refresh()
 
     async def _publish(self, client: aiomqtt.Client, message: OutboxMessage) -> None:
         properties = None
@@ -428,7 +429,8 @@ def _status_online() -> bytes:
 
 class _Drain:
     """Chooses what to publish next: backlog (seq ≤ watermark at connect) and live
-    messages, alternating, each in sequence order."""
+    messages, alternating, each in sequence order. Reads the store a page at a time, and
+    looks for new live messages only after :meth:`refresh` (the recorder stored some)."""
 
     PAGE = 256
 
@@ -440,11 +442,11 @@ class _Drain:
         self.backlog_cursor = 0
         self.live_cursor = watermark
         self.backlog_done = watermark == 0
+        self.live_dirty = True
         self.turn_backlog = True
-        self.exhausted = False
 
     def refresh(self) -> None:
-        self.exhausted = False
+        self.live_dirty = True
 
     async def _fill(self) -> None:
         if not self.backlog and not self.backlog_done:
@@ -456,16 +458,16 @@ class _Drain:
                 self.backlog_cursor = page[-1].seq
             else:
                 self.backlog_done = True
-        if not self.live:
+        if not self.live and self.live_dirty:
             page = await asyncio.to_thread(self.store.pending, after_seq=self.live_cursor,
                                            limit=self.PAGE)
             if page:
                 self.live.extend(page)
                 self.live_cursor = page[-1].seq
+            if len(page) < self.PAGE:
+                self.live_dirty = False  # all stored live messages are in hand
 
     async def next(self) -> OutboxMessage | None:
-        if self.exhausted:
-            return None
         if not self.backlog or not self.live:
             await self._fill()
         if self.backlog and (self.turn_backlog or not self.live):
@@ -474,7 +476,6 @@ class _Drain:
         if self.live:
             self.turn_backlog = True
             return self.live.popleft()
-        self.exhausted = True
         return None
 
 

@@ -171,6 +171,21 @@ class ServedDevice:
             if 0 <= word < len(registers):
                 registers[word] = value
 
+    def read(self, table: Table, address: int, count: int) -> list[int]:
+        """What a read request returns now (registers, or 0/1 for bits); raises KeyError
+        for an address the device does not serve."""
+        served = served_ranges(self.device_map, table)
+        if not any(first <= address and address + count <= end for first, end in served):
+            raise KeyError(f"{self.name}: {table.value} {address}+{count} is not served")
+        if table.is_bits:
+            values = self.point_values()
+            by_address = {p.address: p for p in self._points[table]}
+            return [1 if values.get(by_address[a].name) else 0 if a in by_address else 0
+                    for a in range(address, address + count)]
+        registers = [0] * (address + count)
+        self.fill(table, address, count, 0, registers)
+        return registers[address:address + count]
+
     # -- writes -------------------------------------------------------------------------
 
     def write_registers(self, address: int, words: Sequence[int]) -> ExcCodes | None:

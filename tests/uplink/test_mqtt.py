@@ -82,8 +82,13 @@ def settings_for(site: SiteSpec, tmp_path: Path, port: int, **changes: Any) -> U
 
 
 @contextlib.asynccontextmanager
-async def building(tmp_path: Path) -> AsyncIterator[tuple[SiteSpec, SiteRunner]]:
-    spec = load_site(example_on_free_ports(tmp_path))
+async def building(tmp_path: Path, *, control: bool = True
+                   ) -> AsyncIterator[tuple[SiteSpec, SiteRunner]]:
+    path = example_on_free_ports(tmp_path)
+    if not control:
+        path.write_text(path.read_text(encoding="utf-8") + "\n[control]\nenabled = false\n",
+                        encoding="utf-8")
+    spec = load_site(path)
     async with SiteRunner(build_site(spec, start_s=START), ManualClock(START)) as runner:
         yield spec, runner
 
@@ -253,7 +258,9 @@ async def test_quota_overflow_drops_the_oldest_and_reports_it(tmp_path: Path) ->
 async def test_commands_over_mqtt5_and_nothing_written_when_rejected(tmp_path: Path) -> None:
     broker = Mosquitto(tmp_path / "broker").start()
     try:
-        async with building(tmp_path) as (spec, runner):
+        # The command channel alone: no control loop takes the accepted command (or
+        # writes anything of its own), so what reaches the inbox can be inspected.
+        async with building(tmp_path, control=False) as (spec, runner):
             settings = settings_for(spec, tmp_path, broker.port)
             async with gateway(spec, runner, settings) as app:
                 await connected(app)

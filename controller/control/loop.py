@@ -1,0 +1,612 @@
+"""The control loop: every cycle, snapshot → strategies → one plan → verified writes.
+
+Cycle (``[control] cycle_s``, 1 s by default; at once when a command arrives):
+
+1. take commands from the :class:`~controller.inbox.CommandInbox` into the event book;
+2. advance events (start, end — on schedule, reachable utility or not), fixing each
+   reduction event's baseline when it starts;
+3. build a :class:`~controller.control.model.Snapshot` from the plant's latest values;
+4. compose the strategies (precedence: safety > events > site goals > comfort);
+5. bring back loads nobody wants off any more, staggered by the fastcore restore planner
+   (a kW-per-step limit, minimum off times; loads past their maximum shed time first);
+6. write what changed, and refresh what must be refreshed: battery and inverter limits
+   well within their revert timeouts, relay modules within their watchdog — so a dead
+   controller hands everything back by itself;
+7. record event performance (delivered vs. requested kW per interval) and, periodically,
+   the site's flexibility for a VPP.
+
+State that must outlive the process — events, which loads we shed and since when — is in
+the store, so after a restart nothing stays shed past its event or its maximum shed time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+
+import fastcore
+from controller.commands import Command
+from controller.control import strategies
+from controller.control.baseline import baseline_kw
+from controller.control.events import DrEvent, EventBook, event_from_command
+from controller.control.model import (
+    Actuator,
+    BatteryState,
+    DcBusState,
+    HeatPumpState,
+    InverterState,
+    Level,
+    LoadState,
+    Proposal,
+    Snapshot,
+)
+from controller.control.plant import Plant
+from controller.control.settings import ControlSettings
+from controller.control.strategies import Context, Decision, RunningEvent
+from controller.inbox import CommandInbox
+from controller.store import Outgoing, Store
+from drivers.codec import WriteRangeError
+from drivers.devices import Battery, HeatPump, Inverter, Relay, Write
+from drivers.site import SiteSpec
+
+log = logging.getLogger("pedf.control")
+
+PERIOD_NAMES = ("sharp", "peak", "flat", "valley")
+Publish = Callable[[list[Outgoing]], None]
+
+
+@dataclass
+class LoadMemory:
+    """Which loads we switched off, when, and by whom (persisted)."""
+
+    shed_since: dict[str, float] = field(default_factory=dict)
+    shed_by: dict[str, str] = field(default_factory=dict)
+    switched: dict[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps({"shed_since": self.shed_since, "shed_by": self.shed_by,
+                           "switched": self.switched})
+
+    @classmethod
+    def from_json(cls, text: str | None) -> LoadMemory:
+        if not text:
+            return cls()
+        try:
+            data = json.loads(text)
+            return cls(dict(data["shed_since"]), dict(data["shed_by"]), dict(data["switched"]))
+        except (ValueError, KeyError, TypeError):
+            log.error("saved load state unreadable: starting afresh")
+            return cls()
+
+
+# -- snapshot -------------------------------------------------------------------------
+
+
+def build_snapshot(plant: Plant, settings: ControlSettings, now_s: float,
+                   tariff: fastcore.TariffCalendar, memory: LoadMemory,
+                   commanded: dict[Actuator, Any]) -> Snapshot:
+    site = plant.site
+    local = datetime.fromtimestamp(now_s, site.zone)
+    minute = local.hour * 60 + local.minute
+    period = PERIOD_NAMES[tariff.period_at(local.month, minute)]
+    grid = site.grid_meter()
+    v = plant.value
+    batteries, heat_pumps, inverters, buses = [], [], [], []
+    pv_w = 0.0
+    for device in site.devices.values():
+        kind, name = device.device_map.kind, device.name
+        if kind == "battery":
+            batteries.append(BatteryState(name, v(name, "soc_pct"), v(name, "power_w"),
+                                          v(name, "max_charge_w"), v(name, "max_discharge_w"),
+                                          v(name, "capacity_wh")))
+        elif kind == "heat_pump":
+            sg = v(name, "sg_ready_state")
+            heat_pumps.append(HeatPumpState(name, None if sg is None else int(sg),
+                                            v(name, "power_w"), v(name, "indoor_temp_c"),
+                                            v(name, "outdoor_temp_c"), v(name, "rated_power_w")))
+        elif kind == "inverter":
+            power = v(name, "power_w")
+            pv_w += power or 0.0
+            enabled = v(name, "power_limit_enabled")
+            limit = v(name, "power_limit_pct") if enabled else None
+            inverters.append(InverterState(name, power, v(name, "rated_power_w"), limit))
+        elif kind == "dc_bus":
+            buses.append(DcBusState(name, v(name, "bus_voltage_v"), v(name, "nominal_voltage_v"),
+                                    v(name, "power_w")))
+    loads = []
+    for load in site.loads.values():
+        on = None
+        if load.device is not None and load.channel is not None:
+            state = v(load.device, f"channel_{load.channel}_on")
+            on = None if state is None else bool(state)
+        power = None
+        if load.meter is not None:
+            power = v(load.meter[0], f"ch{load.meter[1]}_power_w")
+        dc_bus = None
+        if load.simulation is not None and load.simulation.get("dc_bus") is not None:
+            dc_bus = load.simulation.req("dc_bus").str()
+        loads.append(LoadState(
+            load.name, load.rated_w, load.priority, load.sheddable, on, power,
+            load.min_on_s, load.min_off_s, load.max_shed_s, load.group, dc_bus,
+            memory.switched.get(load.name), memory.shed_since.get(load.name)))
+    return Snapshot(
+        now_s=now_s, local_hour=local.hour + local.minute / 60.0, weekday=local.weekday(),
+        tou_period=period, grid_w=None if grid is None else v(grid.name, "power_w"),
+        pv_w=pv_w, batteries=tuple(batteries), heat_pumps=tuple(heat_pumps),
+        inverters=tuple(inverters), dc_buses=tuple(buses), loads=tuple(loads),
+        commanded=dict(commanded))
+
+
+# -- the loop -------------------------------------------------------------------------
+
+
+@dataclass
+class ControlLoop:
+    plant: Plant
+    settings: ControlSettings
+    inbox: CommandInbox
+    store: Store | None = None
+    publish: Publish = lambda messages: None
+    topic_prefix: str = "pedf/site"
+    clock: Callable[[], float] = time.time
+    tariff: fastcore.TariffCalendar = field(
+        default_factory=lambda: fastcore.SHANDONG_COMMERCIAL_EXAMPLE)
+    window_s: float = 900.0
+    book: EventBook = field(init=False)
+    memory: LoadMemory = field(init=False)
+    commanded: dict[Actuator, Any] = field(default_factory=dict)
+    last_written: dict[Actuator, float] = field(default_factory=dict)
+    grid_history: deque[tuple[float, float]] = field(default_factory=lambda: deque(maxlen=20000))
+    performance: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    write_failures: int = 0
+    cycles: int = 0
+    last_decision: Decision | None = None
+    _interval: dict[str, list[float]] = field(default_factory=dict)
+    _next_flexibility: float = 0.0
+    _last_restore: float = -math.inf
+    _registers: dict[tuple[str, str], tuple[tuple[int, ...], float]] = field(
+        default_factory=dict)
+    _watchdogs_set: bool = False
+    _wake: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def __post_init__(self) -> None:
+        store = self.store
+        self.book = EventBook.load(
+            store.get_state("events") if store else None,
+            (lambda text: store.set_state("events", text)) if store else (lambda text: None))
+        self.memory = LoadMemory.from_json(store.get_state("loads") if store else None)
+
+    @property
+    def site(self) -> SiteSpec:
+        return self.plant.site
+
+    # -- running ----------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Cycle every ``cycle_s`` (monotonic, no drift) and at once on a command."""
+        next_cycle = time.monotonic()
+        while True:
+            await self.cycle()
+            next_cycle += self.settings.cycle_s
+            now = time.monotonic()
+            if next_cycle < now:
+                next_cycle = now
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(next_cycle - now):
+                    await self._wake.wait()
+
+    def wake(self) -> None:
+        """Run the next cycle now (a command arrived)."""
+        self._wake.set()
+
+    async def cycle(self) -> Decision:
+        now = self.clock()
+        self.cycles += 1
+        self._take_commands(now)
+        self._advance_events(now)
+        snapshot = build_snapshot(self.plant, self.settings, now, self.tariff, self.memory,
+                                  self.commanded)
+        if snapshot.grid_w is not None:
+            self.grid_history.append((now, snapshot.grid_w))
+        context = self._context(snapshot)
+        decision = strategies.compose(snapshot, context, strategies.ALL)
+        self._add_restores(snapshot, decision)
+        await self._execute(snapshot, decision)
+        self._record_performance(snapshot, context)
+        if now >= self._next_flexibility:
+            self._next_flexibility = now + self.settings.flexibility_interval_s
+            self.publish([Outgoing(f"{self.topic_prefix}/flexibility",
+                                   flexibility(snapshot, self.settings))])
+        self.last_decision = decision
+        return decision
+
+    # -- commands and events ------------------------------------------------------------
+
+    def _take_commands(self, now: float) -> None:
+        while (command := self.inbox.get_nowait()) is not None:
+            self.apply_command(command, now)
+
+    def apply_command(self, command: Command, now: float) -> None:
+        params = command.params
+        if command.type == "cancel":
+            if self.book.cancel(params["command_id"]) is None:
+                log.warning("cancel %s: no such running or scheduled event",
+                            params["command_id"])
+        elif command.type == "release":
+            self.book.release(command.target, now)
+        elif command.type == "modify":
+            value = params.get("kw")
+            if self.book.modify(params["command_id"], value=value,
+                                duration_s=params.get("duration_s")) is None:
+                log.warning("modify %s: no such running or scheduled event",
+                            params["command_id"])
+        else:
+            self.book.add(event_from_command(command, now))
+        self._event_message(command.type, command.id, now)
+
+    def _advance_events(self, now: float) -> None:
+        for transition, event in self.book.tick(now):
+            if transition == "started" and event.kind == "reduction":
+                baseline, method = self._baseline(event, now)
+                self.book.update(event.id, baseline_kw=baseline)
+                log.info("event %s started: baseline %s kW (%s)", event.id,
+                         "unknown" if baseline is None else f"{baseline:.1f}", method)
+            self._event_message(f"event_{transition}", event.id, now)
+        self.book.prune(now)
+
+    def _baseline(self, event: DrEvent, now: float) -> tuple[float | None, str]:
+        grid = self.site.grid_meter()
+        history = self.store.windows if self.store else (lambda *a: [])
+        return baseline_kw(self.settings.baseline_method, samples=list(self.grid_history),
+                           history=history, series=grid.name if grid else "",
+                           start_s=event.begin_s, duration_s=event.duration_s,
+                           pre_event_s=self.settings.baseline_pre_event_s,
+                           days=self.settings.baseline_days, window_s=self.window_s,
+                           zone=self.site.zone)
+
+    def _context(self, snapshot: Snapshot) -> Context:
+        running = []
+        for event in self.book.running(snapshot.now_s):
+            fraction = event.ramp_fraction(snapshot.now_s)
+            limit = None
+            if event.kind == "reduction":
+                base = event.baseline_kw
+                if base is None:  # no baseline: hold today's import minus the reduction
+                    base = (snapshot.grid_w or 0.0) / 1000.0
+                    self.book.update(event.id, baseline_kw=base)
+                limit = (base - event.value * fraction) * 1000.0
+            elif event.kind == "cap":
+                start = (snapshot.grid_w or 0.0)
+                limit = start + (event.value * 1000.0 - start) * fraction if fraction < 1 \
+                    else event.value * 1000.0
+            elif event.kind == "setpoint":
+                limit = event.value * 1000.0
+            running.append(RunningEvent(event, limit, event.kind == "setpoint"))
+        upcoming = tuple(self.book.upcoming(snapshot.now_s, self.settings.preheat_s))
+        return Context(self.settings, tuple(running), upcoming, dict(self.memory.shed_by))
+
+    # -- restore ------------------------------------------------------------------------
+
+    def _add_restores(self, snapshot: Snapshot, decision: Decision) -> None:
+        """Loads we shed that nobody claims any more (or that hit their maximum shed
+        time) come back, staggered; the rest stay off until their turn."""
+        settings = self.settings
+        ours = [load for load in snapshot.loads if load.name in self.memory.shed_by]
+        overdue = {load.name for load in ours if load.shed_since_s is not None
+                   and snapshot.now_s - load.shed_since_s >= load.max_shed_s}
+        releasing = [load for load in ours
+                     if Actuator("load", load.name) not in decision.claims
+                     or load.name in overdue]
+        if not releasing:
+            return
+        step_due = snapshot.now_s - self._last_restore >= settings.restore_step_s
+        power = np.array([load.expected_w / 1000.0 for load in releasing], dtype=np.float64)
+        priority = np.array([load.priority for load in releasing], dtype=np.int8)
+        plan = fastcore.plan_restore(
+            power, priority, np.ones(len(releasing), dtype=np.bool_), now_s=snapshot.now_s,
+            max_kw_per_step=settings.restore_step_kw, step_s=settings.restore_step_s,
+            shed_since_s=np.array([load.shed_since_s if load.shed_since_s is not None
+                                   else snapshot.now_s for load in releasing]),
+            min_off_s=np.array([load.min_off_s for load in releasing], dtype=np.float64),
+            max_shed_s=np.array([load.max_shed_s for load in releasing], dtype=np.float64))
+        first_step = [int(i) for i, step, at in zip(plan.load_index, plan.step,
+                                                     plan.restore_at_s, strict=True)
+                      if step == plan.step.min() and at <= snapshot.now_s] if len(
+            plan.load_index) else []
+        coming_back = {releasing[i].name for i in first_step} if step_due else set()
+        if coming_back:
+            self._last_restore = snapshot.now_s
+        for load in releasing:
+            actuator = Actuator("load", load.name)
+            if load.name in coming_back:
+                decision.claims[actuator] = Proposal(actuator, True, Level.EVENT,
+                                                     "restore", "staggered restore")
+            elif load.name not in overdue or actuator not in decision.claims:
+                owner = self.memory.shed_by[load.name]
+                decision.claims[actuator] = Proposal(actuator, False, Level.EVENT,
+                                                     owner, "waiting for its restore step")
+
+    # -- execution ----------------------------------------------------------------------
+
+    async def _execute(self, snapshot: Snapshot, decision: Decision) -> None:
+        now = snapshot.now_s
+        by_device: dict[str, list[Write]] = {}
+        effects: dict[str, list[Callable[[], None]]] = {}
+        for actuator, proposal in decision.claims.items():
+            try:
+                plan = self._writes_for(actuator, proposal, snapshot, now)
+            except WriteRangeError as exc:
+                log.warning("%s: cannot write %r: %s", actuator, proposal.value, exc)
+                continue
+            if plan is None:
+                continue
+            device, writes, effect = plan
+            by_device.setdefault(device, []).extend(writes)
+            effects.setdefault(device, []).append(effect)
+        self._release_unclaimed(decision, snapshot, by_device, effects)
+        self._watchdog_refresh(now, by_device)
+        self._skip_unchanged(by_device, now)
+        if not by_device:
+            return
+        devices = list(by_device)
+        results = await asyncio.gather(*(self.plant.execute(d, by_device[d]) for d in devices))
+        for device, outcome in zip(devices, results, strict=True):
+            for write, result in zip(by_device[device], outcome, strict=False):
+                if result.ok:
+                    self._registers[(device, write.point)] = (write.values, now)
+                else:
+                    self._registers.pop((device, write.point), None)
+            if all(r.ok for r in outcome):
+                for effect in effects.get(device, []):
+                    effect()
+            else:
+                self.write_failures += 1
+                failed = next(r for r in outcome if not r.ok)
+                log.warning("%s: write %s failed: %s", device, failed.point, failed.error)
+                self._event_message("write_failed", device, now, detail=failed.error)
+        if self.store is not None:
+            await asyncio.to_thread(self.store.set_state, "loads", self.memory.to_json())
+
+    def _skip_unchanged(self, by_device: dict[str, list[Write]], now: float) -> None:
+        """Drop writes that would put the same registers the device already took, unless
+        the point is due for a refresh (revert timeouts)."""
+        refresh_s = min(self.settings.battery_revert_s, self.settings.inverter_revert_s) / 4.0
+        for device in list(by_device):
+            kept = []
+            for write in by_device[device]:
+                previous = self._registers.get((device, write.point))
+                if previous is not None and previous[0] == write.values and (
+                        now - previous[1] < refresh_s):
+                    continue
+                kept.append(write)
+            if kept:
+                by_device[device] = kept
+            else:
+                del by_device[device]
+
+    def _writes_for(self, actuator: Actuator, proposal: Proposal, snapshot: Snapshot,
+                    now: float) -> tuple[str, list[Write], Callable[[], None]] | None:
+        site, settings = self.site, self.settings
+        previous = self.commanded.get(actuator, "unset")
+        value = proposal.value
+        if actuator.kind == "load":
+            load = site.loads[actuator.name]
+            assert load.device is not None
+            assert load.channel is not None
+            state = snapshot.load(actuator.name)
+            want_on = bool(value)
+            if state.on is want_on and previous == want_on:
+                return None
+            relay = Relay(site.devices[load.device].device_map,
+                          self.plant.device_values(load.device))
+
+            def effect(name: str = load.name, on: bool = want_on,
+                       owner: str = proposal.owner) -> None:
+                self.commanded[actuator] = on
+                self.memory.switched[name] = now
+                if on:
+                    self.memory.shed_since.pop(name, None)
+                    self.memory.shed_by.pop(name, None)
+                else:
+                    self.memory.shed_since.setdefault(name, now)
+                    self.memory.shed_by[name] = owner
+            return load.device, [relay.set_channel(load.channel, want_on)], effect
+        if actuator.kind == "battery":
+            device = site.devices[actuator.name]
+            battery = Battery(device.device_map, self.plant.device_values(actuator.name))
+            rating = battery.max_charge_w or 1.0
+            refresh_due = now - self.last_written.get(actuator, -math.inf) >= \
+                settings.battery_revert_s / 3.0
+            if value is None:
+                if previous in ("unset", None):
+                    return None
+                writes = battery.release()
+            else:
+                setpoint = max(-rating, min(rating, float(value)))
+                if isinstance(previous, float) and abs(previous - setpoint) < \
+                        strategies.BATTERY_DEADBAND * rating and not refresh_due:
+                    return None
+                writes = battery.set_power_w(setpoint, revert_s=settings.battery_revert_s)
+                value = setpoint
+            return actuator.name, writes, self._remember(actuator, value, now)
+        if actuator.kind == "sg_ready":
+            sg_state = int(value) if value is not None else strategies.SG_NORMAL
+            current = next((h.sg_ready_state for h in snapshot.heat_pumps
+                            if h.name == actuator.name), None)
+            if previous == sg_state and current == sg_state:
+                return None
+            heat_pump = HeatPump(site.devices[actuator.name].device_map,
+                                 self.plant.device_values(actuator.name))
+            return actuator.name, [heat_pump.set_sg_ready_state(sg_state)], self._remember(
+                actuator, sg_state, now)
+        if actuator.kind == "inverter_limit":
+            inverter = Inverter(site.devices[actuator.name].device_map,
+                                self.plant.device_values(actuator.name))
+            refresh_due = now - self.last_written.get(actuator, -math.inf) >= \
+                settings.inverter_revert_s / 4.0
+            if value is None:
+                if previous in ("unset", None):
+                    return None
+                return actuator.name, inverter.release_power_limit(), self._remember(
+                    actuator, None, now)
+            pct = float(value)
+            if isinstance(previous, float) and abs(previous - pct) < 0.5 and not refresh_due:
+                return None
+            return actuator.name, inverter.limit_power(pct, revert_s=settings.inverter_revert_s), \
+                self._remember(actuator, pct, now)
+        return None
+
+    def _remember(self, actuator: Actuator, value: Any, now: float) -> Callable[[], None]:
+        def effect() -> None:
+            self.commanded[actuator] = value
+            self.last_written[actuator] = now
+        return effect
+
+    def _release_unclaimed(self, decision: Decision, snapshot: Snapshot,
+                           by_device: dict[str, list[Write]],
+                           effects: dict[str, list[Callable[[], None]]]) -> None:
+        """Batteries and inverter limits we commanded but nobody wants now: hand back."""
+        for actuator, value in list(self.commanded.items()):
+            if actuator in decision.claims or value is None:
+                continue
+            if actuator.kind in ("battery", "inverter_limit"):
+                plan = self._writes_for(actuator, Proposal(actuator, None,
+                                                           Level.COMFORT,
+                                                           "release"), snapshot, snapshot.now_s)
+                if plan is not None:
+                    device, writes, effect = plan
+                    by_device.setdefault(device, []).extend(writes)
+                    effects.setdefault(device, []).append(effect)
+
+    def _watchdog_refresh(self, now: float, by_device: dict[str, list[Write]]) -> None:
+        """Relay modules: set the watchdog once, then touch each module often enough that
+        it never trips while we run — and trips (loads back on) when we do not."""
+        timeout = self.settings.relay_watchdog_s
+        if timeout <= 0:
+            return
+        for device in self.site.devices.values():
+            if device.device_map.kind != "relay":
+                continue
+            actuator = Actuator("relay_watchdog", device.name)
+            if now - self.last_written.get(actuator, -math.inf) < timeout / 3.0:
+                continue
+            relay = Relay(device.device_map, self.plant.device_values(device.name))
+            try:
+                by_device.setdefault(device.name, []).append(relay.set_watchdog_s(timeout))
+            except WriteRangeError:
+                continue
+            self.last_written[actuator] = now
+
+    # -- reporting ----------------------------------------------------------------------
+
+    def _record_performance(self, snapshot: Snapshot, context: Context) -> None:
+        interval = self.settings.performance_interval_s
+        for running in context.events:
+            event = running.event
+            if event.kind not in ("reduction", "cap", "setpoint") or snapshot.grid_w is None:
+                continue
+            bucket = self._interval.setdefault(event.id, [])
+            start = snapshot.now_s - (snapshot.now_s - event.begin_s) % interval
+            if bucket and bucket[0] != start:
+                self._close_interval(event, bucket)
+                bucket.clear()
+            if not bucket:
+                bucket.append(start)
+            bucket.append(snapshot.grid_w / 1000.0)
+            bucket.append((running.limit_w or 0.0) / 1000.0)
+        for event_id in [k for k in self._interval if k not in
+                         {r.event.id for r in context.events}]:
+            finished = self.book.events.get(event_id)
+            if finished is not None and self._interval[event_id]:
+                self._close_interval(finished, self._interval[event_id])
+            del self._interval[event_id]
+
+    def _close_interval(self, event: DrEvent, bucket: list[float]) -> None:
+        start, values = bucket[0], bucket[1:]
+        actual = float(np.mean(values[0::2]))
+        limit = float(np.mean(values[1::2]))
+        record: dict[str, Any] = {"event_id": event.id, "kind": event.kind,
+                                  "interval_start": start, "actual_kw": round(actual, 3),
+                                  "limit_kw": round(limit, 3)}
+        if event.kind == "reduction" and event.baseline_kw is not None:
+            requested = event.baseline_kw - limit
+            record.update(baseline_kw=round(event.baseline_kw, 3),
+                          target_kw=round(requested, 3),
+                          delivered_kw=round(event.baseline_kw - actual, 3))
+        self.performance.setdefault(event.id, []).append(record)
+        if self.store is not None:
+            self.store.record_performance(record)
+        self.publish([Outgoing(f"{self.topic_prefix}/dr/performance",
+                               {"ts": round(self.clock(), 3), **record})])
+
+    def _event_message(self, kind: str, event_id: str, now: float, *, detail: str = "") -> None:
+        body: dict[str, Any] = {"ts": round(now, 3), "type": kind, "id": event_id}
+        event = self.book.events.get(event_id)
+        if event is not None:
+            body.update(kind=event.kind, target=event.target, value=event.value,
+                        begin=event.begin_s, end=event.end_s, status=event.status)
+            if event.baseline_kw is not None:
+                body["baseline_kw"] = round(event.baseline_kw, 3)
+        if detail:
+            body["detail"] = detail
+        self.publish([Outgoing(f"{self.topic_prefix}/events", body)])
+
+
+# -- flexibility ----------------------------------------------------------------------
+
+
+def flexibility(snapshot: Snapshot, settings: ControlSettings) -> dict[str, Any]:
+    """Available flexibility now: ``down`` (the site can import less) and ``up`` (it can
+    absorb more), per resource, in kW and for how long (s)."""
+    down: list[dict[str, Any]] = []
+    up: list[dict[str, Any]] = []
+    for battery in snapshot.batteries:
+        if not battery.ok or battery.soc_pct is None or not battery.capacity_wh:
+            continue
+        now_w = battery.power_w or 0.0
+        above = max(0.0, battery.soc_pct - settings.min_soc_pct) / 100.0 * battery.capacity_wh
+        below = max(0.0, settings.max_soc_pct - battery.soc_pct) / 100.0 * battery.capacity_wh
+        more_discharge = max(0.0, (battery.max_discharge_w or 0.0) - now_w)
+        more_charge = max(0.0, (battery.max_charge_w or 0.0) + now_w)
+        if more_discharge > 0 and above > 0:
+            down.append(_flex("battery", battery.name, more_discharge, above / more_discharge))
+        if more_charge > 0 and below > 0:
+            up.append(_flex("battery", battery.name, more_charge, below / more_charge))
+    sheddable_w = sum(load.expected_w for load in snapshot.loads if load.sheddable and load.on)
+    if sheddable_w > 0:
+        limit_s = min((load.max_shed_s for load in snapshot.loads
+                       if load.sheddable and load.on), default=0.0)
+        down.append(_flex("loads", "sheddable", sheddable_w, limit_s / 3600.0))
+    for heat_pump in snapshot.heat_pumps:
+        if heat_pump.indoor_c is None or heat_pump.power_w is None:
+            continue
+        margin_down = max(0.0, heat_pump.indoor_c - settings.comfort_min_c)
+        margin_up = max(0.0, settings.comfort_max_c - heat_pump.indoor_c)
+        if heat_pump.power_w > 0 and margin_down > 0:
+            down.append(_flex("heat_pump", heat_pump.name, heat_pump.power_w,
+                              margin_down * settings.thermal_hours_per_k))
+        room = max(0.0, (heat_pump.rated_w or 0.0) - heat_pump.power_w)
+        if room > 0 and margin_up > 0:
+            up.append(_flex("heat_pump", heat_pump.name, room,
+                            margin_up * settings.thermal_hours_per_k))
+    return {"ts": round(snapshot.now_s, 3), "grid_kw": None if snapshot.grid_w is None
+            else round(snapshot.grid_w / 1000.0, 3),
+            "down_kw": round(sum(item["kw"] for item in down), 3),
+            "up_kw": round(sum(item["kw"] for item in up), 3), "down": down, "up": up}
+
+
+def _flex(kind: str, name: str, watts: float, hours: float) -> dict[str, Any]:
+    return {"resource": kind, "name": name, "kw": round(watts / 1000.0, 3),
+            "duration_s": round(hours * 3600.0)}

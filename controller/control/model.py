@@ -1,0 +1,134 @@
+"""The control loop's data: what the strategies see (a snapshot) and what they ask for
+(proposals for actuators). Plain immutable data; no I/O.
+
+Powers in W with the toolkit's signs: grid + import; PV + production; battery + discharge;
+loads + consumption. Times are UNIX seconds on the control clock.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+
+class Level(enum.IntEnum):
+    """Precedence: a lower value wins an actuator."""
+
+    SAFETY = 0  # hard limits: export limit, DC-bus voltage, indoor temperature extremes
+    EVENT = 1  # utility events and commands: DR events, VPP dispatch, overrides
+    SITE = 2  # site goals: peak shaving, self-consumption, TOU arbitrage, thermal storage
+    COMFORT = 3  # defaults: normal heat-pump operation
+
+
+@dataclass(frozen=True, slots=True)
+class Actuator:
+    """One thing the controller sets: ``kind`` on ``device`` (or a load)."""
+
+    kind: str  # "load" (relay channel), "battery", "sg_ready", "inverter_limit"
+    name: str  # the load or device name
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class Proposal:
+    """A strategy's wish for an actuator. ``value``: a load's on/off (bool), a battery
+    power in W (+ discharge; None = hand back to the battery's own logic), an SG-Ready
+    state (1–4), an inverter limit in % (None = no limit)."""
+
+    actuator: Actuator
+    value: float | int | bool | None
+    level: Level
+    owner: str
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class LoadState:
+    name: str
+    rated_w: float
+    priority: int
+    sheddable: bool
+    on: bool | None  # relay state as read (None: unknown)
+    power_w: float | None  # metered power, if a sub-meter channel meters it
+    min_on_s: float
+    min_off_s: float
+    max_shed_s: float
+    group: str | None
+    dc_bus: str | None  # name of the DC bus it hangs on, if any
+    switched_s: float | None  # when we last switched it (control clock)
+    shed_since_s: float | None  # when we shed it, if it is shed by us
+
+    @property
+    def expected_w(self) -> float:
+        """What it draws when on: metered if known and on, else its rating."""
+        if self.power_w is not None and self.on:
+            return max(0.0, self.power_w)
+        return self.rated_w
+
+
+@dataclass(frozen=True, slots=True)
+class BatteryState:
+    name: str
+    soc_pct: float | None
+    power_w: float | None  # + discharge
+    max_charge_w: float | None
+    max_discharge_w: float | None
+    capacity_wh: float | None
+
+    @property
+    def ok(self) -> bool:
+        return None not in (self.soc_pct, self.power_w, self.max_charge_w)
+
+
+@dataclass(frozen=True, slots=True)
+class HeatPumpState:
+    name: str
+    sg_ready_state: int | None
+    power_w: float | None
+    indoor_c: float | None
+    outdoor_c: float | None
+    rated_w: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class InverterState:
+    name: str
+    power_w: float | None
+    rated_w: float | None
+    limit_pct: float | None  # None: no limit active
+
+
+@dataclass(frozen=True, slots=True)
+class DcBusState:
+    name: str
+    voltage_v: float | None
+    nominal_v: float | None
+    power_w: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Everything a strategy may look at, for one cycle."""
+
+    now_s: float
+    local_hour: float
+    weekday: int
+    tou_period: str  # sharp, peak, flat, valley
+    grid_w: float | None  # site import (+) / export (−) at the grid meter
+    pv_w: float  # total PV production
+    batteries: tuple[BatteryState, ...] = ()
+    heat_pumps: tuple[HeatPumpState, ...] = ()
+    inverters: tuple[InverterState, ...] = ()
+    dc_buses: tuple[DcBusState, ...] = ()
+    loads: tuple[LoadState, ...] = ()
+    #: What the controller currently commands, by actuator (from the last cycle).
+    commanded: Mapping[Actuator, float | int | bool | None] = field(default_factory=dict)
+
+    def load(self, name: str) -> LoadState:
+        for load in self.loads:
+            if load.name == name:
+                return load
+        raise KeyError(name)

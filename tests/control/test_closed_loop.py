@@ -1,0 +1,198 @@
+"""The control loop against the simulated building, in accelerated time (manual clock):
+demand response, caps, VPP dispatch, export limit, self-consumption, time-of-use
+arbitrage, thermal storage, DC droop. Physics is read directly from the models, so what
+is asserted is what the building really did, not what the controller believes."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from pathlib import Path
+
+import pytest
+from closed_loop import ClosedLoop, at
+
+from controller.control.events import DrEvent
+from controller.control.settings import ControlSettings
+from controller.store import Store
+
+
+async def test_a_simulated_day_runs_in_well_under_a_minute() -> None:
+    loop = ClosedLoop.build("2026-06-22T00:00:00", ControlSettings(cycle_s=10.0))
+    # (10 s cycles: every revert timeout still leaves room for three refreshes.)
+    started = time.monotonic()
+    await loop.run(86_400)
+    elapsed = time.monotonic() - started
+    assert elapsed < 30, elapsed
+    assert loop.loop.cycles == 8640
+    assert loop.loop.write_failures == 0
+    assert max(loop.trace.pv_kw) > 60  # the sun came up
+    assert min(loop.trace.soc) >= 5.0 - 1e-6
+
+
+async def test_dr_reduction_delivers_at_least_95_percent(tmp_path: Path) -> None:
+    loop = ClosedLoop.build("2026-06-22T12:00:00", ControlSettings(cycle_s=5.0),
+                            store=Store(tmp_path / "s.sqlite"), soc_pct=40.0)
+    start = at("2026-06-22T14:00:00")
+    loop.event(DrEvent("dr-1", "reduction", "site", start, 3600.0, 60.0))
+    await loop.run(4 * 3600)
+    event = loop.loop.book.events["dr-1"]
+    assert event.status == "completed"
+    baseline = event.baseline_kw
+    assert baseline is not None and baseline > 100
+    during = loop.between(start, start + 3600)
+    actual = statistics.fmean(loop.trace.grid_kw[i] for i in during)
+    delivered = baseline - actual
+    assert delivered >= 0.95 * 60.0, (baseline, actual)
+    # The baseline is what the site imported before the event (pre-event average).
+    before = loop.between(start - 3600, start)
+    assert baseline == pytest.approx(statistics.fmean(loop.trace.grid_kw[i] for i in before),
+                                     rel=0.05)
+    # Performance was recorded per interval, and loads came back after the event.
+    records = loop.loop.store.performance("dr-1") if loop.loop.store else []
+    assert len(records) >= 55
+    assert all(r["target_kw"] == pytest.approx(60.0) for r in records)
+    after = loop.between(start + 3600 + 600, start + 3600 + 1800)
+    assert all(loop.trace.shed[i] == 0 for i in after)
+
+
+async def test_restore_is_staggered_to_avoid_a_rebound_peak() -> None:
+    settings = ControlSettings(cycle_s=5.0, restore_step_kw=15.0, restore_step_s=30.0,
+                               battery_mode="idle")
+    loop = ClosedLoop.build("2026-06-22T10:00:00", settings, soc_pct=6.0)  # empty battery
+    start = loop.clock.now() + 60
+    loop.event(DrEvent("dr-2", "reduction", "site", start, 900.0, 80.0))
+    await loop.run(60 + 900 + 600)
+    during = loop.between(start + 60, start + 900)
+    assert max(loop.trace.shed[i] for i in during) >= 5
+    after = loop.between(start + 900, start + 900 + 600)
+    counts = [loop.trace.shed[i] for i in after]
+    assert counts[-1] == 0
+    # Back in steps of at most 15 kW every 30 s, not all at once.
+    steps = [a - b for a, b in zip(counts, counts[1:], strict=False) if a != b]
+    site = loop.loop.site
+    largest_kw = max(load.rated_w for load in site.loads.values()) / 1000.0
+    assert len(steps) >= 3
+    assert all(step <= max(2, int(15.0 // 6.0)) or step * 6 <= 15 + largest_kw for step in steps)
+
+
+async def test_an_import_cap_is_never_exceeded_for_more_than_a_cycle() -> None:
+    loop = ClosedLoop.build("2026-06-22T10:00:00", ControlSettings(cycle_s=5.0), soc_pct=60)
+    start = loop.clock.now() + 30
+    loop.event(DrEvent("cap-1", "cap", "site", start, 7200.0, 90.0))
+    await loop.run(30 + 7200)
+    settled = loop.between(start + 30, start + 7200)
+    over = [loop.trace.grid_kw[i] > 90.0 + 0.5 for i in settled]
+    runs = longest_run(over)
+    assert runs <= 1, f"{runs} cycles in a row above the cap"
+    assert sum(over) / len(over) < 0.05
+    assert min(loop.trace.soc) >= 5.0 - 1e-6  # events may use the battery down to min SoC
+
+
+def longest_run(flags: list[bool]) -> int:
+    best = current = 0
+    for flag in flags:
+        current = current + 1 if flag else 0
+        best = max(best, current)
+    return best
+
+
+async def test_vpp_dispatch_settles_within_three_cycles_to_5_percent() -> None:
+    loop = ClosedLoop.build("2026-06-22T10:00:00",
+                            ControlSettings(cycle_s=1.0, battery_mode="idle"), soc_pct=60)
+    t0 = loop.clock.now()
+    setpoints = (60.0, 20.0, 100.0, 50.0)
+    for index, kw in enumerate(setpoints):
+        loop.event(DrEvent(f"vpp-{index}", "setpoint", "site", t0 + 2 + 60 * index, 60.0, kw))
+    await loop.run(2 + 60 * len(setpoints))
+    tolerance = 0.05 * (max(setpoints) - min(setpoints))
+    for index, kw in enumerate(setpoints):
+        begin = t0 + 2 + 60 * index
+        segment = loop.between(begin, begin + 60)
+        errors = [abs(loop.trace.grid_kw[i] - kw) for i in segment]
+        settle = next(k for k, e in enumerate(errors) if all(x <= tolerance for x in errors[k:]))
+        assert settle <= 3, (kw, errors[:6])
+
+
+async def test_export_limit_holds_and_reverts_when_the_controller_dies() -> None:
+    settings = ControlSettings(cycle_s=5.0, export_limit_kw=10.0, battery_mode="idle",
+                               inverter_revert_s=60)
+    loop = ClosedLoop.build("2026-04-18T11:00:00", settings)  # a sunny Saturday in April
+    await loop.run(600)
+    recent = loop.between(loop.clock.now() - 300, loop.clock.now())
+    assert all(-loop.trace.grid_kw[i] <= 10.0 + 0.5 for i in recent)  # export ≤ 10 kW
+    inverter = loop.simulated.model.pv["pv_inverter"]
+    assert inverter.limit_enabled and inverter.available_w > inverter.power_w + 5000
+    # The controller stops: no more refreshes. The inverter drops its limit by itself.
+    model = loop.simulated.model
+    for _ in range(20):
+        loop.clock.advance(5.0)
+        model.advance(loop.clock.now())
+    assert not inverter.limit_enabled
+    assert -model.site_power_w() > 10_000
+
+
+async def test_pv_self_consumption_charges_from_surplus_and_covers_the_evening() -> None:
+    loop = ClosedLoop.build("2026-04-18T10:00:00", ControlSettings(cycle_s=10.0), soc_pct=30)
+    await loop.run(11 * 3600)
+    trace = loop.trace
+    noon = loop.between(at("2026-04-18T11:00:00"), at("2026-04-18T13:00:00"))
+    assert statistics.fmean(trace.battery_kw[i] for i in noon) < -5  # charging
+    assert all(abs(trace.grid_kw[i]) < 3 for i in noon if trace.soc[i] < 94)
+    assert max(trace.soc) > 60
+    evening = loop.between(at("2026-04-18T18:30:00"), at("2026-04-18T19:30:00"))
+    assert statistics.fmean(trace.battery_kw[i] for i in evening) > 5  # discharging
+    assert min(trace.soc) >= ControlSettings().reserve_soc_pct - 0.2
+
+
+async def test_tou_arbitrage_charges_in_the_valley_and_discharges_in_the_peak() -> None:
+    loop = ClosedLoop.build("2026-06-23T01:00:00",
+                            ControlSettings(cycle_s=30.0, battery_mode="tou_arbitrage",
+                                            battery_revert_s=120, inverter_revert_s=120,
+                                            relay_watchdog_s=300),
+                            soc_pct=25)
+    await loop.run(22 * 3600)
+    trace = loop.trace
+    tariff = loop.loop.tariff
+    periods = []
+    for t in trace.t:
+        local = __import__("datetime").datetime.fromtimestamp(t, loop.loop.site.zone)
+        periods.append(("sharp", "peak", "flat", "valley")[
+            tariff.period_at(local.month, local.hour * 60 + local.minute)])
+    valley = [i for i, p in enumerate(periods) if p == "valley" and trace.soc[i] < 90]
+    assert valley and statistics.fmean(trace.battery_kw[i] for i in valley) < -10
+    expensive = [i for i, p in enumerate(periods) if p in ("peak", "sharp")
+                 and trace.soc[i] > 21]
+    assert expensive and statistics.fmean(trace.battery_kw[i] for i in expensive) > 10
+    assert max(trace.soc) <= 95.5 and min(trace.soc) >= 19.8
+
+
+async def test_thermal_storage_pre_conditions_before_a_known_event() -> None:
+    loop = ClosedLoop.build("2026-01-12T09:00:00",
+                            ControlSettings(cycle_s=30.0, battery_revert_s=120,
+                                            inverter_revert_s=120, relay_watchdog_s=300),
+                            soc_pct=50)  # a January Monday: heating
+    start = at("2026-01-12T11:00:00")
+    loop.event(DrEvent("dr-3", "reduction", "site", start, 1800.0, 30.0))
+    await loop.run(2 * 3600 + 1800)
+    trace = loop.trace
+    before = loop.between(start - 3000, start)
+    assert any(trace.sg[i] in (3, 4) for i in before)
+    indoor = loop.simulated.model.heat_pumps["heat_pump"]
+    assert indoor.indoor_c >= ControlSettings().comfort_min_c - 0.6
+
+
+async def test_dc_loads_follow_the_bus_voltage() -> None:
+    loop = ClosedLoop.build("2026-06-22T10:00:00", ControlSettings(cycle_s=5.0))
+    bus = loop.simulated.model.dc_buses["dc_bus"]
+    await loop.run(60)
+    dc_loads = [load for load in loop.simulated.model.loads.values() if load.dc_bus]
+    assert all(load.switched_on for load in dc_loads)
+    bus.droop_pct = 20.0  # a weak converter: the bus sags under load
+    await loop.run(120)
+    off = [load for load in dc_loads if not load.switched_on]
+    assert off, f"bus at {bus.voltage_v:.1f} V and nothing shed"
+    assert bus.voltage_v >= 0.95 * 375.0 - 1.0
+    bus.droop_pct = 2.0  # a stiff converter again: the bus rises, the loads return
+    await loop.run(300)
+    assert all(load.switched_on for load in dc_loads)
