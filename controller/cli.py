@@ -78,6 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
     command.add_argument("--host", help="broker host (default: the site's)")
     command.add_argument("--port", type=int, help="broker port (default: the site's)")
 
+    report = sub.add_parser("report", help="a demand-response event's performance: table and "
+                                           "plot (PNG)")
+    report.add_argument("file", help="the site file (for its store)")
+    report.add_argument("event", nargs="?", help="event id (default: list the events)")
+    report.add_argument("--png", help="write the plot here (default: EVENT.png)")
+
     check = sub.add_parser("check", help="validate a site file without running it")
     check.add_argument("file")
 
@@ -92,6 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     handlers: dict[str, Callable[[argparse.Namespace], int]] = {
         "run": cmd_run, "demo": cmd_demo, "read": cmd_read, "scan": cmd_scan,
         "check": cmd_check, "sim": cmd_sim, "maps": cmd_maps, "command": cmd_command,
+        "report": cmd_report,
     }
     try:
         return handlers[args.command](args)
@@ -366,6 +373,39 @@ def cmd_command(args: argparse.Namespace) -> int:
         return 1
     print(json.dumps(reply))
     return 0 if reply.get("status") == "accepted" else 1
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from rich.console import Console
+
+    from controller.config import uplink_settings
+    from controller.report import plot, table
+    from controller.store import Store
+
+    site = load_site(args.file)
+    path = uplink_settings(site).store_path
+    if not Path(path).exists():
+        print(f"pedf report: no store at {path} (has the gateway run?)", file=sys.stderr)
+        return 1
+    store = Store(path)
+    try:
+        if args.event is None:
+            events = store.performance_events()
+            print("\n".join(events) if events else "no event performance recorded yet")
+            return 0
+        records = store.performance(args.event)
+    finally:
+        store.close()
+    if not records:
+        print(f"pedf report: no performance recorded for event {args.event!r}",
+              file=sys.stderr)
+        return 1
+    Console().print(table(args.event, records, site.zone))
+    image = plot(args.event, records, Path(args.png or f"{args.event}.png"), site.zone)
+    print(f"plot: {image}")
+    return 0
 
 
 def cmd_check(args: argparse.Namespace) -> int:
