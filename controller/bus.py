@@ -44,20 +44,20 @@ class Subscription:
 
 @dataclass
 class LatestValues:
-    """The newest reading per (device, point)."""
+    """The newest reading per (device, point), indexed by device."""
 
-    readings: dict[tuple[str, str], Reading] = field(default_factory=dict)
+    by_device: dict[str, dict[str, Reading]] = field(default_factory=dict)
 
     def update(self, batch: Iterable[Reading]) -> None:
         for reading in batch:
-            self.readings[(reading.device, reading.point)] = reading
+            self.by_device.setdefault(reading.device, {})[reading.point] = reading
 
     def get(self, device: str, point: str) -> Reading | None:
-        return self.readings.get((device, point))
+        return self.by_device.get(device, {}).get(point)
 
     def value(self, device: str, point: str) -> float | None:
         """A numeric value of good quality, else None."""
-        reading = self.readings.get((device, point))
+        reading = self.get(device, point)
         if reading is None or reading.quality is not Quality.OK:
             return None
         value = reading.value
@@ -66,8 +66,8 @@ class LatestValues:
         return float(value)
 
     def device_values(self, device: str) -> Mapping[str, object]:
-        return {point: r.value for (dev, point), r in self.readings.items()
-                if dev == device and r.quality is Quality.OK}
+        return {point: r.value for point, r in self.by_device.get(device, {}).items()
+                if r.quality is Quality.OK}
 
 
 @dataclass

@@ -2,14 +2,20 @@
 
 The uplink validates and authenticates a command, then calls :meth:`CommandInbox.submit`;
 only when that returns is the command "accepted" (the reply says so). The control loop
-takes commands with :meth:`CommandInbox.get` and owns what happens next (scheduling,
-cancelling, releasing). The inbox is bounded: when the control loop falls that far
-behind, new commands are refused with the reason "busy" rather than queued unseen.
+takes commands with :meth:`CommandInbox.get_nowait` at the start of each cycle and owns
+what happens next (scheduling, cancelling, releasing). The inbox is bounded: when the
+control loop falls that far behind, new commands are refused with the reason "busy"
+rather than queued unseen.
+
+Thread-safe: the command channel validates (with its SQLite work) in a worker thread and
+submits from there. ``on_submit`` callbacks run in the submitting thread and must be
+thread-safe themselves (the control loop's ``wake`` is).
 """
 
 from __future__ import annotations
 
-import asyncio
+import threading
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -22,30 +28,24 @@ class CommandInbox:
     accepted: int = 0
     #: Called after each accepted command (the control loop wakes up at once).
     on_submit: list[Callable[[], None]] = field(default_factory=list)
-    _queue: asyncio.Queue[Command] = field(init=False)
-
-    def __post_init__(self) -> None:
-        self._queue = asyncio.Queue(self.maxsize)
+    _queue: deque[Command] = field(default_factory=deque)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def submit(self, command: Command) -> None:
         """Queue ``command`` for the control loop; raises CommandRejectedError("busy")."""
-        try:
-            self._queue.put_nowait(command)
-        except asyncio.QueueFull:
-            raise CommandRejectedError("busy: the control loop has too many commands "
-                                       "waiting", command.id, command.type) from None
-        self.accepted += 1
+        with self._lock:
+            if len(self._queue) >= self.maxsize:
+                raise CommandRejectedError("busy: the control loop has too many commands "
+                                           "waiting", command.id, command.type)
+            self._queue.append(command)
+            self.accepted += 1
         for callback in self.on_submit:
             callback()
 
-    async def get(self) -> Command:
-        return await self._queue.get()
-
     def get_nowait(self) -> Command | None:
-        try:
-            return self._queue.get_nowait()
-        except asyncio.QueueEmpty:
-            return None
+        with self._lock:
+            return self._queue.popleft() if self._queue else None
 
     def qsize(self) -> int:
-        return self._queue.qsize()
+        with self._lock:
+            return len(self._queue)

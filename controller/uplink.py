@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import socket
 import ssl
 import time
 from collections import deque
@@ -339,6 +340,8 @@ class Publisher:
             clean_start=False if v5 else MQTT_CLEAN_START_FIRST_ONLY,
             properties=properties, tls_context=tls_context(settings),
             max_inflight_messages=settings.max_inflight,
+            # Small replies must not wait behind the telemetry stream (Nagle).
+            socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
         )
 
     async def _session(self) -> None:

@@ -180,7 +180,7 @@ class ServedDevice:
         if table.is_bits:
             values = self.point_values()
             by_address = {p.address: p for p in self._points[table]}
-            return [1 if values.get(by_address[a].name) else 0 if a in by_address else 0
+            return [1 if a in by_address and values.get(by_address[a].name) else 0
                     for a in range(address, address + count)]
         registers = [0] * (address + count)
         self.fill(table, address, count, 0, registers)

@@ -140,7 +140,8 @@ class Mosquitto:
         lines = [f"user {getpass.getuser()}", f"listener {self.port} 127.0.0.1",
                  "persistence true",
                  f"persistence_location {folder}/", "autosave_interval 1",
-                 "max_queued_messages 100000", "log_dest stderr", "log_type error"]
+                 "max_queued_messages 100000", "set_tcp_nodelay true", "log_dest stderr",
+                 "log_type error"]
         if users:
             passwords = folder / "passwords"
             passwords.write_text("".join(f"{u}:{p}\n" for u, p in users.items()))

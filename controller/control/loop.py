@@ -179,13 +179,38 @@ class ControlLoop:
         default_factory=dict)
     _watchdogs_set: bool = False
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
+    _event_loop: asyncio.AbstractEventLoop | None = None
+    _pending_states: dict[str, str] = field(default_factory=dict)
+    _pending_messages: list[Outgoing] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         store = self.store
-        self.book = EventBook.load(
-            store.get_state("events") if store else None,
-            (lambda text: store.set_state("events", text)) if store else (lambda text: None))
+        self.book = EventBook.load(store.get_state("events") if store else None,
+                                   self._save_events)
         self.memory = LoadMemory.from_json(store.get_state("loads") if store else None)
+
+    def _save_events(self, text: str) -> None:
+        self._pending_states["events"] = text
+
+    def _emit(self, messages: list[Outgoing]) -> None:
+        self._pending_messages.extend(messages)
+
+    async def _flush(self) -> None:
+        """Persist state and hand messages out — after the cycle's writes, in a worker
+        thread, so SQLite never delays a command's effect."""
+        states, self._pending_states = self._pending_states, {}
+        messages, self._pending_messages = self._pending_messages, []
+        if self.store is not None:
+            states["loads"] = self.memory.to_json()
+            store = self.store
+
+            def persist() -> None:
+                for key, text in states.items():
+                    store.set_state(key, text)
+
+            await asyncio.to_thread(persist)
+        if messages:
+            await asyncio.to_thread(self.publish, messages)
 
     @property
     def site(self) -> SiteSpec:
@@ -195,6 +220,7 @@ class ControlLoop:
 
     async def run(self) -> None:
         """Cycle every ``cycle_s`` (monotonic, no drift) and at once on a command."""
+        self._event_loop = asyncio.get_running_loop()
         next_cycle = time.monotonic()
         while True:
             await self.cycle()
@@ -208,8 +234,12 @@ class ControlLoop:
                     await self._wake.wait()
 
     def wake(self) -> None:
-        """Run the next cycle now (a command arrived)."""
-        self._wake.set()
+        """Run the next cycle now (a command arrived). Safe from any thread."""
+        loop = self._event_loop
+        if loop is None:
+            self._wake.set()
+        else:
+            loop.call_soon_threadsafe(self._wake.set)
 
     async def cycle(self) -> Decision:
         now = self.clock()
@@ -227,8 +257,9 @@ class ControlLoop:
         self._record_performance(snapshot, context)
         if now >= self._next_flexibility:
             self._next_flexibility = now + self.settings.flexibility_interval_s
-            self.publish([Outgoing(f"{self.topic_prefix}/flexibility",
-                                   flexibility(snapshot, self.settings))])
+            self._emit([Outgoing(f"{self.topic_prefix}/flexibility",
+                                 flexibility(snapshot, self.settings))])
+        await self._flush()
         self.last_decision = decision
         return decision
 
@@ -376,8 +407,6 @@ class ControlLoop:
                 failed = next(r for r in outcome if not r.ok)
                 log.warning("%s: write %s failed: %s", device, failed.point, failed.error)
                 self._event_message("write_failed", device, now, detail=failed.error)
-        if self.store is not None:
-            await asyncio.to_thread(self.store.set_state, "loads", self.memory.to_json())
 
     def _skip_unchanged(self, by_device: dict[str, list[Write]], now: float) -> None:
         """Drop writes that would put the same registers the device already took, unless
@@ -548,8 +577,8 @@ class ControlLoop:
         self.performance.setdefault(event.id, []).append(record)
         if self.store is not None:
             self.store.record_performance(record)
-        self.publish([Outgoing(f"{self.topic_prefix}/dr/performance",
-                               {"ts": round(self.clock(), 3), **record})])
+        self._emit([Outgoing(f"{self.topic_prefix}/dr/performance",
+                             {"ts": round(self.clock(), 3), **record})])
 
     def _event_message(self, kind: str, event_id: str, now: float, *, detail: str = "") -> None:
         body: dict[str, Any] = {"ts": round(now, 3), "type": kind, "id": event_id}
@@ -561,7 +590,7 @@ class ControlLoop:
                 body["baseline_kw"] = round(event.baseline_kw, 3)
         if detail:
             body["detail"] = detail
-        self.publish([Outgoing(f"{self.topic_prefix}/events", body)])
+        self._emit([Outgoing(f"{self.topic_prefix}/events", body)])
 
 
 # -- flexibility ----------------------------------------------------------------------

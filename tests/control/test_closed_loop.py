@@ -5,6 +5,7 @@ is asserted is what the building really did, not what the controller believes.""
 
 from __future__ import annotations
 
+import itertools
 import statistics
 import time
 from pathlib import Path
@@ -39,7 +40,8 @@ async def test_dr_reduction_delivers_at_least_95_percent(tmp_path: Path) -> None
     event = loop.loop.book.events["dr-1"]
     assert event.status == "completed"
     baseline = event.baseline_kw
-    assert baseline is not None and baseline > 100
+    assert baseline is not None
+    assert baseline > 100
     during = loop.between(start, start + 3600)
     actual = statistics.fmean(loop.trace.grid_kw[i] for i in during)
     delivered = baseline - actual
@@ -69,7 +71,7 @@ async def test_restore_is_staggered_to_avoid_a_rebound_peak() -> None:
     counts = [loop.trace.shed[i] for i in after]
     assert counts[-1] == 0
     # Back in steps of at most 15 kW every 30 s, not all at once.
-    steps = [a - b for a, b in zip(counts, counts[1:], strict=False) if a != b]
+    steps = [a - b for a, b in itertools.pairwise(counts) if a != b]
     site = loop.loop.site
     largest_kw = max(load.rated_w for load in site.loads.values()) / 1000.0
     assert len(steps) >= 3
@@ -122,7 +124,8 @@ async def test_export_limit_holds_and_reverts_when_the_controller_dies() -> None
     recent = loop.between(loop.clock.now() - 300, loop.clock.now())
     assert all(-loop.trace.grid_kw[i] <= 10.0 + 0.5 for i in recent)  # export ≤ 10 kW
     inverter = loop.simulated.model.pv["pv_inverter"]
-    assert inverter.limit_enabled and inverter.available_w > inverter.power_w + 5000
+    assert inverter.limit_enabled
+    assert inverter.available_w > inverter.power_w + 5000
     # The controller stops: no more refreshes. The inverter drops its limit by itself.
     model = loop.simulated.model
     for _ in range(20):
@@ -160,11 +163,14 @@ async def test_tou_arbitrage_charges_in_the_valley_and_discharges_in_the_peak() 
         periods.append(("sharp", "peak", "flat", "valley")[
             tariff.period_at(local.month, local.hour * 60 + local.minute)])
     valley = [i for i, p in enumerate(periods) if p == "valley" and trace.soc[i] < 90]
-    assert valley and statistics.fmean(trace.battery_kw[i] for i in valley) < -10
+    assert valley
+    assert statistics.fmean(trace.battery_kw[i] for i in valley) < -10
     expensive = [i for i, p in enumerate(periods) if p in ("peak", "sharp")
                  and trace.soc[i] > 21]
-    assert expensive and statistics.fmean(trace.battery_kw[i] for i in expensive) > 10
-    assert max(trace.soc) <= 95.5 and min(trace.soc) >= 19.8
+    assert expensive
+    assert statistics.fmean(trace.battery_kw[i] for i in expensive) > 10
+    assert max(trace.soc) <= 95.5
+    assert min(trace.soc) >= 19.8
 
 
 async def test_thermal_storage_pre_conditions_before_a_known_event() -> None:

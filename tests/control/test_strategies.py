@@ -57,7 +57,8 @@ def test_higher_levels_own_their_actuators() -> None:
                       events=(event("cap", 100.0, 100.0),))
     decision = compose(snap, context, strategies.ALL)
     battery = decision.claims[BATTERY]
-    assert battery.owner == "dr" and battery.level is Level.EVENT  # not peak shaving
+    assert battery.owner == "dr"
+    assert battery.level is Level.EVENT
     assert battery.value == pytest.approx(50_000.0)  # trims the 50 kW above the cap
     # Lower strategies see the battery taken and do not even propose for it.
     assert not [p for p in decision.dropped if p.actuator == BATTERY]
@@ -153,7 +154,7 @@ def test_indoor_safety_limits_override_events() -> None:
 
 def test_thermal_storage_heats_up_or_cools_down_within_the_band() -> None:
     settings = ControlSettings(thermal_surplus_kw=10.0)
-    surplus = dict(grid_w=-20_000.0)
+    surplus = {"grid_w": -20_000.0}
     heating = compose(snapshot(indoor_c=21.0, outdoor_c=0.0, **surplus), Context(settings),
                       strategies.ALL)
     assert heating.claims[Actuator("sg_ready", "hp")].value == strategies.SG_BOOST
@@ -178,7 +179,8 @@ def test_event_book_modify_cancel_release_and_persistence() -> None:
     book = EventBook(saved.append)
     book.add(DrEvent("a", "reduction", "site", NOW, 600.0, 40.0, ramp_s=60.0, randomize_s=120.0))
     event = book.events["a"]
-    assert 0 <= event.delay_s <= 120 and event.end_s == event.begin_s + 600
+    assert 0 <= event.delay_s <= 120
+    assert event.end_s == event.begin_s + 600
     assert event.ramp_fraction(event.begin_s + 30) == pytest.approx(0.5)
     assert book.modify("a", value=50.0).value == 50.0  # type: ignore[union-attr]
     assert [t for t, _ in book.tick(event.begin_s + 1)] == ["started"]
