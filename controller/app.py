@@ -14,12 +14,17 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import fastcore
 from controller.commands import Verifier
 from controller.config import UplinkSettings, uplink_settings
+from controller.control.loop import ControlLoop
+from controller.control.plant import GatewayPlant
+from controller.control.settings import control_settings
 from controller.inbox import CommandInbox
 from controller.metering import MeteringFeed, metering_settings
+from controller.openadr import Ven, ven_for
 from controller.runtime import Gateway, Service, with_serial_ports
-from controller.store import Store
+from controller.store import Outgoing, Store
 from controller.uplink import (
     CommandChannel,
     Publisher,
@@ -45,6 +50,8 @@ class App:
     recorder: TelemetryRecorder | None = None
     commands: CommandChannel | None = None
     metering: MeteringFeed | None = None
+    control: ControlLoop | None = None
+    openadr: Ven | None = None  # the OpenADR VEN, with an [openadr] section
     broker_address: tuple[str, int] | None = None
     services: list[tuple[str, Service]] = field(default_factory=list)
 
@@ -96,12 +103,29 @@ def _wire_uplink(app: App, store: Store, host: str, port: int) -> None:
     else:
         log.warning("no command key configured ([uplink.commands]): commands are refused")
     publisher = Publisher(settings, host, port, store, topics, notify, app.stats, commands)
+    settings_metering = metering_settings(app.site)
     metering = MeteringFeed(app.site, store, gateway.bus, topics.metering("window"), notify,
-                            metering_settings(app.site), clock=gateway.wall_clock)
+                            settings_metering, clock=gateway.wall_clock)
     app.store, app.topics, app.recorder, app.commands = store, topics, recorder, commands
     app.metering = metering
     app.services += [("uplink recorder", recorder.run), ("uplink publisher", publisher.run),
                      ("metering", metering.run)]
+    control = control_settings(app.site)
+    if control.enabled:
+        def publish(messages: list[Outgoing]) -> None:
+            store.append(messages)
+            notify.set()
+
+        loop = ControlLoop(GatewayPlant(gateway), control, app.inbox, store, publish,
+                           topics.prefix, clock=gateway.wall_clock,
+                           tariff=settings_metering.tariff or fastcore.SHANDONG_COMMERCIAL_EXAMPLE,
+                           window_s=settings_metering.demand_window_s)
+        app.inbox.on_submit.append(loop.wake)
+        app.control = loop
+        app.services.append(("control", loop.run))
+        app.openadr = ven_for(app.site, loop)
+        if app.openadr is not None:
+            app.services.append(("openadr", app.openadr.run))
     if settings.home_assistant:
         from controller.homeassistant import discovery_hook
 

@@ -204,9 +204,11 @@ def check_site(path: Path | str) -> SiteSpec:
     uplink_settings(site)
     from controller.control.settings import control_settings
     from controller.metering import metering_settings
+    from controller.openadr import check_openadr
 
     metering_settings(site)
     control_settings(site)
+    check_openadr(site)
     if site.section("simulation") is not None or any(
             d.simulation is not None for d in site.devices.values()):
         build_site(site, start_s=0.0)

@@ -17,13 +17,28 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def distinct_free_ports(count: int) -> list[int]:
+    """``count`` different free ports (all held open while choosing, so no two are the
+    same — ``free_port()`` called repeatedly can return one port twice)."""
+    sockets = []
+    try:
+        for _ in range(count):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sockets.append(sock)
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
 def example_on_free_ports(tmp_path: Path) -> Path:
-    """The example site with every TCP port replaced by a free one and its RS-485 line
-    linked inside ``tmp_path``."""
+    """The example site with every TCP port replaced by a distinct free one and its RS-485
+    line linked inside ``tmp_path``."""
     text = EXAMPLE.read_text(encoding="utf-8")
     ports = sorted(set(re.findall(r"^port = (\d+)$", text, flags=re.M)))
-    for port in ports:
-        text = re.sub(rf"^port = {port}$", f"port = {free_port()}", text, flags=re.M)
+    for old, new in zip(ports, distinct_free_ports(len(ports)), strict=True):
+        text = re.sub(rf"^port = {old}$", f"port = {new}", text, flags=re.M)
     text = text.replace('serial_port = "/tmp/pedf-rs485-0"',
                         f'serial_port = "{tmp_path / "rs485-0"}"')
     path = tmp_path / "site.toml"
