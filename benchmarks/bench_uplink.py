@@ -65,6 +65,7 @@ import logging
 import multiprocessing
 import os
 import pstats
+import socket
 import statistics
 import subprocess
 import sys
@@ -442,7 +443,10 @@ async def bare_run(broker: Broker, name: str, round_no: int,
     """``workers`` coroutines sharing one client, each awaiting its PUBACK."""
     async with aiomqtt.Client(HOST, broker.port, identifier=f"bench-bare-{broker.tag()}",
                               protocol=aiomqtt.ProtocolVersion.V5,
-                              max_inflight_messages=MAX_INFLIGHT) as client:
+                              max_inflight_messages=MAX_INFLIGHT,
+                              # the Publisher's socket option, so only the outbox differs
+                              socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
+                              ) as client:
         source = iter(payloads)
 
         async def worker() -> None:
