@@ -142,7 +142,7 @@ class TelemetryRecorder:
                     async with asyncio.timeout(max(0.0, next_health - time.monotonic())):
                         batch = await subscription.get()
                         messages += self._messages(batch)
-                while (more := subscription.get_nowait()) is not None and len(messages) < 500:
+                while len(messages) < 500 and (more := subscription.get_nowait()) is not None:
                     messages += self._messages(more)
                 if time.monotonic() >= next_health:
                     next_health += self.health_interval_s

@@ -68,3 +68,4 @@ def test_bad_settings_are_refused(tmp_path: Path) -> None:
         Store(tmp_path / "s.sqlite", synchronous="off")
     with pytest.raises(ValueError, match="quota"):
         Store(tmp_path / "s.sqlite", quota_bytes=10)
+
