@@ -60,7 +60,6 @@ import os
 import pstats
 import random
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -72,14 +71,8 @@ from typing import Any
 import aiomqtt
 import numpy as np
 
-from benchmarks.bench_controller import (
-    Simulator,
-    free_ports,
-    print_table,
-    process_cpu_s,
-    simulator,
-    verdict,
-)
+from benchmarks.bench_controller import Simulator, process_cpu_s, simulator
+from benchmarks.common import free_ports, mosquitto_class, print_table, verdict
 from controller.app import App, assemble
 from controller.commands import Command, sign_hmac
 from controller.config import uplink_settings
@@ -740,12 +733,7 @@ def print_profile(stats: pstats.Stats, top: int = 18) -> None:
 @contextlib.contextmanager
 def mosquitto(folder: Path) -> Iterator[Any]:
     """The tests' mosquitto (free port, persistence on), stopped whatever happens."""
-    sys.path.insert(0, str(REPO / "tests"))
-    try:
-        from tests_support import Mosquitto  # type: ignore[import-not-found]
-    finally:
-        sys.path.remove(str(REPO / "tests"))
-    broker = Mosquitto(folder)
+    broker = mosquitto_class()(folder)
     broker.start()
     try:
         yield broker

@@ -40,7 +40,6 @@ import contextlib
 import dataclasses
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -55,6 +54,7 @@ from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusException
 from pymodbus.pdu import ModbusPDU
 
+from benchmarks.common import free_ports, print_table, verdict
 from controller.runtime import Gateway
 from drivers.maploader import get_map, shipped_models
 from drivers.planner import ReadRequest, plan_group
@@ -80,37 +80,6 @@ SIM_SATURATED = 0.75  # simulator CPU per wall second above which it is the bott
 
 
 # -- output ---------------------------------------------------------------------------
-
-
-def print_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
-    """Left-align the first column, right-align the others."""
-    cells = [[str(h) for h in headers]] + [[str(c) for c in row] for row in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-
-    def line(row: Sequence[str]) -> str:
-        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w)
-                         for i, (c, w) in enumerate(zip(row, widths, strict=True)))
-
-    print("  " + line(cells[0]))
-    print("  " + "  ".join("-" * w for w in widths))
-    for row in cells[1:]:
-        print("  " + line(row))
-
-
-def verdict(met: bool) -> str:
-    return "MET" if met else "NOT MET"
-
-
-# -- the generated site ---------------------------------------------------------------
-
-
-def free_ports(count: int) -> list[int]:
-    """``count`` distinct free TCP ports (all bound to port 0 at once, then released)."""
-    with contextlib.ExitStack() as stack:
-        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
-        for sock in sockets:
-            sock.bind((HOST, 0))
-        return [sock.getsockname()[1] for sock in sockets]
 
 
 def device_name(index: int) -> str:

@@ -30,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.common import free_ports
+
 REPO = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location(
     "submeter_build_tool", REPO / "micropython" / "tools" / "build.py")
@@ -89,13 +91,6 @@ def interpreter() -> str:
     return found
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def write_wave(path: Path, seconds: float) -> Path:
     """230 V and three CT channels with harmonics, 12-bit counts, native byte order."""
     t = np.arange(round(seconds * RATE)) / RATE
@@ -124,7 +119,7 @@ def mosquitto(folder: Path) -> Iterator[int | None]:
     if not Path(binary).exists():
         yield None
         return
-    port = free_port()
+    port = free_ports(1)[0]
     conf = folder / "mosquitto.conf"
     conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
     process = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL,
@@ -160,7 +155,7 @@ def steady_state(build: Path, folder: Path, wave: Path, heap: str = HEAP,
     root = folder / f"root-{heap}"
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir()
-    port = free_port()
+    port = free_ports(1)[0]
     with mosquitto(folder) as broker:
         config: dict[str, object] = {"modbus_tcp": {"port": port},
                                      "storage": {"save_interval_s": 60.0}}

