@@ -375,7 +375,9 @@ class FrameReceiver:
     with later bytes: a frame that ends in 16H where its L says but fails its checksum
     (or has a non-BCD address) is dropped whole; a candidate without its 16H, or with L
     over ``max_data``, is dropped by its first byte only, so that a real frame inside it
-    is still found.
+    is still found. A header still waiting for its bytes is dropped as garbage as soon
+    as a complete, valid frame is in the buffer after it (a stray 68H seven bytes before
+    a real frame would otherwise hold that frame back until L more bytes came).
 
     Bounded memory: bytes are parsed as they are fed, so at most one incomplete frame
     (≤ 267 bytes) is held unparsed; garbage is dropped at once and counted in
@@ -453,9 +455,32 @@ class FrameReceiver:
                 self._reject(1, f"data length L={length} over the limit of {self.max_data}")
                 continue
             size = _OVERHEAD + length
-            if len(buffer) < size:
+            if len(buffer) >= size:
+                self._take(bytes(buffer[:size]))
+                continue
+            later = self._later_frame()
+            if later is None:
                 return
-            self._take(bytes(buffer[:size]))
+            self._drop(later)  # an incomplete header before a whole frame was garbage
+
+    def _later_frame(self) -> int | None:
+        """Where a complete, valid frame starts after the incomplete candidate at 0."""
+        buffer = self._buffer
+        start = buffer.find(_START, 1)
+        while start > 0:
+            if self._is_whole_frame(start):
+                return start
+            start = buffer.find(_START, start + 1)
+        return None
+
+    def _is_whole_frame(self, start: int) -> bool:
+        buffer = self._buffer
+        if len(buffer) < start + _OVERHEAD or buffer[start + 7] != _START:
+            return False
+        end = start + _OVERHEAD + buffer[start + 9]
+        return (buffer[start + 9] <= self.max_data and len(buffer) >= end
+                and buffer[end - 1] == _END
+                and buffer[end - 2] == _checksum(buffer[start:end - 2]))
 
     def _take(self, raw: bytes) -> None:
         if raw[-1] != _END:
