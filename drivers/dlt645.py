@@ -376,8 +376,9 @@ class FrameReceiver:
     (or has a non-BCD address) is dropped whole; a candidate without its 16H, or with L
     over ``max_data``, is dropped by its first byte only, so that a real frame inside it
     is still found. A header still waiting for its bytes is dropped as garbage as soon
-    as a complete, valid frame is in the buffer after it (a stray 68H seven bytes before
-    a real frame would otherwise hold that frame back until L more bytes came).
+    as a complete, valid frame starting within its first eight bytes is in the buffer (a
+    stray 68H up to seven bytes before a real frame would otherwise hold that frame back
+    until L more bytes came).
 
     Bounded memory: bytes are parsed as they are fed, so at most one incomplete frame
     (≤ 267 bytes) is held unparsed; garbage is dropped at once and counted in
@@ -464,13 +465,18 @@ class FrameReceiver:
             self._drop(later)  # an incomplete header before a whole frame was garbage
 
     def _later_frame(self) -> int | None:
-        """Where a complete, valid frame starts after the incomplete candidate at 0."""
+        """Where a complete, valid frame starts inside the header of the incomplete
+        candidate at 0 (positions 1..7, up to its second 68H), if one does.
+
+        Only there: a frame that starts at or before the second 68H of a stray header is
+        what such a header can hold back, and looking no further never mistakes a frame
+        carried inside another frame's DATA for the real one."""
         buffer = self._buffer
-        start = buffer.find(_START, 1)
+        start = buffer.find(_START, 1, 8)
         while start > 0:
             if self._is_whole_frame(start):
                 return start
-            start = buffer.find(_START, start + 1)
+            start = buffer.find(_START, start + 1, 8)
         return None
 
     def _is_whole_frame(self, start: int) -> bool:

@@ -459,6 +459,19 @@ def test_a_stray_start_byte_before_the_preamble_does_not_hold_a_frame_back() -> 
     assert receiver.discarded == 3
 
 
+def test_a_frame_inside_another_frames_data_is_not_taken_for_it() -> None:
+    inner = encode_frame(read_reply(METER, 0x00010000, bytes(4)), preamble=0)
+    # DATA whose bytes on the wire (+33H) are a whole valid frame, then more data.
+    outer = read_reply(METER, 0x04000402, bytes((b - 0x33) & 0xFF for b in inner) + bytes(8))
+    receiver = FrameReceiver()
+    frames = []
+    for byte in encode_frame(outer):
+        receiver.feed(bytes([byte]))
+        while (frame := receiver.next_frame()) is not None:
+            frames.append(frame)
+    assert frames == [outer]
+
+
 def test_impossible_length_and_non_bcd_address_are_rejected() -> None:
     receiver = FrameReceiver(max_data=200)
     receiver.feed(encode_frame(Frame(METER, 0x91, bytes(201)), preamble=0))
