@@ -561,9 +561,11 @@ def test_numbers_round_half_up_and_must_fit() -> None:
     assert decode_value(parse_format("XXXXXXXX"), bytes.fromhex("78563412")) == 12345678
     assert isinstance(decode_value(parse_format("XXXXXXXX"), bytes(4)), int)
     assert encode_value(FORMATS["current"], -0.0004) == bytes(3)  # no negative zero
-    for fmt, value in [(energy, -1.0), (energy, 1e6), (FORMATS["current"], 800.0),
-                       (FORMATS["current"], -799.9995), (energy, float("nan")),
-                       (energy, True), (energy, "12"), (FORMATS["power_factor"], 8)]:
+    misfits: list[tuple[DataFormat, float | int | str]] = [
+        (energy, -1.0), (energy, 1e6), (FORMATS["current"], 800.0),
+        (FORMATS["current"], -799.9995), (energy, float("nan")), (energy, True),
+        (energy, "12"), (FORMATS["power_factor"], 8)]
+    for fmt, value in misfits:
         with pytest.raises(ValueError, match=r"fit|negative|takes a number|cannot hold"):
             encode_value(fmt, value)
 
