@@ -792,10 +792,15 @@ def encode_values(formats: Sequence[DataFormat], values: Sequence[float | int | 
 # --------------------------------------------------------------------------- DIs and codes
 
 
+def _int_in(value: int, low: int, high: int, what: str) -> int:
+    """``value`` if it is an int (not a bool) in low..high, else ValueError naming it."""
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ValueError(f"{what} {value!r} is not an int in {low:02X}H..{high:02X}H")
+    return value
+
+
 def _check_di(di: int) -> int:
-    if isinstance(di, bool) or not isinstance(di, int) or not 0 <= di <= 0xFFFFFFFF:
-        raise ValueError(f"DI {di!r} is not a 32-bit unsigned int")
-    return di
+    return _int_in(di, 0, 0xFFFFFFFF, "DI")
 
 
 def di_text(di: int) -> str:
@@ -824,12 +829,6 @@ def parse_di(text: str | int) -> int:
 
 def _di_bytes(di: int) -> bytes:
     return _check_di(di).to_bytes(4, "little")
-
-
-def _byte(value: int, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 0xFF:
-        raise ValueError(f"{what} {value!r} does not fit a byte")
-    return value
 
 
 def _code_bytes(text: str, what: str) -> bytes:
@@ -880,7 +879,7 @@ def read_request(address: str, di: int) -> Frame:
 def read_follow_request(address: str, di: int, seq: int) -> Frame:
     """Read follow-up frame ``seq`` of a data item (12H): DATA = DI0..DI3 SEQ."""
     return _request(address, Function.READ_FOLLOW,
-                    _di_bytes(di) + bytes([_byte(seq, "frame sequence SEQ")]))
+                    _di_bytes(di) + bytes([_int_in(seq, 0, 0xFF, "frame sequence SEQ")]))
 
 
 def read_address_request() -> Frame:
@@ -1021,10 +1020,7 @@ def _check_ack(request: Frame, reply: Frame) -> None:
 
 
 def _function_code(function: int) -> int:
-    if isinstance(function, bool) or not isinstance(function, int) \
-            or not 0 <= function <= _FUNCTION_MASK:
-        raise ValueError(f"function code {function!r} outside 00H..1FH")
-    return function
+    return _int_in(function, 0, _FUNCTION_MASK, "function code")
 
 
 def _reply(address: str, control: int, data: bytes = b"") -> Frame:
@@ -1042,7 +1038,7 @@ def read_reply(address: str, di: int, data: bytes, *, more: bool = False,
         raise ValueError(f"read reply for function {function!r}, expected 11H or 12H")
     if (function == Function.READ_FOLLOW) != (seq is not None):
         raise ValueError("a follow-up reply carries a SEQ and a read reply does not")
-    tail = b"" if seq is None else bytes([_byte(seq, "frame sequence SEQ")])
+    tail = b"" if seq is None else bytes([_int_in(seq, 0, 0xFF, "frame sequence SEQ")])
     control = _REPLY_BIT | (_MORE_BIT if more else 0) | function
     return _reply(address, control, _di_bytes(di) + bytes(data) + tail)
 
@@ -1061,9 +1057,8 @@ def address_reply(address: str) -> Frame:
 def error_reply(address: str, function: int, code: int) -> Frame:
     """An abnormal reply: C = C0H | function, DATA = the error word ``code``
     (:class:`ErrorCode` bits, 01H..FFH)."""
-    if isinstance(code, bool) or not isinstance(code, int) or not 0 < code <= 0xFF:
-        raise ValueError(f"error word {code!r} outside 01H..FFH")
-    return _reply(address, _REPLY_BIT | _ERROR_BIT | _function_code(function), bytes([code]))
+    return _reply(address, _REPLY_BIT | _ERROR_BIT | _function_code(function),
+                  bytes([_int_in(code, 1, 0xFF, "error word")]))
 
 
 @dataclass(frozen=True, slots=True)
