@@ -1,6 +1,13 @@
-"""The whole gateway process: devices, store, uplink, broker — assembled from a site file.
+"""The whole gateway process, assembled from a site file.
 
 ``async with assemble(site) as app: await app.gateway.run(stop, app.services)``
+
+What runs does not depend on the uplink: the lines and their devices, the store (control
+state, metering history), metering, the control loop with its safety strategies, the
+OpenADR client (with an ``[openadr]`` section) and metrics (with a port) run whether or
+not ``[uplink] enabled``. The MQTT uplink — the embedded broker when no broker is named,
+the telemetry recorder, the publisher, signed commands — is added when it is enabled;
+without it, messages meant for the uplink are not kept.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ from controller.control.loop import ControlLoop
 from controller.control.plant import GatewayPlant
 from controller.control.settings import control_settings
 from controller.inbox import CommandInbox
-from controller.metering import MeteringFeed, metering_settings
+from controller.metering import MeteringFeed, MeteringSettings, metering_settings
 from controller.openadr import Ven, ven_for
 from controller.runtime import Gateway, Service, with_serial_ports
 from controller.store import Outgoing, Store
@@ -60,35 +67,45 @@ class App:
 async def assemble(site: SiteSpec, *, serial_ports: Mapping[str, str] | None = None,
                    settings: UplinkSettings | None = None,
                    wall_clock: Callable[[], float] = time.time) -> AsyncIterator[App]:
-    """Build the gateway and, if enabled, the store, metering and uplink (starting the
-    embedded broker when no broker is configured). Raises OSError if the broker cannot
-    start. ``wall_clock`` stamps readings (simulations pass their clock)."""
+    """Build the gateway, the store, metering, control and, if enabled, the uplink
+    (starting the embedded broker when no broker is configured). Raises OSError if the
+    broker cannot start. ``wall_clock`` stamps readings (simulations pass their clock)."""
     gateway = Gateway(with_serial_ports(site, serial_ports or {}), wall_clock=wall_clock)
     settings = settings or uplink_settings(site)
     app = App(site, gateway, settings, CommandInbox(), UplinkStats())
-    if not settings.enabled:
-        log.info("uplink disabled")
-        yield app
-        return
     store = Store(settings.store_path, quota_bytes=settings.quota_bytes,
                   synchronous=settings.synchronous)
+    app.store = store
+    notify = asyncio.Event()
+    topics = Topics(settings.topic_prefix)
+    app.topics = topics
     try:
         async with contextlib.AsyncExitStack() as stack:
-            host, port = settings.host or settings.embedded_host, settings.port
-            if settings.host is None:
-                await stack.enter_async_context(embedded_broker(host, port))
-                log.info("embedded MQTT broker on %s:%d", host, port)
-            app.broker_address = (host, port)
-            _wire_uplink(app, store, host, port)
+            if settings.enabled:
+                host, port = settings.host or settings.embedded_host, settings.port
+                if settings.host is None:
+                    await stack.enter_async_context(embedded_broker(host, port))
+                    log.info("embedded MQTT broker on %s:%d", host, port)
+                app.broker_address = (host, port)
+                _wire_uplink(app, store, topics, notify, host, port)
+            else:
+                log.info("uplink disabled: control, metering and safety run; nothing is "
+                         "published")
+            metering = metering_settings(site)
+            _wire_metering(app, store, topics, notify, metering)
+            _wire_control(app, store, topics, notify, metering)
+            if settings.metrics_port is not None:
+                from controller.metrics import serve_metrics
+
+                app.services.append(("metrics", lambda: serve_metrics(app)))
             yield app
     finally:
         store.close()
 
 
-def _wire_uplink(app: App, store: Store, host: str, port: int) -> None:
+def _wire_uplink(app: App, store: Store, topics: Topics, notify: asyncio.Event, host: str,
+                 port: int) -> None:
     settings, gateway = app.settings, app.gateway
-    topics = Topics(settings.topic_prefix)
-    notify = asyncio.Event()
     recorder = TelemetryRecorder(store, topics, gateway.bus, notify, app.stats,
                                  health=lambda: _health(gateway),
                                  health_interval_s=settings.health_interval_s)
@@ -103,37 +120,46 @@ def _wire_uplink(app: App, store: Store, host: str, port: int) -> None:
     else:
         log.warning("no command key configured ([uplink.commands]): commands are refused")
     publisher = Publisher(settings, host, port, store, topics, notify, app.stats, commands)
-    settings_metering = metering_settings(app.site)
-    metering = MeteringFeed(app.site, store, gateway.bus, topics.metering("window"), notify,
-                            settings_metering, clock=gateway.wall_clock)
-    app.store, app.topics, app.recorder, app.commands = store, topics, recorder, commands
-    app.metering = metering
-    app.services += [("uplink recorder", recorder.run), ("uplink publisher", publisher.run),
-                     ("metering", metering.run)]
-    control = control_settings(app.site)
-    if control.enabled:
-        def publish(messages: list[Outgoing]) -> None:
-            store.append(messages)
-            notify.set()
-
-        loop = ControlLoop(GatewayPlant(gateway), control, app.inbox, store, publish,
-                           topics.prefix, clock=gateway.wall_clock,
-                           tariff=settings_metering.tariff or fastcore.SHANDONG_COMMERCIAL_EXAMPLE,
-                           window_s=settings_metering.demand_window_s)
-        app.inbox.on_submit.append(loop.wake)
-        app.control = loop
-        app.services.append(("control", loop.run))
-        app.openadr = ven_for(app.site, loop)
-        if app.openadr is not None:
-            app.services.append(("openadr", app.openadr.run))
+    app.recorder, app.commands = recorder, commands
+    app.services += [("uplink recorder", recorder.run), ("uplink publisher", publisher.run)]
     if settings.home_assistant:
         from controller.homeassistant import discovery_hook
 
         publisher.on_connect.append(discovery_hook(app.site, topics))
-    if settings.metrics_port is not None:
-        from controller.metrics import serve_metrics
 
-        app.services.append(("metrics", lambda: serve_metrics(app)))
+
+def _wire_metering(app: App, store: Store, topics: Topics, notify: asyncio.Event,
+                   settings: MeteringSettings) -> None:
+    feed = MeteringFeed(app.site, store, app.gateway.bus,
+                        topics.metering("window") if app.settings.enabled else None,
+                        notify, settings, clock=app.gateway.wall_clock)
+    app.metering = feed
+    app.services.append(("metering", feed.run))
+
+
+def _wire_control(app: App, store: Store, topics: Topics, notify: asyncio.Event,
+                  metering: MeteringSettings) -> None:
+    control = control_settings(app.site)
+    if not control.enabled:
+        log.warning("[control] enabled = false: no safety strategies, no demand response")
+        return
+    uplink = app.settings.enabled
+
+    def publish(messages: list[Outgoing]) -> None:
+        if uplink:
+            store.append(messages)
+            notify.set()
+
+    loop = ControlLoop(GatewayPlant(app.gateway), control, app.inbox, store, publish,
+                       topics.prefix, clock=app.gateway.wall_clock,
+                       tariff=metering.tariff or fastcore.SHANDONG_COMMERCIAL_EXAMPLE,
+                       window_s=metering.demand_window_s)
+    app.inbox.on_submit.append(loop.wake)
+    app.control = loop
+    app.services.append(("control", loop.run))
+    app.openadr = ven_for(app.site, loop)
+    if app.openadr is not None:
+        app.services.append(("openadr", app.openadr.run))
 
 
 def _health(gateway: Gateway) -> dict[str, Any]:

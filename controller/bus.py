@@ -17,6 +17,7 @@ import asyncio
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
 
+from drivers.points import Value
 from drivers.reading import Quality, Reading
 
 Batch = tuple[Reading, ...]
@@ -65,7 +66,7 @@ class LatestValues:
             return None
         return float(value)
 
-    def device_values(self, device: str) -> Mapping[str, object]:
+    def device_values(self, device: str) -> Mapping[str, Value]:
         return {point: r.value for point, r in self.by_device.get(device, {}).items()
                 if r.quality is Quality.OK}
 

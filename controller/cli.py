@@ -17,8 +17,7 @@ from controller.logs import setup_logging
 from controller.runtime import Service
 from drivers.maploader import MapError, get_map, shipped_models
 from drivers.schema import ConfigError
-from drivers.site import SiteSpec, TcpEndpoint, load_site
-from simulators import cli as sim_cli
+from drivers.site import SiteSpec, load_site
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,11 +46,31 @@ def build_parser() -> argparse.ArgumentParser:
     read.add_argument("device")
     read.add_argument("point", nargs="?")
 
-    scan = sub.add_parser("scan", help="find unit ids and SunSpec models on a TCP endpoint")
-    scan.add_argument("--host", required=True)
-    scan.add_argument("--port", type=int, default=502)
-    scan.add_argument("--units", default="1-247")
-    scan.add_argument("--timeout", type=float, default=0.3, help="per request, s")
+    scan = sub.add_parser(
+        "scan", help="find the devices on a line: Modbus unit ids (and SunSpec models), or "
+                     "DL/T 645 meter addresses",
+        description=SCAN_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    where = scan.add_mutually_exclusive_group(required=True)
+    where.add_argument("--host", help="a TCP device, gateway or serial device server")
+    where.add_argument("--serial", metavar="PORT", help="an RS-485 port, e.g. /dev/ttyUSB0")
+    scan.add_argument("--port", type=int, default=None,
+                      help="TCP port (default 502 for Modbus, 8899 for a serial server)")
+    scan.add_argument("--serial-server", action="store_true",
+                      help="--host is a serial device server in transparent mode")
+    scan.add_argument("--protocol", choices=["modbus", "dlt645"], default="modbus")
+    scan.add_argument("--baud", type=int, default=None,
+                      help="serial: default 9600 (modbus) or 2400 (dlt645)")
+    scan.add_argument("--parity", choices=["N", "E", "O"], default=None,
+                      help="serial: default N (modbus) or E (dlt645)")
+    scan.add_argument("--stop-bits", type=int, choices=[1, 2], default=1)
+    scan.add_argument("--units", default="1-247", help="modbus: unit ids, e.g. 1-247 or 1,3")
+    scan.add_argument("--addresses", default=None,
+                      help="dlt645: meter addresses to check, comma-separated (12 digits "
+                           "each); without it, the meter on a point-to-point line is asked "
+                           "for its address")
+    scan.add_argument("--timeout", type=float, default=None,
+                      help="per request, s (default 1.0: every shipped device answers "
+                           "well within it, the ESP32 sub-meter in about 0.32 s)")
 
     command = sub.add_parser(
         "command", help="build and sign a demand-response command (print it, or --send it)")
@@ -87,7 +106,12 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="validate a site file without running it")
     check.add_argument("file")
 
-    sim_cli.add_arguments(sub.add_parser("sim", help="serve simulated devices"))
+    try:
+        from simulators import cli as sim_cli
+    except ImportError:  # a gateway without the simulators installed
+        pass
+    else:
+        sim_cli.add_arguments(sub.add_parser("sim", help="serve simulated devices"))
     maps = sub.add_parser("maps", help="list the device maps, or show one")
     maps.add_argument("model", nargs="?", help="show the points of this map")
     return parser
@@ -164,6 +188,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     from controller.app import assemble
     from controller.config import uplink_settings
+    from simulators import cli as sim_cli
     from simulators.clock import ScaledClock
     from simulators.runner import SiteRunner
     from simulators.sitefile import build_site
@@ -270,15 +295,29 @@ def cmd_read(args: argparse.Namespace) -> int:
     except KeyError as exc:
         print(f"pedf read: {exc.args[0]}", file=sys.stderr)
         return 2
-    table = Table(title=f"{device.name} ({device.model}, unit {device.unit} at "
-                        f"{device.endpoint})")
-    for column in ("point", "value", "unit", "table", "address"):
-        table.add_column(column, justify="right" if column in ("value", "address") else "left")
+    table = Table(title=f"{device.name} ({device.model}, {device.station} on {device.line})")
+    for column in ("point", "value", "unit", "where"):
+        table.add_column(column, justify="right" if column == "value" else "left")
     for item in values:
-        table.add_row(item.point.name, item.text(), item.point.unit, item.point.table.value,
-                      str(item.point.address))
+        table.add_row(item.point.name, item.text(), item.point.unit, item.point.location)
     Console().print(table)
     return 1 if values and all(item.error for item in values) else 0
+
+
+SCAN_HELP = """\
+Find the devices on a line.
+
+Modbus (TCP, RS-485, or RTU through a serial device server): each unit id is probed with
+a read of the SunSpec base addresses; a unit that answers, with data or an exception, is
+listed with its SunSpec models.
+
+DL/T 645-2007 (RS-485 or a serial server): without --addresses, the meter is asked for
+its address with the read-address command sent to the wildcard address AAAAAAAAAAAA.
+Every meter on the line answers that command at once, so it only works with ONE meter on
+the line (point-to-point, e.g. a meter on the bench or a line opened at its first meter);
+on a multi-drop line the answers collide. With --addresses, each given address is asked
+for its address data item, one by one, which works on any line.
+"""
 
 
 def cmd_scan(args: argparse.Namespace) -> int:
@@ -286,35 +325,37 @@ def cmd_scan(args: argparse.Namespace) -> int:
     from rich.progress import Progress
     from rich.table import Table
 
-    from controller.tools import parse_units, scan_endpoint
-    from controller.transport import LinkDownError
+    from controller.lines import LinkDownError
+    from controller.tools import SCAN_TIMEOUT_S, parse_units, scan_line, scan_spec
 
     setup_logging(args.log_level or "WARNING", args.log_format or "text")
     try:
-        units = parse_units(args.units)
-        if not 1 <= args.port <= 65535:
-            raise ValueError("--port must be 1–65535")
+        spec = scan_spec(host=args.host, serial_port=args.serial, port=args.port,
+                         serial_server=args.serial_server, protocol=args.protocol,
+                         baud=args.baud, parity=args.parity, stop_bits=args.stop_bits)
+        targets: list[int] | list[str] = (
+            parse_units(args.units) if args.protocol == "modbus" else
+            [a.strip() for a in args.addresses.split(",")] if args.addresses else [])
     except ValueError as exc:
         print(f"pedf scan: {exc}", file=sys.stderr)
         return 2
-    endpoint = TcpEndpoint(args.host, args.port)
     console = Console(stderr=True)
     with Progress(console=console, transient=True) as progress:
-        task = progress.add_task(f"scanning {endpoint}", total=len(units))
+        task = progress.add_task(f"scanning {spec}", total=max(1, len(targets)))
         try:
-            found = asyncio.run(scan_endpoint(
-                endpoint, units, timeout_s=args.timeout,
-                progress=lambda unit: progress.update(task, advance=1,
-                                                      description=f"unit {unit}")))
-        except LinkDownError as exc:
+            found = asyncio.run(scan_line(
+                spec, args.protocol, targets, timeout_s=args.timeout or SCAN_TIMEOUT_S,
+                progress=lambda target: progress.update(task, advance=1,
+                                                        description=str(target))))
+        except (LinkDownError, ValueError) as exc:
             print(f"pedf scan: {exc}", file=sys.stderr)
             return 1
-    table = Table(title=f"{endpoint}: {len(found)} unit(s) answering")
-    for column in ("unit", "SunSpec base", "models", "note"):
+    table = Table(title=f"{spec}: {len(found)} device(s) answering")
+    for column in ("unit / address", "SunSpec base", "models", "note"):
         table.add_column(column)
-    for unit in found:
-        table.add_row(str(unit.unit), "—" if unit.sunspec_base is None else str(unit.sunspec_base),
-                      " ".join(str(m) for m in unit.models), unit.note)
+    for item in found:
+        table.add_row(item.station, "—" if item.sunspec_base is None else str(item.sunspec_base),
+                      " ".join(str(m) for m in item.models), item.note)
     Console().print(table)
     return 0 if found else 1
 
@@ -410,14 +451,41 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     site = check_site(args.file)
-    endpoints = {str(d.endpoint) for d in site.devices.values()}
+    simulation = _check_simulation(site)
+    used = {d.line.name for d in site.devices.values()}
     print(f"{args.file}: ok — site {site.site_id}: {len(site.devices)} devices on "
-          f"{len(endpoints)} endpoints, {len(site.loads)} loads "
+          f"{len(used)} line(s), {len(site.loads)} loads "
           f"({sum(1 for load in site.loads.values() if load.sheddable)} sheddable)")
+    for line in site.lines.values():
+        members = [f"{d.name} ({d.model}, {d.station})" for d in site.devices.values()
+                   if d.line.name == line.name]
+        print(f"  line {line}: " + (", ".join(members) if members else "no devices"))
+    from controller.control.facts import control_warnings
+
+    for warning in control_warnings(site):
+        print(f"  warning: {warning}")
+    if simulation:
+        print(f"  {simulation}")
     return 0
 
 
+def _check_simulation(site: SiteSpec) -> str:
+    """Validate the ``[simulation]`` parts with the simulators, when they are installed
+    (a gateway may run without them). Raises ConfigError."""
+    if site.section("simulation") is None and all(
+            d.simulation is None for d in site.devices.values()):
+        return ""
+    try:
+        from simulators.sitefile import build_site
+    except ImportError:
+        return "simulation sections not checked: the simulators are not installed"
+    build_site(site, start_s=0.0)
+    return "simulation sections: ok"
+
+
 def cmd_sim(args: argparse.Namespace) -> int:
+    from simulators import cli as sim_cli
+
     setup_logging(args.log_level or "WARNING", args.log_format or "text")
     return sim_cli.run(args)
 
@@ -435,9 +503,12 @@ def cmd_maps(args: argparse.Namespace) -> int:
         print(f"pedf maps: {exc}", file=sys.stderr)
         return 2
     print(f"{device_map.model}: {device_map.description} ({device_map.documentation})")
-    for point in sorted(device_map.points.values(), key=lambda p: (p.table.value, p.address)):
-        print(f"  {point.table.value:<14} {point.address:>5} {point.type.value:<6} "
-              f"{point.access.value:<2} {point.unit:<4} {point.name}")
+    print(f"  protocol: {device_map.protocol.value}")
+    for point in device_map.points.values():
+        print(f"  {point.location:<28} {point.access.value:<2} {point.unit:<4} {point.name}")
+    for name, control in device_map.controls.items():
+        print(f"  control {name}: {len(control.set)} write(s), fail-safe "
+              f"{control.failsafe.value}")
     return 0
 
 

@@ -196,20 +196,17 @@ def _topic_prefix(node: Node) -> str:
 
 
 def check_site(path: Path | str) -> SiteSpec:
-    """Load ``path`` and validate every section. Raises ConfigError."""
-    from simulators.sitefile import build_site
-
-    site = load_site(path)
-    logging_settings(site)
-    uplink_settings(site)
+    """Load ``path`` and validate every section the gateway owns. Raises ConfigError.
+    (The ``[simulation]`` section belongs to the simulators: ``pedf check`` validates it
+    too when they are installed.)"""
     from controller.control.settings import control_settings
     from controller.metering import metering_settings
     from controller.openadr import check_openadr
 
+    site = load_site(path)
+    logging_settings(site)
+    uplink_settings(site)
     metering_settings(site)
     control_settings(site)
     check_openadr(site)
-    if site.section("simulation") is not None or any(
-            d.simulation is not None for d in site.devices.values()):
-        build_site(site, start_s=0.0)
     return site

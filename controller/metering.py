@@ -134,12 +134,13 @@ def _tariff(node: Node) -> fastcore.TariffCalendar:
 
 @dataclass
 class MeteringFeed:
-    """Bus → aggregator; completed windows → outbox and window history."""
+    """Bus → aggregator; completed windows → window history and, when an uplink carries
+    them (``topic`` set), the outbox."""
 
     site: SiteSpec
     store: Store
     bus: ReadingBus
-    topic: str
+    topic: str | None
     notify: asyncio.Event | None = None
     settings: MeteringSettings = field(default_factory=MeteringSettings)
     flush_s: float = 1.0
@@ -258,7 +259,8 @@ class MeteringFeed:
             self.notify.set()
 
     def _save(self, body: dict[str, object], rows: list[tuple[float, str, float]]) -> None:
-        self.store.append([Outgoing(self.topic, body)])
+        if self.topic is not None:
+            self.store.append([Outgoing(self.topic, body)])
         self.store.record_windows(rows)
         self.store.set_state("metering", json.dumps(self.aggregator.state(), allow_nan=False))
 

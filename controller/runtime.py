@@ -1,6 +1,6 @@
-"""The gateway runtime: one supervised scheduler task per endpoint, one reading bus.
+"""The gateway runtime: one supervised scheduler task per line, one reading bus.
 
-``Gateway.run(stop)`` runs every endpoint (and any extra services) in one
+``Gateway.run(stop)`` runs every line (and any extra services) in one
 ``asyncio.TaskGroup`` with named tasks. A task that fails is logged and restarted with
 exponential backoff by :func:`supervise`; only cancellation ends it. When ``stop`` is set
 (SIGINT/SIGTERM in the CLI), every task is cancelled, connections are closed, and ``run``
@@ -17,11 +17,11 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from controller.bus import ReadingBus
-from controller.poller import DeviceHealth, EndpointScheduler, WriteResult
-from controller.transport import RtuLink, TcpLink
+from controller.lines import line_for
+from controller.scheduler import DeviceHealth, LineScheduler, WriteResult
 from drivers.devices import Write
 from drivers.points import Value
-from drivers.site import DeviceSpec, RtuEndpoint, SiteSpec, TcpEndpoint
+from drivers.site import DeviceSpec, LineKind, SiteSpec
 
 log = logging.getLogger("pedf.runtime")
 
@@ -63,66 +63,58 @@ async def _cancel_all(tasks: Sequence[asyncio.Task[None]]) -> None:
 
 def with_serial_ports(site: SiteSpec, ports: Mapping[str, str]) -> SiteSpec:
     """The site with serial ports renamed (e.g. to the simulator's pseudo-terminals)."""
-    devices: dict[str, DeviceSpec] = {}
-    for name, device in site.devices.items():
-        endpoint = device.endpoint
-        if isinstance(endpoint, RtuEndpoint) and endpoint.serial_port in ports:
-            endpoint = dataclasses.replace(endpoint, serial_port=ports[endpoint.serial_port])
-            device = dataclasses.replace(device, endpoint=endpoint)
-        devices[name] = device
-    return dataclasses.replace(site, devices=devices)
+    lines = {name: dataclasses.replace(line, serial_port=ports[line.serial_port])
+             if line.kind is LineKind.SERIAL and line.serial_port in ports else line
+             for name, line in site.lines.items()}
+    devices = {name: dataclasses.replace(device, line=lines[device.line.name])
+               for name, device in site.devices.items()}
+    return dataclasses.replace(site, lines=lines, devices=devices)
 
 
 @dataclass
 class Gateway:
-    """Every endpoint of a site, its reading bus, and the write path."""
+    """Every line of a site, its reading bus, and the write path."""
 
     site: SiteSpec
     bus: ReadingBus = field(default_factory=ReadingBus)
     wall_clock: Callable[[], float] = time.time
-    endpoints: dict[str, EndpointScheduler] = field(default_factory=dict)
-    _by_device: dict[str, EndpointScheduler] = field(default_factory=dict)
+    lines: dict[str, LineScheduler] = field(default_factory=dict)
+    _by_device: dict[str, LineScheduler] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        grouped: dict[object, list[DeviceSpec]] = {}
+        members: dict[str, list[DeviceSpec]] = {}
         for device in self.site.devices.values():
-            endpoint = device.endpoint
-            key = endpoint.serial_port if isinstance(endpoint, RtuEndpoint) else (
-                endpoint.host, endpoint.port)
-            grouped.setdefault(key, []).append(device)
-        for devices in grouped.values():
-            endpoint = devices[0].endpoint
-            link: TcpLink | RtuLink
-            if isinstance(endpoint, TcpEndpoint):
-                link = TcpLink(endpoint, connect_delay_s=max(
-                    d.pacing.connect_delay_s for d in devices))
-            else:
-                link = RtuLink(endpoint)
-            name = str(endpoint)
-            scheduler = EndpointScheduler.create(name, link, devices, self.bus, self.wall_clock)
-            self.endpoints[name] = scheduler
+            members.setdefault(device.line.name, []).append(device)
+        for name, devices in members.items():
+            line = line_for(devices[0].line, connect_delay_s=max(
+                d.pacing.connect_delay_s for d in devices))
+            scheduler = LineScheduler.for_devices(line, devices, self.bus, self.wall_clock)
+            self.lines[name] = scheduler
             for device in devices:
                 self._by_device[device.name] = scheduler
 
     async def run(self, stop: asyncio.Event, services: Sequence[tuple[str, Service]] = ()
                   ) -> None:
-        """Run until ``stop`` is set. ``services`` are extra supervised tasks."""
+        """Run until ``stop`` is set. ``services`` are extra supervised tasks. On stop the
+        services end first, while the lines still run, so the control loop can hand back
+        what does not revert by itself; then the lines close."""
         try:
             async with asyncio.TaskGroup() as group:
-                tasks = [group.create_task(supervise(f"endpoint {name}", scheduler.run),
-                                           name=f"endpoint {name}")
-                         for name, scheduler in self.endpoints.items()]
-                tasks += [group.create_task(supervise(name, service), name=name)
+                lines = [group.create_task(supervise(f"line {scheduler.name}", scheduler.run),
+                                           name=f"line {scheduler.name}")
+                         for scheduler in self.lines.values()]
+                others = [group.create_task(supervise(name, service), name=name)
                           for name, service in services]
                 await stop.wait()
-                await _cancel_all(tasks)
+                await _cancel_all(others)
+                await _cancel_all(lines)
         finally:
-            for scheduler in self.endpoints.values():
-                await scheduler.link.close()
+            for scheduler in self.lines.values():
+                await scheduler.line.close()
 
     # -- writes -------------------------------------------------------------------------
 
-    def scheduler_of(self, device: str) -> EndpointScheduler:
+    def scheduler_of(self, device: str) -> LineScheduler:
         try:
             return self._by_device[device]
         except KeyError:
@@ -139,18 +131,21 @@ class Gateway:
 
     async def execute(self, device: str, writes: Sequence[Write], *,
                       timeout_s: float = 10.0) -> list[WriteResult]:
-        """Execute encoded writes (from :mod:`drivers.devices` setters) in order; stops at
-        the first failure (later writes are reported as not attempted)."""
+        """Execute writes (from :mod:`drivers.devices` setters and recipes) in order;
+        stops at the first failure of a write that is not optional (later writes are
+        reported as not attempted)."""
         scheduler = self.scheduler_of(device)
         results: list[WriteResult] = []
+        stopped = False
         for write in writes:
-            if results and not results[-1].ok:
+            if stopped:
                 results.append(WriteResult(device, write.point, write.value, False,
                                            "not attempted: an earlier write failed"))
                 continue
             future = scheduler.submit(device, write)
-            results.append(await _await_result(future, device, write.point, write.value,
-                                               timeout_s))
+            result = await _await_result(future, device, write.point, write.value, timeout_s)
+            results.append(result)
+            stopped = not result.ok and not write.optional
         return results
 
     def capability(self, device: str, name: str) -> float | None:
@@ -160,7 +155,7 @@ class Gateway:
         return None if point is None else self.bus.latest.value(device, point)
 
     def health(self) -> dict[str, DeviceHealth]:
-        return {device.spec.name: device.health for scheduler in self.endpoints.values()
+        return {device.spec.name: device.health for scheduler in self.lines.values()
                 for device in scheduler.devices}
 
 

@@ -1,23 +1,30 @@
-"""One-shot tools: read a device once (``pedf read``), scan an endpoint (``pedf scan``)."""
+"""One-shot tools: read a device once (``pedf read``), scan a line (``pedf scan``)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from controller.poller import READ_FUNCTION as _READ
-from controller.transport import LinkError, RtuLink, TcpLink
-from drivers.codec import RegisterImage, decode_points
+from controller.lines import Line, LinkDownError, LinkError, line_for
+from drivers import dlt645
+from drivers.dlt645_driver import Dlt645Exchange
 from drivers.frames import ExceptionCode, Function, Request
-from drivers.planner import plan_group
-from drivers.points import Point, Value
-from drivers.site import DeviceSpec, RtuEndpoint, TcpEndpoint
+from drivers.modbus import exchange_for
+from drivers.points import PointBase, Protocol, Value
+from drivers.protocol import DeviceAnswerError
+from drivers.sessions import driver_for
+from drivers.site import SERIAL_DEFAULTS, DeviceSpec, LineKind, LineSpec, SerialSettings
 from drivers.sunspec import SunSpecScan
+
+#: Default per-request timeout of ``pedf scan``, s: long enough for every device the
+#: project ships (the ESP32 sub-meter answers in about 320 ms), short enough that a scan of
+#: 247 silent units stays bearable.
+SCAN_TIMEOUT_S = 1.0
 
 
 @dataclass(frozen=True, slots=True)
 class PointValue:
-    point: Point
+    point: PointBase
     value: Value
     error: str = ""
 
@@ -37,107 +44,155 @@ class PointValue:
         return str(self.value)
 
 
-def link_for(device: DeviceSpec) -> TcpLink | RtuLink:
-    if isinstance(device.endpoint, TcpEndpoint):
-        return TcpLink(device.endpoint, connect_delay_s=device.pacing.connect_delay_s)
-    assert isinstance(device.endpoint, RtuEndpoint)
-    return RtuLink(device.endpoint)
-
-
 async def read_device(device: DeviceSpec, point_names: Sequence[str] | None = None
                       ) -> list[PointValue]:
     """Read every readable point of ``device`` (or the named ones) once.
 
-    Raises KeyError for an unknown point. Requests that fail leave their points with
-    the error text instead of a value.
+    Raises KeyError for an unknown point. Exchanges that fail leave their points with the
+    error text instead of a value; the others are still read.
     """
     device_map = device.device_map
     if point_names is None:
         point_names = [p.name for p in device_map.points.values() if p.access.readable]
     for name in point_names:
         device_map.point(name)
-    link = link_for(device)
-    image = RegisterImage()
+    line = line_for(device.line, connect_delay_s=device.pacing.connect_delay_s)
+    operation = driver_for(device).read(point_names)
     errors: dict[str, str] = {}
     try:
-        for request in plan_group(device_map, point_names, max_registers=device.max_registers):
+        while (exchange := operation.next_exchange()) is not None:
             try:
-                if isinstance(link, RtuLink):
-                    response = await link.execute(
-                        Request(device.unit, _READ[request.table], request.address,
-                                count=request.count), device.timeout_s,
-                        turnaround_s=device.turnaround_s)
-                else:
-                    response = await link.execute(
-                        Request(device.unit, _READ[request.table], request.address,
-                                count=request.count), device.timeout_s)
-            except LinkError as exc:
-                errors.update(dict.fromkeys(request.points, str(exc)))
-                continue
-            if response.exception is not None:
-                errors.update(dict.fromkeys(request.points,
-                                            ExceptionCode.describe(response.exception)))
-                continue
-            image.store(request.table, request.address,
-                        response.bits if request.table.is_bits else response.registers)
+                await line.exchange(exchange, device.timeout_s, turnaround_s=device.turnaround_s)
+                operation.complete()
+            except (LinkError, DeviceAnswerError) as exc:
+                errors.update(dict.fromkeys(operation.covering, str(exc)))
     finally:
-        await link.close()
-    points = [device_map.point(n) for n in point_names]
-    values = decode_points(device_map, device_map.with_dependencies(list(point_names)), image)
-    return [PointValue(p, values.get(p.name), errors.get(p.name, "")) for p in points]
+        await line.close()
+    values = operation.values
+    return [PointValue(device_map.point(n), values.get(n), errors.get(n, ""))
+            for n in point_names]
 
 
 @dataclass
-class UnitFound:
-    unit: int
+class Found:
+    """A device that answered a scan: its station ("unit 3", "address 0000…")."""
+
+    station: str
     sunspec_base: int | None = None
     models: list[int] = field(default_factory=list)
     note: str = ""
 
 
-async def scan_endpoint(endpoint: TcpEndpoint, units: Sequence[int], *, timeout_s: float = 0.5,
-                        progress: Callable[[int], None] | None = None) -> list[UnitFound]:
-    """Probe ``units`` on a Modbus TCP endpoint; for each that answers, discover its
-    SunSpec model chain. A unit answers if it returns data or a Modbus exception other
-    than a gateway's 0A/0B ("no such device")."""
-    link = TcpLink(endpoint)
-    found: list[UnitFound] = []
+def scan_spec(*, host: str | None, serial_port: str | None, port: int | None,
+              serial_server: bool, protocol: str, baud: int | None, parity: str | None,
+              stop_bits: int) -> LineSpec:
+    """The line ``pedf scan`` was pointed at. Serial defaults follow the protocol
+    (Modbus 9600 8N1, DL/T 645 2400 8E1). Raises ValueError for a bad combination."""
+    defaults = SERIAL_DEFAULTS[Protocol(protocol)]
+    serial = SerialSettings(baud or defaults.baud, parity or defaults.parity, stop_bits)
+    if not 300 <= serial.baud <= 921600:
+        raise ValueError("--baud must be 300–921600")
+    if serial_port is not None:
+        if serial_server or port is not None:
+            raise ValueError("--port and --serial-server go with --host, not --serial")
+        return LineSpec("scan", LineKind.SERIAL, serial_port=serial_port, serial=serial)
+    assert host is not None
+    tcp_port = port or (8899 if serial_server else 502)
+    if not 1 <= tcp_port <= 65535:
+        raise ValueError("--port must be 1–65535")
+    if serial_server:
+        return LineSpec("scan", LineKind.SERIAL_SERVER, host=host, port=tcp_port, serial=serial)
+    return LineSpec("scan", LineKind.TCP, host=host, port=tcp_port)
+
+
+async def scan_line(spec: LineSpec, protocol: str, targets: Sequence[int] | Sequence[str], *,
+                    timeout_s: float = SCAN_TIMEOUT_S,
+                    progress: Callable[[int | str], None] | None = None) -> list[Found]:
+    """Find the devices on a line: Modbus ``targets`` are unit ids; DL/T 645 ``targets``
+    are meter addresses to check (empty: ask the one meter of a point-to-point line for
+    its address). Raises :class:`~controller.lines.LinkDownError` when the line cannot be
+    reached, ValueError for a malformed address."""
+    line = line_for(spec)
+    found: list[Found] = []
     try:
-        for unit in units:
-            scan = SunSpecScan()
-            answered = False
-            note = ""
-            while (read := scan.next_read()) is not None:
-                address, count = read
-                try:
-                    response = await link.execute(
-                        Request(unit, Function.READ_HOLDING_REGISTERS, address, count=count),
-                        timeout_s)
-                except LinkError as exc:
-                    if "cannot connect" in str(exc):
-                        raise
-                    scan.feed(None)
-                    if not answered:
-                        break  # silent unit: do not probe its other base addresses
-                    continue
-                if response.exception in (ExceptionCode.GATEWAY_PATH_UNAVAILABLE,
-                                          ExceptionCode.GATEWAY_TARGET_FAILED):
-                    break
-                answered = True
-                if response.exception is not None:
-                    note = ExceptionCode.describe(response.exception)
-                    scan.feed(None)
-                else:
-                    scan.feed(response.registers)
-            if answered:
-                found.append(UnitFound(unit, scan.base_address,
-                                       [m.model_id for m in scan.models],
-                                       scan.error or ("" if scan.base_address else note)))
+        if protocol == "dlt645" and not targets:
+            address = await _read_meter_address(line, timeout_s)
+            if address is not None:
+                found.append(Found(f"address {address}", note="read-address answer"))
             if progress is not None:
-                progress(unit)
+                progress("read address")
+            return found
+        for target in targets:
+            result = await (_probe_unit(line, int(target), timeout_s) if protocol == "modbus"
+                            else _probe_meter(line, str(target), timeout_s))
+            if result is not None:
+                found.append(result)
+            if progress is not None:
+                progress(target)
     finally:
-        await link.close()
+        await line.close()
     return found
+
+
+async def _read_meter_address(line: Line, timeout_s: float) -> str | None:
+    """The address of the one meter on a point-to-point line (read address, 13H)."""
+    exchange = Dlt645Exchange(dlt645.read_address_request())
+    try:
+        await line.exchange(exchange, timeout_s)
+    except LinkDownError:
+        raise
+    except LinkError:
+        return None
+    answer = exchange.answer
+    return answer if isinstance(answer, str) else None
+
+
+#: The data identifier of a meter's communication address (04-00-04-01).
+ADDRESS_DI = 0x04000401
+
+
+async def _probe_meter(line: Line, address: str, timeout_s: float) -> Found | None:
+    exchange = Dlt645Exchange(dlt645.read_request(dlt645.parse_address(address), ADDRESS_DI))
+    try:
+        await line.exchange(exchange, timeout_s)
+    except LinkDownError:
+        raise
+    except LinkError:
+        return None
+    note = "" if exchange.refusal is None else str(exchange.refusal)
+    return Found(f"address {address}", note=note)
+
+
+async def _probe_unit(line: Line, unit: int, timeout_s: float) -> Found | None:
+    scan = SunSpecScan()
+    answered = False
+    note = ""
+    while (read := scan.next_read()) is not None:
+        address, count = read
+        exchange = exchange_for(Request(unit, Function.READ_HOLDING_REGISTERS, address,
+                                        count=count), line.spec.framing)
+        try:
+            await line.exchange(exchange, timeout_s)
+        except LinkDownError:
+            raise
+        except LinkError:
+            scan.feed(None)
+            if not answered:
+                return None  # silent unit: do not probe its other base addresses
+            continue
+        response = exchange.answer
+        assert response is not None
+        if response.exception in (ExceptionCode.GATEWAY_PATH_UNAVAILABLE,
+                                  ExceptionCode.GATEWAY_TARGET_FAILED):
+            return None
+        answered = True
+        if response.exception is not None:
+            note = ExceptionCode.describe(response.exception)
+            scan.feed(None)
+        else:
+            scan.feed(response.registers)
+    return Found(f"unit {unit}", scan.base_address, [m.model_id for m in scan.models],
+                 scan.error or ("" if scan.base_address else note))
 
 
 def parse_units(text: str) -> list[int]:

@@ -16,15 +16,26 @@ Sign conventions (all powers in W):
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class ControlSpec:
+    """A control the gateway may set on devices of a kind: what ``value`` means (unit),
+    and the capability whose writable point says the device could offer it."""
+
+    meaning: str
+    hint: str
 
 
 @dataclass(frozen=True, slots=True)
 class KindSpec:
-    """Capabilities a kind requires, and the patterns of those it may offer."""
+    """Capabilities a kind requires, the patterns of those it may offer, and the controls
+    a map of this kind may declare (``[controls.NAME]``, see :mod:`drivers.controls`)."""
 
     required: frozenset[str]
     optional: tuple[str, ...]  # regular expressions, matched whole
+    controls: dict[str, ControlSpec] = field(default_factory=dict)
 
     def allows(self, capability: str) -> bool:
         return capability in self.required or any(
@@ -41,6 +52,7 @@ KINDS: dict[str, KindSpec] = {
             rf"{_PHASES}power_w", r"l[123]_voltage_v", r"l[123]_current_a",
             r"reactive_power_var", r"apparent_power_va", r"power_factor", r"frequency_hz",
             r"import_varh", r"export_varh", r"demand_w", r"max_demand_w",
+            r"(import|export)_t[1-4]_wh", r"combined_wh", r"l[123]_power_factor",
         ),
     ),
     "inverter": KindSpec(
@@ -51,6 +63,7 @@ KINDS: dict[str, KindSpec] = {
             r"power_limit_ramp_s", r"operating_state", r"frequency_hz", r"l[123]_voltage_v",
             r"reactive_power_var", r"temperature_c",
         ),
+        controls={"power_limit": ControlSpec("% of rated AC power", "power_limit_pct")},
     ),
     "battery": KindSpec(
         required=frozenset({"soc_pct", "power_w"}),
@@ -60,6 +73,8 @@ KINDS: dict[str, KindSpec] = {
             r"min_reserve_pct", r"charge_state", r"voltage_v", r"current_a",
             r"state_of_health_pct",
         ),
+        controls={"power_setpoint": ControlSpec("W, + discharge, − charge",
+                                                "charge_limit_pct")},
     ),
     "heat_pump": KindSpec(
         required=frozenset({"sg_ready_state", "power_w"}),
@@ -68,6 +83,8 @@ KINDS: dict[str, KindSpec] = {
             r"flow_temp_c", r"return_temp_c", r"outdoor_temp_c", r"indoor_temp_c",
             r"indoor_setpoint_c", r"operating_mode", r"cop", r"rated_power_w",
         ),
+        controls={"sg_ready": ControlSpec("SG-Ready state 1–4", "sg_ready_state"),
+                  "flow_setpoint": ControlSpec("°C", "flow_setpoint_c")},
     ),
     "relay": KindSpec(
         required=frozenset(),
@@ -80,6 +97,9 @@ KINDS: dict[str, KindSpec] = {
             r"load_power_w", r"current_a", r"rated_power_w", r"nominal_voltage_v",
             r"operating_state", r"enabled",
         ),
+        controls={"voltage_setpoint": ControlSpec("V", "voltage_setpoint_v"),
+                  "droop": ControlSpec("% of rating per % of voltage", "droop_pct"),
+                  "power_limit": ControlSpec("W", "power_limit_w")},
     ),
     "sub_meter": KindSpec(
         required=frozenset(),

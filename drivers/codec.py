@@ -12,9 +12,20 @@ from __future__ import annotations
 
 import math
 import struct
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
+from typing import cast
 
-from drivers.points import DeviceMap, Order, Point, PointType, Table, Value
+from drivers.points import (
+    AnyMap,
+    DeviceMap,
+    Order,
+    Point,
+    PointType,
+    Protocol,
+    Table,
+    Value,
+    WriteRangeError,
+)
 
 __all__ = [
     "DecodeError",
@@ -27,8 +38,10 @@ __all__ = [
     "encode",
     "encode_raw",
     "encode_write",
+    "register_map",
     "registers_to_bytes",
     "scale_factor_value",
+    "with_scale_factors",
 ]
 
 #: SunSpec limits scale factors to -10..10; anything else is treated as invalid.
@@ -43,10 +56,6 @@ _STRUCT = {
 
 class DecodeError(ValueError):
     """Registers cannot be decoded for a point (wrong count or out-of-range words)."""
-
-
-class WriteRangeError(ValueError):
-    """A value cannot be written to a point: read-only, wrong type or outside its limits."""
 
 
 # -- byte layout ----------------------------------------------------------------------
@@ -201,31 +210,10 @@ def encode_write(point: Point, value: Value, scale_factor: int | None = None) ->
 
     Raises :class:`WriteRangeError` with the point, value and limits on any violation.
     """
-    if not point.access.writable or not point.table.writable:
-        raise WriteRangeError(f"{point.name}: point is read-only")
-    if value is None:
-        raise WriteRangeError(f"{point.name}: cannot write 'no value'")
+    point.check_write(value)
     if point.type is PointType.BOOL:
-        if not isinstance(value, bool | int) or value not in (0, 1):
-            raise WriteRangeError(f"{point.name}: expected true or false, got {value!r}")
         return encode_raw(point, bool(value))
-    if point.type is not PointType.STRING:
-        if isinstance(value, str | bool) or not math.isfinite(value):
-            raise WriteRangeError(f"{point.name}: expected a finite number, got {value!r}")
-        low, high = point.minimum, point.maximum
-        if (low is not None and value < low) or (high is not None and value > high):
-            raise WriteRangeError(
-                f"{point.name}: {value:g} {point.unit} is outside "
-                f"{_limit(low)}–{_limit(high)} {point.unit}".replace("  ", " ")
-            )
-        if point.enum and int(value) not in point.enum:
-            allowed = ", ".join(f"{k} ({v})" for k, v in sorted(point.enum.items()))
-            raise WriteRangeError(f"{point.name}: {value:g} is not one of {allowed}")
     return encode(point, value, scale_factor)
-
-
-def _limit(limit: float | None) -> str:
-    return "…" if limit is None else f"{limit:g}"
 
 
 def _sentinel(point: Point) -> int | float | str | bool:
@@ -270,7 +258,7 @@ class RegisterImage:
             cells.clear()
 
 
-def decode_points(device_map: DeviceMap, points: Iterable[Point],
+def decode_points(device_map: DeviceMap[Point], points: Iterable[Point],
                   image: RegisterImage) -> dict[str, Value]:
     """Decode ``points`` from ``image``, resolving scale factors from the same image.
 
@@ -293,11 +281,20 @@ def decode_points(device_map: DeviceMap, points: Iterable[Point],
     return values
 
 
-def scale_factors_for(device_map: DeviceMap, values: Mapping[str, Value]) -> dict[str, int | None]:
-    """Scale-factor exponents from decoded values (points named in ``scale_factor``)."""
-    names = {p.scale_factor for p in device_map.points.values() if p.scale_factor}
-    out: dict[str, int | None] = {}
+def register_map(device_map: AnyMap) -> DeviceMap[Point]:
+    """``device_map`` as a Modbus register map. Raises TypeError for another protocol."""
+    if device_map.protocol is not Protocol.MODBUS:
+        raise TypeError(f"{device_map.model} speaks {device_map.protocol.value}, not modbus")
+    return cast(DeviceMap[Point], device_map)
+
+
+def with_scale_factors(device_map: DeviceMap[Point], names: Sequence[str]) -> list[Point]:
+    """The named points plus the scale-factor points they depend on (deduplicated).
+    Raises KeyError naming the map for an unknown point."""
+    seen: dict[str, Point] = {}
     for name in names:
-        value = values.get(name)
-        out[name] = scale_factor_value(value if isinstance(value, int) else None)
-    return out
+        point = device_map.point(name)
+        seen[point.name] = point
+        if point.scale_factor is not None:
+            seen.setdefault(point.scale_factor, device_map.points[point.scale_factor])
+    return list(seen.values())

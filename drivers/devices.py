@@ -1,9 +1,12 @@
 """Semantic device classes: the values of a poll, by capability, with units in the names.
 
 A device object wraps a map and the values decoded from one poll; it never does I/O.
-Setters return :class:`Write` objects — encoded, range-checked register writes — for the
-controller to execute and verify. Capabilities a map does not offer read as None;
-writing one raises :class:`~drivers.codec.WriteRangeError`.
+Setters return :class:`Write` objects — range-checked, protocol-neutral writes of
+engineering values — for the controller to encode (through the device's protocol),
+execute and verify. How a control is set is the map's recipe (:mod:`drivers.controls`),
+so the same :class:`Inverter` drives a SunSpec inverter and a Huawei one. Capabilities a
+map does not offer read as None; writing one raises
+:class:`~drivers.points.WriteRangeError`.
 """
 
 from __future__ import annotations
@@ -12,8 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import ClassVar
 
-from drivers.codec import WriteRangeError, encode_write, scale_factor_value
-from drivers.points import DeviceMap, Point, Table, Value
+from drivers.controls import ExpressionError, Step, evaluate_steps
+from drivers.points import AnyMap, Value, WriteRangeError
 
 __all__ = [
     "Battery",
@@ -32,21 +35,21 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class Write:
-    """One encoded write: ``values`` (registers, or 0/1 for a coil) at ``address``."""
+    """One write: ``value`` (engineering units) to ``point``. Protocol-neutral: the
+    device's protocol encodes it when it is executed. A failed ``optional`` write (a
+    recipe's optional step) does not stop the writes after it."""
 
     point: str
-    table: Table
-    address: int
-    values: tuple[int, ...]
-    value: Value  # the engineering value requested, for logs and read-back checks
+    value: Value
+    optional: bool = False
 
 
 class Device:
-    """Base of the semantic classes: capability lookup and write encoding."""
+    """Base of the semantic classes: capability lookup, writes and control recipes."""
 
     kind: ClassVar[str] = ""
 
-    def __init__(self, device_map: DeviceMap, values: Mapping[str, Value]) -> None:
+    def __init__(self, device_map: AnyMap, values: Mapping[str, Value]) -> None:
         if device_map.kind != self.kind:
             raise TypeError(f"{device_map.model} is a {device_map.kind}, not a {self.kind}")
         self.map = device_map
@@ -64,28 +67,75 @@ class Device:
         return float(value)
 
     def write(self, capability: str, value: Value) -> Write:
-        """Encode ``value`` for the point behind ``capability``.
+        """A checked write of ``value`` to the point behind ``capability``.
 
         Raises :class:`WriteRangeError` if the map does not offer the capability, the
-        point is read-only, the value is outside its limits, or the point's scale factor
-        has not been read yet.
+        point is read-only, or the value is outside its limits.
         """
         point = self.map.capability_point(capability)
         if point is None:
             raise WriteRangeError(f"{self.map.model} has no writable {capability}")
-        return Write(point.name, point.table, point.address,
-                     tuple(encode_write(point, value, self._scale_factor(point))), value)
+        point.check_write(value)
+        return Write(point.name, value)
 
-    def _scale_factor(self, point: Point) -> int | None:
-        if point.scale_factor is None:
-            return None
-        raw = self.values.get(point.scale_factor)
-        sf = scale_factor_value(raw if isinstance(raw, int) else None)
-        if sf is None:
-            raise WriteRangeError(
-                f"{point.name}: scale factor {point.scale_factor} unknown — read it first"
-            )
-        return sf
+    # -- control recipes ----------------------------------------------------------------
+
+    def offers(self, control: str) -> bool:
+        """Whether the map says how to set ``control``."""
+        return control in self.map.controls
+
+    def set_control(self, control: str, value: float, *, revert_s: float | None = None
+                    ) -> list[Write]:
+        """The writes that set ``control`` to ``value`` (in the control's unit), by the
+        map's recipe. ``revert_s``: the timeout the gateway programs where the recipe
+        writes one. Raises :class:`WriteRangeError` when the map offers no such control,
+        a value the recipe needs has not been read yet, or a write is out of range."""
+        recipe = self.map.control(control)
+        if recipe is None:
+            raise WriteRangeError(f"{self.map.model} offers no {control} control")
+        if revert_s is None:
+            revert_s = recipe.revert_s
+        return self._writes(recipe.set, {"value": value, "revert_s": revert_s})
+
+    def release_control(self, control: str) -> list[Write]:
+        """The writes that hand ``control`` back to the device's own logic."""
+        recipe = self.map.control(control)
+        if recipe is None:
+            raise WriteRangeError(f"{self.map.model} offers no {control} control")
+        return self._writes(recipe.release, {})
+
+    def arm_watchdog(self, timeout_s: float | None = None) -> list[Write]:
+        """The writes that arm (or refresh) the device's communication watchdog."""
+        watchdog = self.map.watchdog
+        if watchdog is None:
+            raise WriteRangeError(f"{self.map.model} has no watchdog")
+        return self._writes(watchdog.set, {
+            "timeout_s": watchdog.timeout_s if timeout_s is None else timeout_s})
+
+    def _writes(self, steps: tuple[Step, ...], arguments: Mapping[str, float | None]
+                ) -> list[Write]:
+        env: dict[str, float | None] = {
+            name: _as_number(known) for name, known in self.values.items()}
+        for capability, name in self.map.capabilities.items():
+            env[capability] = env.get(name)
+        env.update(arguments)
+        try:
+            planned = evaluate_steps(steps, env)
+        except ExpressionError as exc:
+            raise WriteRangeError(f"{self.map.model}: {exc}") from None
+        writes = []
+        for name, number, optional in planned:
+            point = self.map.point(name)
+            value: Value = round(number) if not point.is_numeric else number
+            point.check_write(value)
+            writes.append(Write(name, value, optional))
+        return writes
+
+
+def _as_number(value: Value) -> float | None:
+    if value is None or isinstance(value, str):
+        return None
+    return float(value)
 
 
 class Meter(Device):
@@ -152,30 +202,20 @@ class Inverter(Device):
             return None
         return self.number("power_limit_pct")
 
-    def limit_power(self, pct: float, *, revert_s: int) -> list[Write]:
-        """Writes that cap AC output at ``pct`` % of rated power; the inverter drops the
-        cap by itself ``revert_s`` seconds after the last refresh (SunSpec RvrtTms)."""
-        return [
-            self.write("power_limit_revert_s", revert_s),
-            self.write("power_limit_pct", pct),
-            self.write("power_limit_enabled", 1),
-        ]
+    def limit_power(self, pct: float, *, revert_s: float | None = None) -> list[Write]:
+        """Writes that cap AC output at ``pct`` % of rated power (the map's
+        ``power_limit`` recipe; ``revert_s`` is programmed where the device reverts)."""
+        return self.set_control("power_limit", pct, revert_s=revert_s)
 
     def release_power_limit(self) -> list[Write]:
-        return [self.write("power_limit_enabled", 0)]
+        return self.release_control("power_limit")
 
 
 class Battery(Device):
-    """A battery storage system. ``power_w``: + discharge, − charge.
-
-    Control follows SunSpec model 124: with both bits of ``control_mode`` set, the
-    battery's power is held inside [−discharge_limit, +charge_limit] (in % of
-    ``max_charge_w``), so equal and opposite limits pin it to one setpoint.
-    """
+    """A battery storage system. ``power_w``: + discharge, − charge. Held at a setpoint
+    by the map's ``power_setpoint`` recipe."""
 
     kind = "battery"
-    CHARGE_LIMIT_BIT = 0b01
-    DISCHARGE_LIMIT_BIT = 0b10
 
     @property
     def soc_pct(self) -> float | None:
@@ -193,27 +233,18 @@ class Battery(Device):
     def max_charge_w(self) -> float | None:
         return self.number("max_charge_w")
 
-    def set_power_w(self, power_w: float, *, revert_s: int) -> list[Write]:
+    def set_power_w(self, power_w: float, *, revert_s: float | None = None) -> list[Write]:
         """Writes that hold the battery at ``power_w`` (+ discharge, − charge) until
-        released or ``revert_s`` seconds after the last refresh.
+        released or, where the device reverts, ``revert_s`` after the last refresh.
 
-        Raises :class:`WriteRangeError` when ``max_charge_w`` has not been read or the
-        setpoint exceeds it.
+        Raises :class:`WriteRangeError` when a rating the recipe needs has not been read,
+        or the setpoint is beyond what the device accepts.
         """
-        rating = self.max_charge_w
-        if not rating:
-            raise WriteRangeError("battery: max_charge_w unknown — read it first")
-        pct = power_w / rating * 100.0
-        return [
-            self.write("control_revert_s", revert_s),
-            self.write("charge_limit_pct", -pct),
-            self.write("discharge_limit_pct", pct),
-            self.write("control_mode", self.CHARGE_LIMIT_BIT | self.DISCHARGE_LIMIT_BIT),
-        ]
+        return self.set_control("power_setpoint", power_w, revert_s=revert_s)
 
     def release(self) -> list[Write]:
         """Writes that hand control back to the battery's own logic."""
-        return [self.write("control_mode", 0)]
+        return self.release_control("power_setpoint")
 
 
 class HeatPump(Device):
@@ -253,13 +284,13 @@ class HeatPump(Device):
     def indoor_temp_c(self) -> float | None:
         return self.number("indoor_temp_c")
 
-    def set_sg_ready_state(self, state: int) -> Write:
+    def set_sg_ready_state(self, state: int) -> list[Write]:
         if state not in self.SG_READY_STATES:
             raise WriteRangeError(f"SG-Ready state must be 1–4, got {state}")
-        return self.write("sg_ready_state", state)
+        return self.set_control("sg_ready", state)
 
-    def set_flow_setpoint_c(self, celsius: float) -> Write:
-        return self.write("flow_setpoint_c", celsius)
+    def set_flow_setpoint_c(self, celsius: float) -> list[Write]:
+        return self.set_control("flow_setpoint", celsius)
 
 
 class Relay(Device):
@@ -282,8 +313,8 @@ class Relay(Device):
     def set_channel(self, channel: int, on: bool) -> Write:
         return self.write(f"channel_{channel}_on", on)
 
-    def set_watchdog_s(self, seconds: float) -> Write:
-        return self.write("watchdog_s", seconds)
+    def set_watchdog_s(self, seconds: float) -> list[Write]:
+        return self.arm_watchdog(seconds)
 
 
 class DcBus(Device):
@@ -315,14 +346,14 @@ class DcBus(Device):
     def droop_pct(self) -> float | None:
         return self.number("droop_pct")
 
-    def set_voltage_setpoint_v(self, volts: float) -> Write:
-        return self.write("voltage_setpoint_v", volts)
+    def set_voltage_setpoint_v(self, volts: float) -> list[Write]:
+        return self.set_control("voltage_setpoint", volts)
 
-    def set_droop_pct(self, pct: float) -> Write:
-        return self.write("droop_pct", pct)
+    def set_droop_pct(self, pct: float) -> list[Write]:
+        return self.set_control("droop", pct)
 
-    def set_power_limit_w(self, watts: float) -> Write:
-        return self.write("power_limit_w", watts)
+    def set_power_limit_w(self, watts: float) -> list[Write]:
+        return self.set_control("power_limit", watts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -356,6 +387,6 @@ _CLASSES: dict[str, type[Device]] = {
 }
 
 
-def device_class(device_map: DeviceMap) -> type[Device]:
+def device_class(device_map: AnyMap) -> type[Device]:
     """The semantic class for a map's kind."""
     return _CLASSES[device_map.kind]

@@ -85,6 +85,8 @@ from decimal import ROUND_HALF_UP, Decimal
 from types import MappingProxyType
 from typing import Final
 
+from drivers.errors import FrameError
+
 __all__ = [
     "BROADCAST_ADDRESS",
     "FORMATS",
@@ -148,7 +150,7 @@ _REMOVE_OFFSET: Final = bytes((i - _OFFSET) & 0xFF for i in range(256))
 # --------------------------------------------------------------------------- errors
 
 
-class Dlt645FrameError(ValueError):
+class Dlt645FrameError(FrameError):
     """A frame is malformed or does not answer its request."""
 
 
@@ -571,6 +573,11 @@ class DataFormat:
     @property
     def _kind(self) -> _Kind:
         return _layout(self.text)[2]
+
+    @property
+    def is_number(self) -> bool:
+        """A BCD number (as opposed to a digit string or a date/time)."""
+        return self._kind is _Kind.NUMBER
 
 
 def parse_format(text: str, *, signed: bool = False) -> DataFormat:

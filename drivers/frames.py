@@ -14,18 +14,20 @@ import enum
 import struct
 from dataclasses import dataclass
 
+from drivers.errors import FrameError, StreamDesyncError
+
 __all__ = [
     "ExceptionCode",
     "FrameError",
     "Function",
     "Request",
     "Response",
-    "RtuReceiver",
-    "TcpReceiver",
     "crc16",
     "encode_rtu",
     "encode_tcp",
     "parse_pdu",
+    "parse_rtu",
+    "take_mbap_frame",
 ]
 
 
@@ -64,10 +66,6 @@ class ExceptionCode(enum.IntEnum):
             return f"exception {code:02X} ({cls(code).name.lower().replace('_', ' ')})"
         except ValueError:
             return f"exception {code:02X}"
-
-
-class FrameError(ValueError):
-    """A frame is malformed or does not answer the request it should answer."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,41 +188,33 @@ def encode_tcp(transaction_id: int, request: Request) -> bytes:
     return MBAP.pack(transaction_id & 0xFFFF, 0, len(pdu) + 1, request.unit) + pdu
 
 
-class TcpReceiver:
-    """Reassembles MBAP frames from a TCP byte stream.
+#: Bytes of unparsed data a Modbus TCP stream may hold before it is declared lost.
+MAX_STREAM_BUFFER = 4096
 
-    ``feed(data)`` then ``next_frame()`` → (transaction id, unit, PDU) or None. A header
-    that cannot be a Modbus frame (protocol id ≠ 0, length out of 2–254) raises
-    FrameError: on a stream there is no resynchronising, so the connection must go.
+
+def take_mbap_frame(buffer: bytearray) -> tuple[int, int, bytes] | None:
+    """Take the next whole MBAP frame off the front of a TCP byte stream: (transaction
+    id, unit, PDU), or None while more bytes are needed (``buffer`` is left as is).
+
+    A header that cannot be a Modbus frame (protocol id ≠ 0, length out of 2–254) or more
+    than 4 KiB of unparsed data raise :class:`StreamDesyncError`: on a stream there is no
+    resynchronising, so the connection must go.
     """
-
-    MAX_BUFFER = 4096
-
-    def __init__(self) -> None:
-        self._buffer = bytearray()
-
-    def feed(self, data: bytes) -> None:
-        self._buffer += data
-        if len(self._buffer) > self.MAX_BUFFER:
-            raise FrameError("more than 4 KiB of unparsed data")
-
-    def next_frame(self) -> tuple[int, int, bytes] | None:
-        if len(self._buffer) < MBAP.size:
-            return None
-        transaction_id, protocol, length, unit = MBAP.unpack_from(self._buffer)
-        if protocol != 0:
-            raise FrameError(f"protocol id {protocol} in MBAP header, expected 0")
-        if not 2 <= length <= 254:
-            raise FrameError(f"MBAP length {length} is not 2–254")
-        end = 6 + length
-        if len(self._buffer) < end:
-            return None
-        pdu = bytes(self._buffer[MBAP.size:end])
-        del self._buffer[:end]
-        return transaction_id, unit, pdu
-
-    def clear(self) -> None:
-        self._buffer.clear()
+    if len(buffer) > MAX_STREAM_BUFFER:
+        raise StreamDesyncError("more than 4 KiB of unparsed data")
+    if len(buffer) < MBAP.size:
+        return None
+    transaction_id, protocol, length, unit = MBAP.unpack_from(buffer)
+    if protocol != 0:
+        raise StreamDesyncError(f"protocol id {protocol} in MBAP header, expected 0")
+    if not 2 <= length <= 254:
+        raise StreamDesyncError(f"MBAP length {length} is not 2–254")
+    end = 6 + length
+    if len(buffer) < end:
+        return None
+    pdu = bytes(buffer[MBAP.size:end])
+    del buffer[:end]
+    return transaction_id, unit, pdu
 
 
 # -- Modbus RTU -----------------------------------------------------------------------
@@ -256,40 +246,26 @@ def encode_rtu(request: Request) -> bytes:
     return frame + crc16(frame)
 
 
-class RtuReceiver:
-    """Collects the RTU response to one request.
+def parse_rtu(request: Request, data: bytes | bytearray) -> Response | None:
+    """The checked RTU response to ``request`` in ``data`` (every byte received since the
+    request went out), or None while more bytes are needed.
 
-    ``feed(data)`` returns the checked :class:`Response` once a whole frame is in, None
-    while more bytes are needed, and raises FrameError for a frame that cannot be the
-    answer (wrong unit or function, bad CRC, bad length). Bytes after a complete frame
-    are garbage and make it fail too: the line must then be left to fall silent.
+    Raises :class:`FrameError` for bytes that cannot be the answer: wrong unit or
+    function, bad CRC, bad length, or trailing garbage after a complete frame (the line
+    must then be left to fall silent).
     """
-
-    def __init__(self, request: Request) -> None:
-        self.request = request
-        self._buffer = bytearray()
-
-    def _expected_length(self) -> int | None:
-        if len(self._buffer) < 2:
-            return None
-        if self._buffer[1] == self.request.function | 0x80:
-            return 5
-        return 1 + self.request.response_length() + 2
-
-    def feed(self, data: bytes) -> Response | None:
-        self._buffer += data
-        if self._buffer and self._buffer[0] != self.request.unit:
-            raise FrameError(f"frame from unit {self._buffer[0]}, expected {self.request.unit}")
-        if len(self._buffer) >= 2 and self._buffer[1] not in (
-                self.request.function, self.request.function | 0x80):
-            raise FrameError(f"function {self._buffer[1]} in response, expected "
-                             f"{int(self.request.function)}")
-        expected = self._expected_length()
-        if expected is None or len(self._buffer) < expected:
-            return None
-        if len(self._buffer) > expected:
-            raise FrameError(f"{len(self._buffer) - expected} bytes of trailing garbage")
-        frame = bytes(self._buffer)
-        if crc16(frame[:-2]) != frame[-2:]:
-            raise FrameError("CRC mismatch")
-        return parse_pdu(self.request, frame[0], frame[1:-2])
+    if data and data[0] != request.unit:
+        raise FrameError(f"frame from unit {data[0]}, expected {request.unit}")
+    if len(data) < 2:
+        return None
+    if data[1] not in (request.function, request.function | 0x80):
+        raise FrameError(f"function {data[1]} in response, expected {int(request.function)}")
+    expected = 5 if data[1] == request.function | 0x80 else 1 + request.response_length() + 2
+    if len(data) < expected:
+        return None
+    if len(data) > expected:
+        raise FrameError(f"{len(data) - expected} bytes of trailing garbage")
+    frame = bytes(data)
+    if crc16(frame[:-2]) != frame[-2:]:
+        raise FrameError("CRC mismatch")
+    return parse_pdu(request, frame[0], frame[1:-2])

@@ -14,18 +14,23 @@ from functools import cache
 from importlib import resources
 from pathlib import Path
 
-from drivers import sunspec
+from drivers import dlt645, sunspec
 from drivers.capabilities import KINDS
+from drivers.controls import Control, Expression, ExpressionError, Failsafe, Step, Watchdog
 from drivers.points import (
     DEFAULT_NOT_IMPLEMENTED,
     Access,
     AddressRange,
+    AnyMap,
+    DataPoint,
     DeviceMap,
     Order,
     Pacing,
     Point,
+    PointBase,
     PointType,
     PollGroup,
+    Protocol,
     Table,
     Value,
 )
@@ -43,7 +48,7 @@ class MapError(ConfigError):
     """A register map file is malformed."""
 
 
-def load_map(path: Path | str) -> DeviceMap:
+def load_map(path: Path | str) -> AnyMap:
     """Load and validate one map file. Raises :class:`MapError`."""
     try:
         root = load_toml(path)
@@ -62,7 +67,7 @@ def shipped_models() -> list[str]:
 
 
 @cache
-def get_map(model: str) -> DeviceMap:
+def get_map(model: str) -> AnyMap:
     """The shipped map of ``model`` (cached). Raises KeyError listing the known models."""
     if model not in shipped_models():
         raise KeyError(f"unknown device model {model!r}; known: {', '.join(shipped_models())}")
@@ -73,8 +78,8 @@ def get_map(model: str) -> DeviceMap:
 # -- parsing --------------------------------------------------------------------------
 
 _TOP_KEYS = ("device", "points", "sunspec", "capabilities", "groups", "unreadable",
-             "simulation")
-_DEVICE_KEYS = ("model", "kind", "manufacturer", "description", "documentation",
+             "controls", "watchdog", "simulation")
+_DEVICE_KEYS = ("model", "kind", "protocol", "manufacturer", "description", "documentation",
                 "word_order", "byte_order", "not_implemented", "max_registers", "max_gap",
                 "pacing")
 _POINT_KEYS = ("name", "table", "address", "type", "length", "word_order", "byte_order",
@@ -86,7 +91,7 @@ def _error(node: Node, expected: str) -> MapError:
     return MapError(node.file, node.path, expected, node.value)
 
 
-def parse_map(root: Node, expected_model: str | None = None) -> DeviceMap:
+def parse_map(root: Node, expected_model: str | None = None) -> AnyMap:
     """Build a :class:`DeviceMap` from a parsed map file. Raises :class:`MapError`."""
     try:
         return _parse(root, expected_model)
@@ -96,14 +101,19 @@ def parse_map(root: Node, expected_model: str | None = None) -> DeviceMap:
         raise MapError.like(exc) from None
 
 
-def _parse(root: Node, expected_model: str | None) -> DeviceMap:
-    root.only(_TOP_KEYS)
-    device = root.req("device").only(_DEVICE_KEYS)
+def _parse(root: Node, expected_model: str | None) -> AnyMap:
+    device = root.req("device")
     model_node = device.req("model")
     model = model_node.str()
     if expected_model is not None and model != expected_model:
         raise _error(model_node, f'"{expected_model}" (the file name without .toml)')
     kind = device.req("kind").str(choices=KINDS)
+    protocol_node = device.get("protocol")
+    if protocol_node is not None and protocol_node.str(
+            choices=[p.value for p in Protocol]) != Protocol.MODBUS.value:
+        return _parse_data_map(root, device, model, kind)
+    root.only(_TOP_KEYS)
+    device.only(_DEVICE_KEYS)
     word_order = _order(device.get("word_order"), Order.BIG)
     byte_order = _order(device.get("byte_order"), Order.BIG)
     sentinels_default = device.get("not_implemented")
@@ -130,15 +140,21 @@ def _parse(root: Node, expected_model: str | None) -> DeviceMap:
     if simulation is not None:
         simulation.only(("constants",))
         constants.update(_constants(simulation.get("constants"), by_name))
+    capabilities = _capabilities(root, kind, by_name)
+    watchdog = _watchdog(root.get("watchdog"), by_name, capabilities)
+    controls = _controls(root, kind, by_name, capabilities, watchdog)
     return DeviceMap(
         model=model,
         kind=kind,
+        protocol=Protocol.MODBUS,
+        controls=controls,
+        watchdog=watchdog,
         manufacturer=_str_or(device.get("manufacturer"), ""),
         description=_str_or(device.get("description"), ""),
         documentation=_str_or(device.get("documentation"), ""),
         source=root.file,
         points=by_name,
-        capabilities=_capabilities(root, kind, by_name),
+        capabilities=capabilities,
         groups=_groups(root.get("groups"), by_name),
         unreadable=unreadable,
         max_registers=max_registers,
@@ -329,7 +345,7 @@ def _check_points(points: list[Point], where: Node,
     return by_name
 
 
-def _capabilities(root: Node, kind: str, points: Mapping[str, Point]) -> dict[str, str]:
+def _capabilities(root: Node, kind: str, points: Mapping[str, PointBase]) -> dict[str, str]:
     spec = KINDS[kind]
     node = root.get("capabilities")
     capabilities: dict[str, str] = {}
@@ -349,7 +365,7 @@ def _capabilities(root: Node, kind: str, points: Mapping[str, Point]) -> dict[st
     return capabilities
 
 
-def _groups(node: Node | None, points: Mapping[str, Point]) -> dict[str, PollGroup]:
+def _groups(node: Node | None, points: Mapping[str, PointBase]) -> dict[str, PollGroup]:
     groups: dict[str, PollGroup] = {}
     if node is None:
         return groups
@@ -368,7 +384,7 @@ def _groups(node: Node | None, points: Mapping[str, Point]) -> dict[str, PollGro
     return groups
 
 
-def _constants(node: Node | None, points: Mapping[str, Point]) -> dict[str, Value]:
+def _constants(node: Node | None, points: Mapping[str, PointBase]) -> dict[str, Value]:
     constants: dict[str, Value] = {}
     if node is None:
         return constants
@@ -435,3 +451,236 @@ def _sunspec(node: Node) -> tuple[list[Point], dict[str, Value]]:
     points += [end_id, end_length]
     constants.update({"end.ID": sunspec.END_MODEL_ID, "end.L": 0})
     return points, constants
+
+
+# -- controls: write recipes and fail-safe ---------------------------------------------
+
+_STEP_KEYS = ("point", "value", "when", "optional")
+
+
+def _expression(node: Node, names: frozenset[str]) -> Expression:
+    if isinstance(node.value, bool) or not isinstance(node.value, str | int | float):
+        raise _error(node, 'a number or an expression such as "value / max_charge_w * 100"')
+    try:
+        expression = Expression.parse(node.value)
+    except ExpressionError as exc:
+        raise _error(node, f"an arithmetic expression ({exc})") from None
+    unknown = sorted(expression.names - names)
+    if unknown:
+        raise _error(node, "an expression over value, revert_s/timeout_s and this map's "
+                     f"capabilities and points (unknown: {', '.join(unknown)})")
+    return expression
+
+
+def _steps(node: Node, points: Mapping[str, PointBase], names: frozenset[str]
+           ) -> tuple[Step, ...]:
+    steps = []
+    entries = node.list()
+    if not entries:
+        raise _error(node, "at least one write step")
+    for entry in entries:
+        entry.only(_STEP_KEYS)
+        point_node = entry.req("point")
+        point = points.get(point_node.str())
+        if point is None:
+            raise _error(point_node, "the name of a point of this map")
+        if not point.access.writable:
+            raise _error(point_node, "a writable point")
+        when = entry.get("when")
+        optional = entry.get("optional")
+        steps.append(Step(point.name, _expression(entry.req("value"), names),
+                          None if when is None else _expression(when, names),
+                          False if optional is None else optional.bool()))
+    return tuple(steps)
+
+
+def _known_names(points: Mapping[str, PointBase], capabilities: Mapping[str, str],
+                 *extra: str) -> frozenset[str]:
+    readable = {name for name, point in points.items() if point.access.readable}
+    return frozenset(readable | set(capabilities) | set(extra))
+
+
+def _watchdog(node: Node | None, points: Mapping[str, PointBase],
+              capabilities: Mapping[str, str]) -> Watchdog | None:
+    if node is None:
+        return None
+    node.only(("set", "timeout_s"))
+    names = _known_names(points, capabilities, "timeout_s")
+    return Watchdog(_steps(node.req("set"), points, names),
+                    node.req("timeout_s").float(min=1, max=86400))
+
+
+def _controls(root: Node, kind: str, points: Mapping[str, PointBase],
+              capabilities: Mapping[str, str], watchdog: Watchdog | None
+              ) -> dict[str, Control]:
+    """``[controls.NAME]`` tables, checked against the kind's vocabulary. A map whose
+    writable points say it could offer a control (the control's hint capability) must
+    declare it: otherwise the gateway would silently never act on the device."""
+    spec = KINDS[kind]
+    node = root.get("controls")
+    controls: dict[str, Control] = {}
+    for name, child in ([] if node is None else node.items()):
+        if name not in spec.controls:
+            offered = ", ".join(spec.controls) or "none"
+            raise _error(child, f"a control a {kind} offers ({offered})")
+        child.only(("set", "release", "failsafe", "revert_s"))
+        names = _known_names(points, capabilities, "value", "revert_s")
+        failsafe_node = child.req("failsafe")
+        failsafe = Failsafe(failsafe_node.str(choices=[f.value for f in Failsafe]))
+        revert_node = child.get("revert_s")
+        if revert_node is not None and failsafe is not Failsafe.DEVICE_REVERTS:
+            raise _error(revert_node, 'no revert_s (only failsafe = "device_reverts" has one)')
+        control = Control(
+            name, _steps(child.req("set"), points, names),
+            _steps(child.req("release"), points, _known_names(points, capabilities)),
+            failsafe, None if revert_node is None else revert_node.float(min=1, max=86400))
+        if failsafe is Failsafe.DEVICE_REVERTS and control.revert_s is None \
+                and not control.programs_revert:
+            raise _error(child, 'a device_reverts control whose set steps write "revert_s" '
+                         "or that states the device's own revert_s")
+        if failsafe is Failsafe.WATCHDOG and watchdog is None:
+            raise _error(failsafe_node, "a [watchdog] table in this map for failsafe = "
+                         '"watchdog"')
+        controls[name] = control
+    for name, control_spec in spec.controls.items():
+        point = points.get(capabilities.get(control_spec.hint, ""))
+        if point is not None and point.access.writable and name not in controls:
+            raise MapError(root.file, f"controls.{name}",
+                           f"a recipe for control {name!r} ({control_spec.meaning}): the map "
+                           f"offers a writable {control_spec.hint} but does not say how the "
+                           "gateway sets and releases it", missing=True)
+    return controls
+
+
+# -- DL/T 645 maps ----------------------------------------------------------------------
+
+_DATA_DEVICE_KEYS = ("model", "kind", "protocol", "manufacturer", "description",
+                     "documentation", "pacing")
+_DATA_POINT_KEYS = ("name", "di", "offset", "format", "signed", "scale", "unit", "access",
+                    "min", "max", "enum", "description")
+
+
+def _parse_data_map(root: Node, device: Node, model: str, kind: str) -> AnyMap:
+    """A DL/T 645 map: ``[[points]]`` by data identifier and format, ``[[blocks]]``."""
+    root.only(("device", "points", "blocks", "capabilities", "groups", "controls",
+               "watchdog", "simulation"))
+    device.only(_DATA_DEVICE_KEYS)
+    points_node = root.req("points")
+    points = [_data_point(n) for n in points_node.list()]
+    by_name = _check_data_points(points, points_node)
+    capabilities = _capabilities(root, kind, by_name)
+    watchdog = _watchdog(root.get("watchdog"), by_name, capabilities)
+    constants: dict[str, Value] = {}
+    simulation = root.get("simulation")
+    if simulation is not None:
+        simulation.only(("constants",))
+        constants.update(_constants(simulation.get("constants"), by_name))
+    return DeviceMap(
+        model=model,
+        kind=kind,
+        protocol=Protocol.DLT645,
+        manufacturer=_str_or(device.get("manufacturer"), ""),
+        description=_str_or(device.get("description"), ""),
+        documentation=_str_or(device.get("documentation"), ""),
+        source=root.file,
+        points=by_name,
+        capabilities=capabilities,
+        groups=_groups(root.get("groups"), by_name),
+        controls=_controls(root, kind, by_name, capabilities, watchdog),
+        watchdog=watchdog,
+        pacing=_pacing(device.get("pacing")),
+        blocks=_blocks(root.get("blocks"), points),
+        sim_constants=constants,
+    )
+
+
+def _di(node: Node) -> int:
+    try:
+        return dlt645.parse_di(node.value if isinstance(node.value, str | int) else "")
+    except ValueError:
+        raise _error(node, 'a data identifier such as "02-01-01-00"') from None
+
+
+def _data_point(node: Node) -> DataPoint:
+    node.only(_DATA_POINT_KEYS)
+    format_node = node.req("format")
+    signed_node = node.get("signed")
+    try:
+        data_format = dlt645.parse_format(
+            format_node.str(), signed=False if signed_node is None else signed_node.bool())
+    except ValueError as exc:
+        raise _error(format_node, f"a DL/T 645 data format ({exc})") from None
+    unit_node = node.get("unit")
+    unit = "" if unit_node is None else unit_node.str(nonempty=False)
+    if unit not in BASE_UNITS:
+        assert unit_node is not None
+        raise _error(unit_node, "a base unit (" + ", ".join(sorted(BASE_UNITS - {""})) +
+                     ") — convert with scale")
+    scale_node = node.get("scale")
+    scale = 1.0 if scale_node is None else scale_node.float()
+    if scale == 0.0:
+        assert scale_node is not None
+        raise _error(scale_node, "a non-zero number")
+    access_node = node.get("access")
+    access = Access.READ if access_node is None else Access(
+        access_node.str(choices=[a.value for a in Access]))
+    low, high = _limits(node)
+    offset_node = node.get("offset")
+    return DataPoint(
+        name=node.req("name").str(),
+        di=_di(node.req("di")),
+        offset=0 if offset_node is None else offset_node.int(min=0, max=199),
+        format=data_format,
+        scale=scale,
+        unit=unit,
+        access=access,
+        minimum=low,
+        maximum=high,
+        enum=_labels(node.get("enum"), 0, 0xFFFF_FFFF),
+        description=_str_or(node.get("description"), ""),
+    )
+
+
+def _check_data_points(points: list[DataPoint], where: Node) -> dict[str, DataPoint]:
+    """Unique names; values of one data identifier do not overlap; a writable value is
+    its data identifier's whole data (a write replaces all of it)."""
+    by_name: dict[str, DataPoint] = {}
+    by_di: dict[int, list[DataPoint]] = {}
+    for index, point in enumerate(points):
+        if point.name in by_name:
+            raise MapError(where.file, f"points[{index}].name", "a unique point name",
+                           point.name)
+        by_name[point.name] = point
+        by_di.setdefault(point.di, []).append(point)
+    for di, members in by_di.items():
+        ordered = sorted(members, key=lambda p: p.offset)
+        for before, after in itertools.pairwise(ordered):
+            if after.offset < before.end:
+                raise MapError(where.file, "points", f"values of DI {dlt645.di_text(di)} that "
+                               f"do not overlap ({before.name} ends at byte {before.end}, "
+                               f"{after.name} starts at {after.offset})", after.name)
+        for point in members:
+            if point.access.writable and len(members) > 1:
+                raise MapError(where.file, "points", f"a writable value that is the whole "
+                               f"data of DI {dlt645.di_text(di)}", point.name)
+    return by_name
+
+
+def _blocks(node: Node | None, points: list[DataPoint]) -> dict[int, tuple[int, ...]]:
+    """``[[blocks]]``: a block identifier (e.g. ``02-01-FF-00``) answers the data of its
+    member identifiers, concatenated in order; each member must be a DI of the map."""
+    known = {p.di for p in points}
+    blocks: dict[int, tuple[int, ...]] = {}
+    for entry in [] if node is None else node.list():
+        entry.only(("di", "members"))
+        block = _di(entry.req("di"))
+        members = []
+        for member_node in entry.req("members").list():
+            member = _di(member_node)
+            if member not in known:
+                raise _error(member_node, "the data identifier of a point of this map")
+            members.append(member)
+        if len(members) < 2:
+            raise _error(entry.req("members"), "at least two member data identifiers")
+        blocks[block] = tuple(members)
+    return blocks

@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from drivers.codec import with_scale_factors
 from drivers.points import AddressRange, DeviceMap, Point, Table
 
 __all__ = ["PlanError", "ReadRequest", "plan_group", "plan_reads"]
@@ -113,7 +114,7 @@ def _can_extend(table: Table, start: int, end: int, point: Point, limit: int, ma
     return not any(r.overlaps(table, end, point.address - 1) for r in blocked)
 
 
-def plan_group(device_map: DeviceMap, names: Iterable[str], *,
+def plan_group(device_map: DeviceMap[Point], names: Iterable[str], *,
                max_registers: int | None = None) -> list[ReadRequest]:
     """Plan a poll group of ``device_map``: its points plus the scale factors they need.
 
@@ -123,7 +124,7 @@ def plan_group(device_map: DeviceMap, names: Iterable[str], *,
     if max_registers is not None:
         limit = min(limit, max_registers)
     return plan_reads(
-        device_map.with_dependencies(tuple(names)),
+        with_scale_factors(device_map, tuple(names)),
         max_registers=limit,
         max_gap=device_map.max_gap,
         unreadable=device_map.unreadable,

@@ -8,8 +8,13 @@ the planner (:mod:`drivers.planner`) groups its points into read requests.
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+from drivers.controls import Control, Watchdog
+from drivers.dlt645 import DataFormat, di_text
 
 
 class Table(enum.Enum):
@@ -125,22 +130,97 @@ class Access(enum.Enum):
         return self is not Access.READ
 
 
+class Protocol(enum.Enum):
+    """The protocol a device speaks on its line. The value is the name used in files."""
+
+    MODBUS = "modbus"
+    DLT645 = "dlt645"
+
+
 #: Decoded value of a point: number in base units, label-less enum code, bit field as
 #: int, string, bool for coils, or None when the device reports "not implemented".
 Value = float | int | str | bool | None
 
 
-@dataclass(frozen=True, slots=True)
-class Point:
-    """One named value in a device's register space.
+class WriteRangeError(ValueError):
+    """A value cannot be written to a point: read-only, wrong type or outside its limits."""
 
-    The engineering value is ``raw * scale + offset`` or, with ``scale_factor`` set,
-    ``raw * 10 ** sf`` where ``sf`` is the current value of the named scale-factor point
-    (SunSpec). ``unit`` is the base unit of the engineering value (W, Wh, V, A, Hz, °C, %).
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PointBase:
+    """What every protocol's points share: a name, a base unit, access and write limits.
+
+    ``unit`` is the base unit of the engineering value (W, Wh, V, A, Hz, °C, %).
     ``minimum``/``maximum`` bound writes, in engineering units.
     """
 
     name: str
+    unit: str = ""
+    access: Access = Access.READ
+    minimum: float | None = None
+    maximum: float | None = None
+    enum: Mapping[int, str] = field(default_factory=dict)
+    bits: Mapping[int, str] = field(default_factory=dict)
+    description: str = ""
+
+    @property
+    def is_numeric(self) -> bool:
+        return True
+
+    @property
+    def location(self) -> str:
+        """Where the point is on the wire, for people (e.g. "holding 40072 u16")."""
+        return ""
+
+    def label(self, value: Value) -> str | None:
+        """The enum label of a decoded value, if the point has one."""
+        if isinstance(value, int) and not isinstance(value, bool):
+            return self.enum.get(value)
+        return None
+
+    def bit_names(self, value: Value) -> list[str]:
+        """Names of the set bits of a decoded bit field."""
+        if not isinstance(value, int) or isinstance(value, bool):
+            return []
+        return [name for bit, name in sorted(self.bits.items()) if value >> bit & 1]
+
+    def check_write(self, value: Value) -> None:
+        """Check that ``value`` may be written to this point: the point is writable and
+        the value is a finite number within the limits and enum (numeric points).
+        Protocol-neutral: encoding happens later, in the protocol's codec. Raises
+        :class:`WriteRangeError` naming the point, the value and the limits."""
+        if not self.access.writable:
+            raise WriteRangeError(f"{self.name}: point is read-only")
+        if value is None:
+            raise WriteRangeError(f"{self.name}: cannot write 'no value'")
+        if not self.is_numeric:
+            return
+        if isinstance(value, str | bool) or not math.isfinite(value):
+            raise WriteRangeError(f"{self.name}: expected a finite number, got {value!r}")
+        low, high = self.minimum, self.maximum
+        if (low is not None and value < low) or (high is not None and value > high):
+            raise WriteRangeError(
+                f"{self.name}: {value:g} {self.unit} is outside "
+                f"{_limit(low)}–{_limit(high)} {self.unit}".replace("  ", " ")
+            )
+        if self.enum and int(value) not in self.enum:
+            allowed = ", ".join(f"{k} ({v})" for k, v in sorted(self.enum.items()))
+            raise WriteRangeError(f"{self.name}: {value:g} is not one of {allowed}")
+
+
+def _limit(limit: float | None) -> str:
+    return "…" if limit is None else f"{limit:g}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Point(PointBase):
+    """One Modbus point: a named value in a device's register space.
+
+    The engineering value is ``raw * scale + offset`` or, with ``scale_factor`` set,
+    ``raw * 10 ** sf`` where ``sf`` is the current value of the named scale-factor point
+    (SunSpec).
+    """
+
     table: Table
     address: int
     type: PointType
@@ -150,15 +230,8 @@ class Point:
     scale: float = 1.0
     offset: float = 0.0
     scale_factor: str | None = None
-    unit: str = ""
-    access: Access = Access.READ
-    minimum: float | None = None
-    maximum: float | None = None
     #: Raw values meaning "not implemented" (decode to None); the first is canonical.
     not_implemented: tuple[int, ...] = ()
-    enum: Mapping[int, str] = field(default_factory=dict)
-    bits: Mapping[int, str] = field(default_factory=dict)
-    description: str = ""
 
     @property
     def count(self) -> int:
@@ -174,17 +247,48 @@ class Point:
     def is_numeric(self) -> bool:
         return self.type not in (PointType.STRING, PointType.BOOL)
 
-    def label(self, value: Value) -> str | None:
-        """The enum label of a decoded value, if the point has one."""
-        if isinstance(value, int) and not isinstance(value, bool):
-            return self.enum.get(value)
-        return None
+    @property
+    def location(self) -> str:
+        return f"{self.table.value} {self.address} {self.type.value}"
 
-    def bit_names(self, value: Value) -> list[str]:
-        """Names of the set bits of a decoded bit field."""
-        if not isinstance(value, int) or isinstance(value, bool):
-            return []
-        return [name for bit, name in sorted(self.bits.items()) if value >> bit & 1]
+    def check_write(self, value: Value) -> None:
+        if self.access.writable and not self.table.writable:
+            raise WriteRangeError(f"{self.name}: point is read-only")
+        if self.type is PointType.BOOL and value is not None and (
+                not isinstance(value, bool | int) or value not in (0, 1)):
+            raise WriteRangeError(f"{self.name}: expected true or false, got {value!r}")
+        PointBase.check_write(self, value)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DataPoint(PointBase):
+    """One DL/T 645 data item (or a part of one): the value at byte ``offset`` of the data
+    identifier ``di``'s data, in the standard's ``format`` (appendix A), times ``scale``
+    into the base unit (e.g. kW × 1000 = W)."""
+
+    di: int
+    format: DataFormat
+    offset: int = 0
+    scale: float = 1.0
+
+    @property
+    def size(self) -> int:
+        """Bytes of the value on the wire."""
+        return self.format.size
+
+    @property
+    def end(self) -> int:
+        """First byte after this value in its data identifier's data."""
+        return self.offset + self.format.size
+
+    @property
+    def is_numeric(self) -> bool:
+        return self.format.is_number
+
+    @property
+    def location(self) -> str:
+        at = f"+{self.offset}" if self.offset else ""
+        return f"DI {di_text(self.di)}{at} {self.format.text}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,45 +321,51 @@ class Pacing:
     single_client: bool = False  # accepts one TCP connection at a time
 
 
+P = TypeVar("P", bound=PointBase, covariant=True)
+
+
 @dataclass(frozen=True, slots=True)
-class DeviceMap:
-    """A device model's register map, loaded from a map file."""
+class DeviceMap(Generic[P]):
+    """A device model's map, loaded from a map file: its points (Modbus registers or
+    DL/T 645 data items, by ``protocol``), what they mean (capabilities), how they are
+    polled (groups) and how the gateway controls the device (controls, watchdog)."""
 
     model: str
     kind: str
     manufacturer: str
     description: str
     source: str  # file the map came from, for error messages
-    points: Mapping[str, Point]
+    points: Mapping[str, P]
     capabilities: Mapping[str, str]  # capability (e.g. "power_w") -> point name
     groups: Mapping[str, PollGroup]
+    protocol: Protocol = Protocol.MODBUS
+    controls: Mapping[str, Control] = field(default_factory=dict)
+    watchdog: Watchdog | None = None
     unreadable: tuple[AddressRange, ...] = ()
     max_registers: int = 125
     max_gap: int = 0
     pacing: Pacing = Pacing()
     documentation: str = ""
-    #: For SunSpec maps: scale factors the simulated device serves (point -> exponent).
-    sim_scale_factors: Mapping[str, int] = field(default_factory=dict)
+    #: DL/T 645: block data identifiers and the identifiers whose data they concatenate.
+    blocks: Mapping[int, tuple[int, ...]] = field(default_factory=dict)
     #: Fixed values a simulated device serves (identification strings, ratings).
     sim_constants: Mapping[str, Value] = field(default_factory=dict)
 
-    def point(self, name: str) -> Point:
+    def point(self, name: str) -> P:
         """The point ``name``; raises KeyError naming the map when it does not exist."""
         try:
             return self.points[name]
         except KeyError:
             raise KeyError(f"{self.model}: no point named {name!r}") from None
 
-    def capability_point(self, capability: str) -> Point | None:
+    def capability_point(self, capability: str) -> P | None:
         name = self.capabilities.get(capability)
         return None if name is None else self.points[name]
 
-    def with_dependencies(self, names: list[str] | tuple[str, ...]) -> list[Point]:
-        """The named points plus the scale-factor points they depend on (deduplicated)."""
-        seen: dict[str, Point] = {}
-        for name in names:
-            point = self.point(name)
-            seen[point.name] = point
-            if point.scale_factor is not None:
-                seen.setdefault(point.scale_factor, self.points[point.scale_factor])
-        return list(seen.values())
+    def control(self, name: str) -> Control | None:
+        """The recipe of control ``name`` (e.g. ``"power_limit"``), None if not offered."""
+        return self.controls.get(name)
+
+
+#: A map of any protocol (a Modbus register map or a DL/T 645 data map).
+AnyMap = DeviceMap[PointBase]

@@ -13,6 +13,8 @@ Reference: ``docs/configuration.md``.
 
 from __future__ import annotations
 
+import dataclasses
+import enum
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -20,55 +22,58 @@ from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from drivers.maploader import get_map
-from drivers.points import DeviceMap, Pacing, PollGroup
+from drivers.points import AnyMap, Pacing, PollGroup, Protocol
+from drivers.protocol import Framing
 from drivers.schema import ConfigError, Node, load_toml
 
 __all__ = [
     "DeviceSpec",
-    "Endpoint",
+    "LineKind",
+    "LineSpec",
     "LoadSpec",
-    "RtuEndpoint",
+    "SerialSettings",
     "SiteSpec",
-    "TcpEndpoint",
     "load_site",
     "parse_site",
 ]
 
 #: Top-level sections a site file may have; owners other than this module parse the rest.
-SECTIONS = ("site", "devices", "loads", "simulation", "logging", "uplink", "metering",
-            "control", "openadr")
+SECTIONS = ("site", "lines", "devices", "loads", "simulation", "logging", "uplink",
+            "metering", "control", "openadr")
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,47}$")
 _NAME_TEXT = "a name of lowercase letters, digits and _ (starting with a letter)"
 
 
+class LineKind(enum.Enum):
+    """How the gateway reaches a line's devices. The value is the name used in files."""
+
+    TCP = "tcp"  # a native TCP connection (Modbus TCP, or DL/T 645 over TCP)
+    SERIAL = "serial"  # an RS-485 port of the gateway
+    SERIAL_SERVER = "serial_server"  # TCP to a serial device server in transparent mode
+
+
 @dataclass(frozen=True, slots=True)
-class TcpEndpoint:
-    host: str
-    port: int
+class SerialSettings:
+    """Character framing of a serial line: baud, data bits, parity (N/E/O), stop bits."""
 
-    def __str__(self) -> str:
-        return f"tcp://{self.host}:{self.port}"
-
-
-@dataclass(frozen=True, slots=True)
-class RtuEndpoint:
-    """A serial RS-485 bus; devices with the same ``serial_port`` share it."""
-
-    serial_port: str
     baud: int = 9600
     parity: str = "N"
     stop_bits: int = 1
     bytesize: int = 8
 
     def __str__(self) -> str:
-        return f"rtu://{self.serial_port}?{self.baud}-{self.bytesize}{self.parity}{self.stop_bits}"
+        return f"{self.baud}-{self.bytesize}{self.parity}{self.stop_bits}"
+
+    @property
+    def bits_per_char(self) -> int:
+        """Start, data, parity and stop bits of one character."""
+        return 1 + self.bytesize + (0 if self.parity == "N" else 1) + self.stop_bits
 
     @property
     def char_time_s(self) -> float:
-        """Time on the wire of one character (start, data, parity, stop bits)."""
-        bits = 1 + self.bytesize + (0 if self.parity == "N" else 1) + self.stop_bits
-        return bits / self.baud
+        """Time on the wire of one character."""
+        return self.bits_per_char / self.baud
 
     @property
     def silence_s(self) -> float:
@@ -76,7 +81,36 @@ class RtuEndpoint:
         return 0.00175 if self.baud > 19200 else 3.5 * self.char_time_s
 
 
-Endpoint = TcpEndpoint | RtuEndpoint
+#: Serial defaults by protocol: Modbus RTU 9600 8N1; DL/T 645 meters 2400 8E1.
+SERIAL_DEFAULTS = {Protocol.MODBUS: SerialSettings(),
+                   Protocol.DLT645: SerialSettings(2400, "E", 1, 8)}
+
+
+@dataclass(frozen=True, slots=True)
+class LineSpec:
+    """A line: a byte transport shared by the devices on it, whatever protocol each
+    speaks. ``serial`` is set for serial lines and serial servers (the RS-485 side's
+    settings, which the gateway's timing follows)."""
+
+    name: str
+    kind: LineKind
+    host: str = ""
+    port: int = 0
+    serial_port: str = ""
+    serial: SerialSettings | None = None
+    path: str = ""  # key path in the site file, for messages
+
+    def __str__(self) -> str:
+        if self.kind is LineKind.TCP:
+            return f"tcp://{self.host}:{self.port}"
+        assert self.serial is not None
+        if self.kind is LineKind.SERIAL:
+            return f"serial://{self.serial_port}?{self.serial}"
+        return f"serial-server://{self.host}:{self.port}?{self.serial}"
+
+    @property
+    def framing(self) -> Framing:
+        return Framing.STREAM if self.kind is LineKind.TCP else Framing.SERIAL
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,9 +119,11 @@ class DeviceSpec:
 
     name: str
     model: str
-    device_map: DeviceMap
-    endpoint: Endpoint
-    unit: int
+    device_map: AnyMap
+    line: LineSpec
+    protocol: Protocol
+    unit: int  # Modbus unit id (0 for DL/T 645 devices)
+    meter_address: str  # DL/T 645 address, 12 digits ("" for Modbus devices)
     groups: Mapping[str, PollGroup]
     pacing: Pacing
     max_registers: int
@@ -101,6 +137,15 @@ class DeviceSpec:
     role: str | None  # meters: "grid" (the grid connection) or "feeder"
     simulation: Node | None
     path: str  # key path in the site file, for messages
+    password: str = "02000000"  # DL/T 645 writes: level and password, as printed
+    operator: str = "00000000"  # DL/T 645 writes: operator code
+
+    @property
+    def station(self) -> str:
+        """The device's address on its line, for messages: "unit 3" or "address …"."""
+        if self.protocol is Protocol.DLT645:
+            return f"address {self.meter_address}"
+        return f"unit {self.unit}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +163,7 @@ class LoadSpec:
     max_shed_s: float
     group: str | None
     meter: tuple[str, int] | None  # (sub-meter device, channel) metering it
+    dc_bus: str | None  # the dc_bus device whose bus feeds it (None: on the AC side)
     simulation: Node | None
     path: str
 
@@ -130,6 +176,7 @@ class SiteSpec:
     latitude_deg: float
     longitude_deg: float
     timezone: str
+    lines: Mapping[str, LineSpec]
     devices: Mapping[str, DeviceSpec]
     loads: Mapping[str, LoadSpec]
     sections: Mapping[str, Node] = field(default_factory=dict)  # owner-parsed sections
@@ -164,13 +211,14 @@ def parse_site(root: Node) -> SiteSpec:
     except (ZoneInfoNotFoundError, ValueError):
         assert timezone_node is not None
         raise timezone_node.error('an IANA time zone such as "Asia/Shanghai"') from None
+    line_nodes = _line_nodes(root.get("lines"))
     devices: dict[str, DeviceSpec] = {}
     for node in root.req("devices").list():
-        spec = _device(node)
+        spec = _device(node, line_nodes)
         if spec.name in devices:
             raise node.req("name").error("a device name not used before")
         devices[spec.name] = spec
-    _check_buses(devices, root)
+    devices, lines = _resolve_lines(devices, line_nodes, root)
     loads: dict[str, LoadSpec] = {}
     loads_node = root.get("loads")
     for node in [] if loads_node is None else loads_node.list():
@@ -186,9 +234,11 @@ def parse_site(root: Node) -> SiteSpec:
         latitude_deg=_opt_float(site.get("latitude"), 36.67, -90, 90),
         longitude_deg=_opt_float(site.get("longitude"), 117.0, -180, 180),
         timezone=timezone,
+        lines=lines,
         devices=devices,
         loads=loads,
-        sections={k: n for k, n in root.items() if k not in ("site", "devices", "loads")},
+        sections={k: n for k, n in root.items()
+                  if k not in ("site", "lines", "devices", "loads")},
     )
 
 
@@ -207,13 +257,20 @@ def _name(node: Node) -> str:
     return name
 
 
-_DEVICE_KEYS = ("name", "model", "transport", "host", "port", "serial_port", "baud", "parity",
-                "stop_bits", "unit", "timeout_s", "retries", "max_registers", "pacing",
-                "groups", "turnaround_s", "unit_switch_delay_s", "backoff_max_s",
+_DEVICE_KEYS = ("name", "model", "line", "transport", "host", "port", "protocol", "unit",
+                "address", "password", "operator", "timeout_s", "retries", "max_registers",
+                "pacing", "groups", "turnaround_s", "unit_switch_delay_s", "backoff_max_s",
                 "writes_per_s", "write_burst", "role", "simulation")
+_SERIAL_KEYS = ("serial_port", "baud", "parity", "stop_bits")
+_DIGITS = re.compile(r"^[0-9]{12}$")
+_CREDENTIAL = re.compile(r"^[0-9A-Fa-f]{8}$")
 
 
-def _device(node: Node) -> DeviceSpec:
+def _device(node: Node, line_nodes: Mapping[str, Node]) -> DeviceSpec:
+    for key in _SERIAL_KEYS:
+        if node.has(key):
+            raise node.req(key).error("no serial setting here: serial settings belong to a "
+                                      "[[lines]] entry, which the device names with line = …")
     node.only(_DEVICE_KEYS)
     name = _name(node.req("name"))
     model_node = node.req("model")
@@ -221,26 +278,26 @@ def _device(node: Node) -> DeviceSpec:
         device_map = get_map(model_node.str())
     except KeyError as exc:
         raise model_node.error(f"a shipped device model ({exc.args[0].split('; ')[1]})") from None
-    transport = node.req("transport").str(choices=("tcp", "rtu"))
-    endpoint: Endpoint
-    if transport == "tcp":
-        for key in ("serial_port", "baud", "parity", "stop_bits"):
-            if node.has(key):
-                raise node.req(key).error('no serial setting for transport = "tcp"')
-        endpoint = TcpEndpoint(node.req("host").str(), node.req("port").int(min=1, max=65535))
-        unit = node.req("unit").int(min=0, max=255)
+    protocol = device_map.protocol
+    protocol_node = node.get("protocol")
+    if protocol_node is not None and protocol_node.str(
+            choices=[p.value for p in Protocol]) != protocol.value:
+        raise protocol_node.error(f'"{protocol.value}" ({device_map.model} speaks '
+                                  f"{protocol.value}; pick a model of the other protocol)")
+    line = _inline_line(node, line_nodes)
+    unit, meter_address = 0, ""
+    if protocol is Protocol.MODBUS:
+        if node.has("address"):
+            raise node.req("address").error("no address (Modbus devices have a unit)")
+        top = 255 if line.kind is LineKind.TCP else 247
+        unit = node.req("unit").int(min=0 if top == 255 else 1, max=top)
     else:
-        for key in ("host", "port"):
-            if node.has(key):
-                raise node.req(key).error('no TCP setting for transport = "rtu"')
-        baud_node = node.get("baud")
-        baud = 9600 if baud_node is None else baud_node.int(min=300, max=921600)
-        parity_node = node.get("parity")
-        parity = "N" if parity_node is None else parity_node.str(choices=("N", "E", "O"))
-        stop_node = node.get("stop_bits")
-        stop_bits = 1 if stop_node is None else stop_node.int(min=1, max=2)
-        endpoint = RtuEndpoint(node.req("serial_port").str(), baud, parity, stop_bits)
-        unit = node.req("unit").int(min=1, max=247)
+        if node.has("unit"):
+            raise node.req("unit").error("no unit (DL/T 645 meters have an address)")
+        address_node = node.req("address")
+        meter_address = address_node.str()
+        if not _DIGITS.fullmatch(meter_address):
+            raise address_node.error("the meter's address: 12 decimal digits, as on its label")
     pacing = _pacing(node.get("pacing"), device_map.pacing)
     groups = dict(device_map.groups)
     groups_node = node.get("groups")
@@ -260,8 +317,10 @@ def _device(node: Node) -> DeviceSpec:
         name=name,
         model=device_map.model,
         device_map=device_map,
-        endpoint=endpoint,
+        line=line,
+        protocol=protocol,
         unit=unit,
+        meter_address=meter_address,
         groups=groups,
         pacing=pacing,
         max_registers=device_map.max_registers if max_node is None
@@ -277,7 +336,120 @@ def _device(node: Node) -> DeviceSpec:
         role=role,
         simulation=node.get("simulation"),
         path=node.path,
+        password=_credential(node.get("password"), "02000000"),
+        operator=_credential(node.get("operator"), "00000000"),
     )
+
+
+def _credential(node: Node | None, default: str) -> str:
+    if node is None:
+        return default
+    text = node.str()
+    if not _CREDENTIAL.fullmatch(text):
+        raise node.error('8 hexadecimal digits as printed, e.g. "02000000"')
+    return text
+
+
+def _inline_line(node: Node, line_nodes: Mapping[str, Node]) -> LineSpec:
+    """The device's line: a named [[lines]] entry (``line = …``) or, inline, a TCP
+    endpoint (``transport = "tcp"``, ``host``, ``port``). Serial settings are resolved
+    later, when every device of the line is known."""
+    line_node = node.get("line")
+    if line_node is not None:
+        for key in ("transport", "host", "port"):
+            if node.has(key):
+                raise node.req(key).error(f"no {key} (the device is on line "
+                                          f"{line_node.value!r}; the line says how to reach it)")
+        entry = line_nodes.get(line_node.str())
+        if entry is None:
+            raise line_node.error("the name of a [[lines]] entry"
+                                  + (f" ({', '.join(line_nodes)})" if line_nodes else
+                                     " (this file has none)"))
+        return _line(entry, None)
+    transport = node.req("transport")
+    if transport.str() != LineKind.TCP.value:
+        raise transport.error('"tcp" (serial lines and serial servers are [[lines]] entries '
+                              "that the device names with line = …)")
+    host, port = node.req("host").str(), node.req("port").int(min=1, max=65535)
+    return LineSpec(f"tcp://{host}:{port}", LineKind.TCP, host=host, port=port, path=node.path)
+
+
+_LINE_KEYS = ("name", "transport", "host", "port", "serial_port", "baud", "parity",
+              "stop_bits", "bytesize")
+
+
+def _line_nodes(node: Node | None) -> dict[str, Node]:
+    nodes: dict[str, Node] = {}
+    for entry in [] if node is None else node.list():
+        entry.only(_LINE_KEYS)
+        name = _name(entry.req("name"))
+        if name in nodes:
+            raise entry.req("name").error("a line name not used before")
+        _line(entry, None)  # validate now, so errors name the line's own keys
+        nodes[name] = entry
+    return nodes
+
+
+def _line(node: Node, default_serial: SerialSettings | None) -> LineSpec:
+    name = _name(node.req("name"))
+    kind = LineKind(node.req("transport").str(choices=[k.value for k in LineKind]))
+    if kind is LineKind.SERIAL:
+        for key in ("host", "port"):
+            if node.has(key):
+                raise node.req(key).error('no host or port for transport = "serial" '
+                                          "(serial_port names the device)")
+    else:
+        if node.has("serial_port"):
+            raise node.req("serial_port").error(f'no serial_port for transport = "{kind.value}"')
+    if kind is LineKind.TCP:
+        for key in ("baud", "parity", "stop_bits", "bytesize"):
+            if node.has(key):
+                raise node.req(key).error('no serial setting for transport = "tcp"')
+    defaults = default_serial or SerialSettings()
+    serial = None if kind is LineKind.TCP else SerialSettings(
+        baud=defaults.baud if node.get("baud") is None
+        else node.req("baud").int(min=300, max=921600),
+        parity=defaults.parity if node.get("parity") is None
+        else node.req("parity").str(choices=("N", "E", "O")),
+        stop_bits=defaults.stop_bits if node.get("stop_bits") is None
+        else node.req("stop_bits").int(min=1, max=2),
+        bytesize=defaults.bytesize if node.get("bytesize") is None
+        else node.req("bytesize").int(min=7, max=8),
+    )
+    if kind is LineKind.SERIAL:
+        return LineSpec(name, kind, serial_port=node.req("serial_port").str(), serial=serial,
+                        path=node.path)
+    return LineSpec(name, kind, host=node.req("host").str(),
+                    port=node.req("port").int(min=1, max=65535), serial=serial, path=node.path)
+
+
+def _resolve_lines(devices: Mapping[str, DeviceSpec], line_nodes: Mapping[str, Node],
+                   root: Node) -> tuple[dict[str, DeviceSpec], dict[str, LineSpec]]:
+    """Give each serial line the defaults of its protocol (2400 8E1 when every device on
+    it speaks DL/T 645, else 9600 8N1), put every device on its final line, and check
+    that addresses on one line are distinct."""
+    lines: dict[str, LineSpec] = {}
+    members: dict[str, list[DeviceSpec]] = {}
+    for device in devices.values():
+        members.setdefault(device.line.name, []).append(device)
+    for name, node in line_nodes.items():
+        protocols = {d.protocol for d in members.get(name, [])}
+        default = SERIAL_DEFAULTS[Protocol.DLT645] if protocols == {Protocol.DLT645} \
+            else SERIAL_DEFAULTS[Protocol.MODBUS]
+        lines[name] = _line(node, default)
+    resolved: dict[str, DeviceSpec] = {}
+    seen: dict[tuple[str, str], str] = {}
+    for device in devices.values():
+        line = lines.setdefault(device.line.name, device.line)
+        key = (line.name, device.station)
+        if key in seen:
+            where = "unit" if device.protocol is Protocol.MODBUS else "address"
+            raise ConfigError(root.file, f"{device.path}.{where}",
+                              f"a {where} not used by {seen[key]} on the same line",
+                              device.unit if where == "unit" else device.meter_address)
+        seen[key] = device.name
+        resolved[device.name] = dataclasses.replace(device, line=line)
+    return resolved, lines
 
 
 def _pacing(node: Node | None, default: Pacing) -> Pacing:
@@ -294,7 +466,7 @@ def _pacing(node: Node | None, default: Pacing) -> Pacing:
     )
 
 
-def _group(name: str, node: Node, device_map: DeviceMap) -> PollGroup:
+def _group(name: str, node: Node, device_map: AnyMap) -> PollGroup:
     node.only(("interval_s", "points"))
     interval = node.req("interval_s").float(min=0.05, max=86400)
     points = []
@@ -307,30 +479,8 @@ def _group(name: str, node: Node, device_map: DeviceMap) -> PollGroup:
     return PollGroup(name, interval, tuple(points))
 
 
-def _check_buses(devices: Mapping[str, DeviceSpec], root: Node) -> None:
-    """Devices on one serial port must agree on its settings and have distinct units;
-    devices behind one TCP endpoint must have distinct units."""
-    seen: dict[object, tuple[str, DeviceSpec]] = {}
-    buses: dict[str, DeviceSpec] = {}
-    for device in devices.values():
-        endpoint = device.endpoint
-        key = (endpoint.serial_port if isinstance(endpoint, RtuEndpoint) else
-               (endpoint.host, endpoint.port), device.unit)
-        if key in seen:
-            raise ConfigError(root.file, f"{device.path}.unit",
-                              f"a unit id not used by {seen[key][0]} on the same endpoint",
-                              device.unit)
-        seen[key] = (device.name, device)
-        if isinstance(endpoint, RtuEndpoint):
-            first = buses.setdefault(endpoint.serial_port, device)
-            if first.endpoint != endpoint:
-                raise ConfigError(root.file, f"{device.path}.baud",
-                                  f"the serial settings of {first.name} on the same port "
-                                  f"({first.endpoint})", str(endpoint))
-
-
 _LOAD_KEYS = ("name", "rated_w", "device", "channel", "priority", "sheddable", "min_on_s",
-              "min_off_s", "max_shed_s", "group", "meter", "simulation")
+              "min_off_s", "max_shed_s", "group", "meter", "dc_bus", "simulation")
 
 
 def _load(node: Node, devices: Mapping[str, DeviceSpec]) -> LoadSpec:
@@ -363,6 +513,13 @@ def _load(node: Node, devices: Mapping[str, DeviceSpec]) -> LoadSpec:
             raise meter_device.error("the name of a sub-meter device of this site")
         meter = (meter_spec.name, meter_node.req("channel").int(min=1, max=9))
     group_node = node.get("group")
+    dc_bus = None
+    dc_bus_node = node.get("dc_bus")
+    if dc_bus_node is not None:
+        dc_bus = dc_bus_node.str()
+        bus_spec = devices.get(dc_bus)
+        if bus_spec is None or bus_spec.device_map.kind != "dc_bus":
+            raise dc_bus_node.error("the name of a dc_bus device of this site")
     return LoadSpec(
         name=name,
         rated_w=node.req("rated_w").float(min=0, min_exclusive=True, max=10_000_000),
@@ -375,6 +532,7 @@ def _load(node: Node, devices: Mapping[str, DeviceSpec]) -> LoadSpec:
         max_shed_s=_opt_float(node.get("max_shed_s"), 7200.0, 0, 86400),
         group=None if group_node is None else _name(group_node),
         meter=meter,
+        dc_bus=dc_bus,
         simulation=node.get("simulation"),
         path=node.path,
     )

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime, tzinfo
 from typing import Protocol
 
 from drivers.points import Value
@@ -48,6 +49,7 @@ def _number(value: Value) -> float:
 class MeterBinding:
     meter: MeterModel
     clock: Callable[[], float]
+    zone: tzinfo | None = None
 
     def values(self) -> dict[str, Value]:
         t = self.clock()
@@ -68,10 +70,19 @@ class MeterBinding:
             values[f"l{index}_voltage_v"] = phase.voltage_v
             values[f"l{index}_current_a"] = phase.current_a
             values[f"l{index}_power_w"] = phase.power_w
+            values[f"l{index}_power_factor"] = phase.power_factor
+        meter = self.meter
+        for tariff in range(4):
+            values[f"import_t{tariff + 1}_wh"] = meter.tariff_import_wh[tariff]
+            values[f"export_t{tariff + 1}_wh"] = meter.tariff_export_wh[tariff]
+        values["combined_wh"] = counter.import_wh + counter.export_wh  # 正向 + 反向 (default)
         return values
 
     def extra_points(self) -> dict[str, Value]:
-        return {}
+        at = self.meter.max_demand_at_s
+        when = "" if at is None else \
+            datetime.fromtimestamp(at, self.zone).strftime("%Y-%m-%dT%H:%M")
+        return {"max_demand_time": when}  # DL/T 645 maps: when the maximum was set
 
     def write(self, capability: str, value: Value) -> None:
         raise KeyError(capability)

@@ -30,7 +30,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="device model: " + ", ".join(shipped_models()))
     device.add_argument("--port", type=int, required=True)
     device.add_argument("--host", default="127.0.0.1")
-    device.add_argument("--unit", type=int, default=1)
+    device.add_argument("--unit", type=int, default=1, help="Modbus unit id (default 1)")
+    device.add_argument("--address", default="000000000001",
+                        help="DL/T 645 meter address, 12 digits (default 000000000001)")
+    device.add_argument("--serial-server", action="store_true",
+                        help="put the device on a virtual RS-485 line behind a serial "
+                             "device server at --host:--port (RTU / DL/T 645 frames over "
+                             "TCP) instead of a native TCP endpoint")
     device.add_argument("--fault", action="append", default=[], metavar="FAULT")
     _add_time_arguments(device)
     site = sub.add_parser(
@@ -58,7 +64,8 @@ def run(args: argparse.Namespace) -> int:
             if not 1 <= args.port <= 65535:
                 raise SystemExit("pedf sim device: --port must be 1–65535")
             spec = single_device_site(args.model, host=args.host, port=args.port,
-                                      unit=args.unit)
+                                      unit=args.unit, address=args.address,
+                                      serial_server=args.serial_server)
             faults = [f"device:{f}" for f in args.fault]
         else:
             spec = load_site(args.file)
@@ -147,9 +154,9 @@ def print_endpoints(runner: SiteRunner, *, stop_hint: bool = True) -> None:
             linked = " (linked)" if endpoint.site_port in runner.links else ""
             where = f"{endpoint.site_port}{linked} → {endpoint.address}  (virtual RS-485 line)"
         print(f"  {where}", flush=True)
-        for unit, name, model in endpoint.devices:
+        for station, name, model in endpoint.devices:
             kind = get_map(model).kind
-            print(f"    unit {unit:>3}  {name:<18} {model:<20} {kind}", flush=True)
+            print(f"    {station:<20}  {name:<18} {model:<20} {kind}", flush=True)
     for note in site.notes:
         print(f"  note: {note}", flush=True)
     if stop_hint:

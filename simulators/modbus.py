@@ -23,7 +23,6 @@ import bisect
 import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from pymodbus.constants import ExcCodes
@@ -32,10 +31,11 @@ from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.server.requesthandler import ServerRequestHandler
 from pymodbus.simulator import DataType, SimData, SimDevice
 
-from drivers.codec import WriteRangeError, decode, decode_raw, encode, encode_write
-from drivers.points import DeviceMap, Point, Table, Value
+from drivers.codec import decode, decode_raw, encode, encode_write, register_map
+from drivers.points import AnyMap, DeviceMap, Point, Table, Value, WriteRangeError
 from simulators.bindings import Binding
 from simulators.faults import Faults
+from simulators.served import SimulatedDevice
 
 log = logging.getLogger("pedf.sim.modbus")
 
@@ -45,7 +45,7 @@ _TABLE_OF_FUNCTION = {1: Table.COIL, 5: Table.COIL, 15: Table.COIL, 2: Table.DIS
 _TUPLE_ORDER = (Table.COIL, Table.DISCRETE_INPUT, Table.HOLDING, Table.INPUT)
 
 
-def served_ranges(device_map: DeviceMap, table: Table) -> list[tuple[int, int]]:
+def served_ranges(device_map: DeviceMap[Point], table: Table) -> list[tuple[int, int]]:
     """(first, end) address runs a device of ``device_map`` answers in ``table``: every
     point's registers, joined across gaps of at most ``max_gap`` that touch no
     unreadable range."""
@@ -65,55 +65,28 @@ def served_ranges(device_map: DeviceMap, table: Table) -> list[tuple[int, int]]:
     return runs
 
 
-@dataclass
-class ServedDevice:
+class ServedDevice(SimulatedDevice):
     """One simulated device at one unit id: live values in, registers out, writes in."""
 
-    name: str
-    device_map: DeviceMap
-    binding: Binding
-    unit: int
-    refresh: Callable[[], None] = lambda: None  # advances the physics to "now"
-    faults: Faults = field(default_factory=Faults)
-    settings: dict[str, Value] = field(default_factory=dict)  # written config points
-    encode_failures: int = 0
-    _frozen: dict[str, Value] | None = None
-    _reverse: dict[str, str] = field(default_factory=dict)
-    _starts: dict[Table, list[int]] = field(default_factory=dict)
-    _points: dict[Table, list[Point]] = field(default_factory=dict)
-    _scale_factor_names: frozenset[str] = frozenset()
-
-    def __post_init__(self) -> None:
-        self._reverse = {point: cap for cap, point in self.device_map.capabilities.items()}
+    def __init__(self, name: str, device_map: AnyMap, binding: Binding, unit: int, *,
+                 refresh: Callable[[], None] = lambda: None,
+                 faults: Faults | None = None) -> None:
+        super().__init__(name, device_map, binding, refresh, faults or Faults())
+        self.unit = unit
+        self.register_map: DeviceMap[Point] = register_map(device_map)
+        self.encode_failures = 0
+        self._starts: dict[Table, list[int]] = {}
+        self._points: dict[Table, list[Point]] = {}
         for table in Table:
-            points = sorted((p for p in self.device_map.points.values() if p.table is table),
+            points = sorted((p for p in self.register_map.points.values() if p.table is table),
                             key=lambda p: p.address)
             self._points[table] = points
             self._starts[table] = [p.address for p in points]
         self._scale_factor_names = frozenset(
-            p.scale_factor for p in self.device_map.points.values() if p.scale_factor)
-
-    # -- values -------------------------------------------------------------------------
-
-    def point_values(self) -> dict[str, Value]:
-        """Every point's current engineering value (None: serve "not implemented")."""
-        if self.faults.freeze:
-            if self._frozen is None:
-                self._frozen = self._live_values()
-            return self._frozen
-        self._frozen = None
-        return self._live_values()
+            p.scale_factor for p in self.register_map.points.values() if p.scale_factor)
 
     def _live_values(self) -> dict[str, Value]:
-        self.refresh()
-        values: dict[str, Value] = dict(self.device_map.sim_constants)
-        values.update(self.settings)
-        points = self.device_map.points
-        for capability, value in self.binding.values().items():
-            name = self.device_map.capabilities.get(capability)
-            if name is not None:
-                values[name] = value
-        values.update({k: v for k, v in self.binding.extra_points().items() if k in points})
+        values = super()._live_values()
         delta = self.faults.scale_factor_delta()
         if delta:
             for name in self._scale_factor_names:
@@ -174,7 +147,7 @@ class ServedDevice:
     def read(self, table: Table, address: int, count: int) -> list[int]:
         """What a read request returns now (registers, or 0/1 for bits); raises KeyError
         for an address the device does not serve."""
-        served = served_ranges(self.device_map, table)
+        served = served_ranges(self.register_map, table)
         if not any(first <= address and address + count <= end for first, end in served):
             raise KeyError(f"{self.name}: {table.value} {address}+{count} is not served")
         if table.is_bits:
@@ -207,7 +180,7 @@ class ServedDevice:
             except (WriteRangeError, ValueError):
                 return ExcCodes.ILLEGAL_VALUE
             updates.append((point, value))
-        return self._apply(updates)
+        return None if self.apply(updates) is None else ExcCodes.ILLEGAL_VALUE
 
     def write_bits(self, address: int, bits: Sequence[bool]) -> ExcCodes | None:
         points = {p.address: p for p in self._points[Table.COIL]}
@@ -217,23 +190,7 @@ class ServedDevice:
             if point is None or not point.access.writable:
                 return ExcCodes.ILLEGAL_ADDRESS
             updates.append((point, bool(bit)))
-        return self._apply(updates)
-
-    def _apply(self, updates: list[tuple[Point, Value]]) -> ExcCodes | None:
-        self.refresh()
-        for point, value in updates:
-            capability = self._reverse.get(point.name)
-            if capability is None:
-                self.settings[point.name] = value
-                continue
-            try:
-                self.binding.write(capability, value)
-            except KeyError:
-                self.settings[point.name] = value
-            except ValueError as exc:
-                log.info("%s: write %s = %r refused: %s", self.name, point.name, value, exc)
-                return ExcCodes.ILLEGAL_VALUE
-        return None
+        return None if self.apply(updates) is None else ExcCodes.ILLEGAL_VALUE
 
     # -- pymodbus -----------------------------------------------------------------------
 
@@ -244,7 +201,7 @@ class ServedDevice:
             data: list[SimData] = []
             writable = {a for p in self._points[table] if p.access.writable
                         for a in range(p.address, p.end)}
-            for first, end in served_ranges(self.device_map, table):
+            for first, end in served_ranges(self.register_map, table):
                 address = first
                 while address < end:  # split runs where writability changes
                     run_writable = address in writable

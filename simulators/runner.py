@@ -1,7 +1,8 @@
-"""Run a simulated site: physics advanced by a clock, every device served over Modbus.
+"""Run a simulated site: physics advanced by a clock, every device served on its line.
 
-``async with SiteRunner(site, clock) as running:`` starts one server per TCP endpoint
-and one virtual RS-485 line plus server per serial port of the site file; on exit it
+``async with SiteRunner(site, clock) as running:`` starts, per line of the site file, a
+TCP server (a native TCP line), or a virtual RS-485 line with one server per protocol on
+it (a serial line), or such a line behind a TCP port (a serial device server); on exit it
 stops them all. ``running.serial_ports`` maps each serial port named in the site file to
 the pseudo-terminal a client must open instead.
 """
@@ -17,12 +18,14 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from drivers.points import Protocol
 from drivers.schema import Node
-from drivers.site import RtuEndpoint, SiteSpec, TcpEndpoint, parse_site
+from drivers.site import DeviceSpec, LineKind, LineSpec, SiteSpec, parse_site
 from simulators.clock import Clock
 from simulators.faults import Faults
-from simulators.modbus import ServedDevice, SimSerialServer, SimTcpServer
-from simulators.serialbus import VirtualSerialLine
+from simulators.serialbus import SerialServerBridge, VirtualSerialLine
+from simulators.served import SimulatedDevice
+from simulators.servers import Server, serial_server, served_device, tcp_server
 from simulators.sitefile import SimulatedSite
 
 log = logging.getLogger("pedf.sim")
@@ -33,8 +36,8 @@ class Endpoint:
     """What runs where, for printing and for clients."""
 
     address: str  # tcp://host:port, or the pty a client opens
-    devices: list[tuple[int, str, str]]  # (unit, device name, model)
-    site_port: str = ""  # serial port named in the site file (RTU only)
+    devices: list[tuple[str, str, str]]  # (station, device name, model)
+    site_port: str = ""  # serial port named in the site file (serial lines only)
 
 
 @dataclass
@@ -45,12 +48,13 @@ class SiteRunner:
     single_client: frozenset[str] = frozenset()  # device names whose endpoint allows one
     serial_time_scale: float = 1.0  # < 1 makes the virtual RS-485 lines faster than real
     min_step_s: float = 0.02  # simulated seconds between physics steps
-    devices: dict[str, ServedDevice] = field(default_factory=dict)
+    devices: dict[str, SimulatedDevice] = field(default_factory=dict)
     endpoints: list[Endpoint] = field(default_factory=list)
     serial_ports: dict[str, str] = field(default_factory=dict)
     links: list[str] = field(default_factory=list)  # serial-port symlinks we created
-    _servers: list[SimTcpServer | SimSerialServer] = field(default_factory=list)
+    _servers: list[Server] = field(default_factory=list)
     _lines: list[VirtualSerialLine] = field(default_factory=list)
+    _bridges: list[SerialServerBridge] = field(default_factory=list)
     _ticker: asyncio.Task[None] | None = None
 
     def refresh(self) -> None:
@@ -81,50 +85,67 @@ class SiteRunner:
             binding = self.site.bindings.get(device.name)
             if binding is None:
                 raise ValueError(f"device {device.name} has nothing to simulate")
-            self.devices[device.name] = ServedDevice(
-                device.name, device.device_map, binding, device.unit, refresh=self.refresh)
-        tcp: dict[tuple[str, int], list[str]] = defaultdict(list)
-        rtu: dict[RtuEndpoint, list[str]] = defaultdict(list)
+            self.devices[device.name] = served_device(device, binding, self.refresh,
+                                                      clock=self.clock.now, zone=spec.zone)
+        members: dict[str, list[DeviceSpec]] = defaultdict(list)
         for device in spec.devices.values():
-            if isinstance(device.endpoint, TcpEndpoint):
-                tcp[(device.endpoint.host, device.endpoint.port)].append(device.name)
+            members[device.line.name].append(device)
+        for name, devices in members.items():
+            line = spec.lines[name]
+            if line.kind is LineKind.TCP:
+                await self._serve_tcp(line, devices)
             else:
-                rtu[device.endpoint].append(device.name)
-        for (host, port), names in tcp.items():
-            served = [self.devices[n] for n in names]
-            single = any(n in self.single_client for n in names) or any(
-                spec.devices[n].pacing.single_client for n in names)
-            server = SimTcpServer(served, host, port, single_client=single)
-            await self._listen(server, f"tcp://{host}:{port}")
-            self.endpoints.append(Endpoint(f"tcp://{host}:{port}", self._listing(names)))
-        for endpoint, names in rtu.items():
-            line = await VirtualSerialLine(
-                baud=endpoint.baud, bits_per_char=1 + endpoint.bytesize + endpoint.stop_bits
-                + (0 if endpoint.parity == "N" else 1), time_scale=self.serial_time_scale,
-            ).start()
-            self._lines.append(line)
-            serial = SimSerialServer([self.devices[n] for n in names], line.device_port,
-                                     baud=endpoint.baud, parity=endpoint.parity,
-                                     stop_bits=endpoint.stop_bits)
-            await self._listen(serial, line.device_port)
-            self.serial_ports[endpoint.serial_port] = line.gateway_port
-            if _link(endpoint.serial_port, line.gateway_port):
-                self.links.append(endpoint.serial_port)
-            self.endpoints.append(Endpoint(line.gateway_port, self._listing(names),
-                                           site_port=endpoint.serial_port))
+                await self._serve_serial(line, devices)
         self.refresh()
         self._ticker = asyncio.create_task(self._tick(), name="sim-physics-ticker")
 
-    async def _listen(self, server: SimTcpServer | SimSerialServer, where: str) -> None:
+    def _by_protocol(self, devices: list[DeviceSpec]) -> dict[Protocol, list[SimulatedDevice]]:
+        grouped: dict[Protocol, list[SimulatedDevice]] = {}
+        for device in devices:
+            grouped.setdefault(device.protocol, []).append(self.devices[device.name])
+        return grouped
+
+    async def _serve_tcp(self, line: LineSpec, devices: list[DeviceSpec]) -> None:
+        grouped = self._by_protocol(devices)
+        if len(grouped) > 1:
+            raise ValueError(f"{line}: one TCP endpoint serves one protocol")
+        ((protocol, served),) = grouped.items()
+        single = any(d.name in self.single_client or d.pacing.single_client for d in devices)
+        server = tcp_server(protocol, served, line.host, line.port, single_client=single)
+        await self._listen(server, str(line))
+        self.endpoints.append(Endpoint(str(line), self._listing(devices)))
+
+    async def _serve_serial(self, line: LineSpec, devices: list[DeviceSpec]) -> None:
+        serial = line.serial
+        assert serial is not None
+        grouped = self._by_protocol(devices)
+        virtual = await VirtualSerialLine(
+            baud=serial.baud, bits_per_char=serial.bits_per_char,
+            time_scale=self.serial_time_scale, drops=len(grouped)).start()
+        self._lines.append(virtual)
+        for port, (protocol, served) in zip(virtual.device_ports, grouped.items(), strict=True):
+            await self._listen(serial_server(protocol, served, port, serial), port)
+        if line.kind is LineKind.SERIAL_SERVER:
+            bridge = await SerialServerBridge(virtual, line.host, line.port).start()
+            self._bridges.append(bridge)
+            self.endpoints.append(Endpoint(str(line), self._listing(devices)))
+            return
+        self.serial_ports[line.serial_port] = virtual.gateway_port
+        if _link(line.serial_port, virtual.gateway_port):
+            self.links.append(line.serial_port)
+        self.endpoints.append(Endpoint(virtual.gateway_port, self._listing(devices),
+                                       site_port=line.serial_port))
+
+    async def _listen(self, server: Server, where: str) -> None:
         try:
             await server.serve_forever(background=True)
         except RuntimeError:  # pymodbus reports a failed bind this way (and logs why)
             raise OSError(f"cannot listen on {where}: address in use or not permitted") from None
         self._servers.append(server)
 
-    def _listing(self, names: Iterable[str]) -> list[tuple[int, str, str]]:
-        spec = self.site.spec
-        return sorted((spec.devices[n].unit, n, spec.devices[n].model) for n in names)
+    @staticmethod
+    def _listing(devices: Iterable[DeviceSpec]) -> list[tuple[str, str, str]]:
+        return sorted((d.station, d.name, d.model) for d in devices)
 
     async def _tick(self) -> None:
         while True:
@@ -140,9 +161,12 @@ class SiteRunner:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._ticker
             self._ticker = None
+        for bridge in self._bridges:
+            await bridge.close()
+        self._bridges.clear()
         for server in self._servers:
             with contextlib.suppress(Exception):
-                await server.shutdown()  # type: ignore[no-untyped-call]
+                await server.shutdown()
         self._servers.clear()
         for line in self._lines:
             await line.close()
@@ -175,18 +199,29 @@ def _link(path: str, target: str) -> bool:
 
 
 def single_device_site(model: str, *, host: str = "127.0.0.1", port: int = 5020,
-                       unit: int = 1) -> SiteSpec:
+                       unit: int = 1, address: str = "000000000001",
+                       serial_server: bool = False) -> SiteSpec:
     """A one-device site for ``pedf sim device``: the device plus a little building for
-    it to measure (an office base load; relays and sub-meters get loads on their channels)."""
+    it to measure (an office base load; relays and sub-meters get loads on their channels).
+    A Modbus device answers at ``unit``, a DL/T 645 meter at ``address``; with
+    ``serial_server`` the device sits on an RS-485 line behind a serial device server at
+    ``host:port`` (RTU or DL/T 645 frames over TCP), else on a native TCP endpoint."""
+    from drivers.maploader import get_map
+
+    device_map = get_map(model)
+    station = f'unit = {unit}' if device_map.protocol is Protocol.MODBUS \
+        else f'address = "{address}"'
+    where = ['line = "bus"'] if serial_server else [
+        'transport = "tcp"', f'host = "{host}"', f'port = {port}']
     lines = [
         '[site]', f'id = "sim-{model}"', 'name = "single simulated device"',
         '[simulation.base_load]', 'rated_w = 40000.0', 'profile = "plugs"',
-        '[[devices]]', 'name = "device"', f'model = "{model}"', 'transport = "tcp"',
-        f'host = "{host}"', f'port = {port}', f'unit = {unit}',
     ]
-    from drivers.maploader import get_map
-
-    kind = get_map(model).kind
+    if serial_server:
+        lines += ['[[lines]]', 'name = "bus"', 'transport = "serial_server"',
+                  f'host = "{host}"', f'port = {port}']
+    lines += ['[[devices]]', 'name = "device"', f'model = "{model}"', *where, station]
+    kind = device_map.kind
     if kind == "sub_meter":
         for channel, (profile, watts) in enumerate(
                 (("lighting", 3000), ("plugs", 2000), ("hvac_fan", 4000)), start=1):

@@ -29,7 +29,13 @@ from simulators.physics.dcbus import DcBus, DcBusConfig
 from simulators.physics.heatpump import BuildingConfig, HeatPump, HeatPumpConfig
 from simulators.physics.loads import PROFILES, LoadConfig, RelayModule, profile_fraction
 from simulators.physics.pv import PvConfig, PvInverter
-from simulators.physics.site import MeterModel, SimLoad, SiteModel, SubMeterChannelModel
+from simulators.physics.site import (
+    MeterModel,
+    SimLoad,
+    SiteModel,
+    SubMeterChannelModel,
+    meter_tariff,
+)
 from simulators.physics.solar import Climate, Location
 
 
@@ -126,21 +132,18 @@ def build_site(spec: SiteSpec, *, start_s: float | None = None,
             meter = MeterModel(_measures(params, spec, device))
             meter.counter.import_wh = _float(params, "import_wh", 5_000_000.0, 0, 1e12)
             meter.counter.export_wh = _float(params, "export_wh", 100_000.0, 0, 1e12)
+            meter.tariff_of = meter_tariff(zone)
+            meter.seed_tariffs()
             model.meters[device.name] = meter
-            bindings[device.name] = MeterBinding(meter, lambda: model.t_s)
+            bindings[device.name] = MeterBinding(meter, lambda: model.t_s, zone)
         elif kind == "sub_meter":
             _no_params(params)
             sub_meter_channels[device.name] = {}
     for load in spec.loads.values():
         params = load.simulation
         if params is not None:
-            params.only(("profile", "power_factor", "dc_bus"))
-        dc_bus = None
-        if params is not None and params.get("dc_bus") is not None:
-            bus_node = params.req("dc_bus")
-            dc_bus = bus_node.str()
-            if dc_bus not in model.dc_buses:
-                raise bus_node.error("the name of a dc_bus device of this site")
+            params.only(("profile", "power_factor"))
+        dc_bus = load.dc_bus  # a fact of the site (the load's dc_bus key), not of simulation
         config = LoadConfig(
             name=load.name,
             rated_w=load.rated_w,

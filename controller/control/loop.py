@@ -40,6 +40,7 @@ from controller.commands import Command
 from controller.control import strategies
 from controller.control.baseline import baseline_kw
 from controller.control.events import DrEvent, EventBook, event_from_command
+from controller.control.facts import ACTUATOR_CONTROLS, control_of, controllable
 from controller.control.model import (
     Actuator,
     BatteryState,
@@ -56,8 +57,9 @@ from controller.control.settings import ControlSettings
 from controller.control.strategies import Context, Decision, RunningEvent
 from controller.inbox import CommandInbox
 from controller.store import Outgoing, Store
-from drivers.codec import WriteRangeError
-from drivers.devices import Battery, HeatPump, Inverter, Relay, Write
+from drivers.controls import Control, Failsafe
+from drivers.devices import Battery, HeatPump, Inverter, Relay, Write, device_class
+from drivers.points import WriteRangeError
 from drivers.site import SiteSpec
 
 log = logging.getLogger("pedf.control")
@@ -106,6 +108,10 @@ def build_snapshot(plant: Plant, settings: ControlSettings, now_s: float,
     pv_w = 0.0
     for device in site.devices.values():
         kind, name = device.device_map.kind, device.name
+        if kind == "inverter":
+            pv_w += v(name, "power_w") or 0.0
+        if control_of(device) is not None and not controllable(device):
+            continue  # measured, but not an actuator: its map says no way to control it
         if kind == "battery":
             batteries.append(BatteryState(name, v(name, "soc_pct"), v(name, "power_w"),
                                           v(name, "max_charge_w"), v(name, "max_discharge_w"),
@@ -117,7 +123,6 @@ def build_snapshot(plant: Plant, settings: ControlSettings, now_s: float,
                                             v(name, "outdoor_temp_c"), v(name, "rated_power_w")))
         elif kind == "inverter":
             power = v(name, "power_w")
-            pv_w += power or 0.0
             enabled = v(name, "power_limit_enabled")
             limit = v(name, "power_limit_pct") if enabled else None
             inverters.append(InverterState(name, power, v(name, "rated_power_w"), limit))
@@ -133,12 +138,9 @@ def build_snapshot(plant: Plant, settings: ControlSettings, now_s: float,
         power = None
         if load.meter is not None:
             power = v(load.meter[0], f"ch{load.meter[1]}_power_w")
-        dc_bus = None
-        if load.simulation is not None and load.simulation.get("dc_bus") is not None:
-            dc_bus = load.simulation.req("dc_bus").str()
         loads.append(LoadState(
             load.name, load.rated_w, load.priority, load.sheddable, on, power,
-            load.min_on_s, load.min_off_s, load.max_shed_s, load.group, dc_bus,
+            load.min_on_s, load.min_off_s, load.max_shed_s, load.group, load.dc_bus,
             memory.switched.get(load.name), memory.shed_since.get(load.name)))
     return Snapshot(
         now_s=now_s, local_hour=local.hour + local.minute / 60.0, weekday=local.weekday(),
@@ -175,19 +177,19 @@ class ControlLoop:
     _interval: dict[str, list[float]] = field(default_factory=dict)
     _next_flexibility: float = 0.0
     _last_restore: float = -math.inf
-    _registers: dict[tuple[str, str], tuple[tuple[int, ...], float]] = field(
-        default_factory=dict)
-    _watchdogs_set: bool = False
+    _written: dict[tuple[str, str], tuple[object, float]] = field(default_factory=dict)
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _event_loop: asyncio.AbstractEventLoop | None = None
     _pending_states: dict[str, str] = field(default_factory=dict)
     _pending_messages: list[Outgoing] = field(default_factory=list)
+    _held_at_start: list[Actuator] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         store = self.store
         self.book = EventBook.load(store.get_state("events") if store else None,
                                    self._save_events)
         self.memory = LoadMemory.from_json(store.get_state("loads") if store else None)
+        self._held_at_start = _held_from_json(store.get_state("held") if store else None)
 
     def _save_events(self, text: str) -> None:
         self._pending_states["events"] = text
@@ -202,6 +204,7 @@ class ControlLoop:
         messages, self._pending_messages = self._pending_messages, []
         if self.store is not None:
             states["loads"] = self.memory.to_json()
+            states["held"] = json.dumps([[a.kind, a.name] for a in self._held_now()])
             store = self.store
 
             def persist() -> None:
@@ -222,6 +225,14 @@ class ControlLoop:
         """Cycle every ``cycle_s`` (monotonic, no drift) and at once on a command."""
         self._event_loop = asyncio.get_running_loop()
         next_cycle = time.monotonic()
+        await self.release_held(self._held_at_start, "left held by an earlier run")
+        self._held_at_start = []
+        try:
+            await self._cycles(next_cycle)
+        finally:  # stopped, cancelled or failed: hand back what does not revert by itself
+            await self.release_held(self._held_now(), "control stops")
+
+    async def _cycles(self, next_cycle: float) -> None:
         while True:
             await self.cycle()
             next_cycle += self.settings.cycle_s
@@ -387,36 +398,39 @@ class ControlLoop:
             by_device.setdefault(device, []).extend(writes)
             effects.setdefault(device, []).append(effect)
         self._release_unclaimed(decision, snapshot, by_device, effects)
-        self._watchdog_refresh(now, by_device)
         self._skip_unchanged(by_device, now)
+        self._watchdog_refresh(now, by_device)  # a refresh is the same write, on purpose
         if not by_device:
             return
         devices = list(by_device)
         results = await asyncio.gather(*(self.plant.execute(d, by_device[d]) for d in devices))
         for device, outcome in zip(devices, results, strict=True):
+            succeeded = True
             for write, result in zip(by_device[device], outcome, strict=False):
                 if result.ok:
-                    self._registers[(device, write.point)] = (write.values, now)
+                    self._written[(device, write.point)] = (write.value, now)
                 else:
-                    self._registers.pop((device, write.point), None)
-            if all(r.ok for r in outcome):
+                    self._written.pop((device, write.point), None)
+                    succeeded = succeeded and write.optional
+            if succeeded:
                 for effect in effects.get(device, []):
                     effect()
             else:
                 self.write_failures += 1
-                failed = next(r for r in outcome if not r.ok)
+                failed = next(r for r, w in zip(outcome, by_device[device], strict=False)
+                              if not r.ok and not w.optional)
                 log.warning("%s: write %s failed: %s", device, failed.point, failed.error)
                 self._event_message("write_failed", device, now, detail=failed.error)
 
     def _skip_unchanged(self, by_device: dict[str, list[Write]], now: float) -> None:
-        """Drop writes that would put the same registers the device already took, unless
-        the point is due for a refresh (revert timeouts)."""
-        refresh_s = min(self.settings.battery_revert_s, self.settings.inverter_revert_s) / 4.0
+        """Drop writes of values the device already took, unless the device is due for a
+        refresh (controls that revert by themselves)."""
         for device in list(by_device):
+            refresh_s = self._refresh_s(device)
             kept = []
             for write in by_device[device]:
-                previous = self._registers.get((device, write.point))
-                if previous is not None and previous[0] == write.values and (
+                previous = self._written.get((device, write.point))
+                if previous is not None and previous[0] == write.value and (
                         now - previous[1] < refresh_s):
                     continue
                 kept.append(write)
@@ -424,6 +438,23 @@ class ControlLoop:
                 by_device[device] = kept
             else:
                 del by_device[device]
+
+    def _revert_s(self, kind: str, control: Control) -> float:
+        """How long a device of ``kind`` keeps a setting of ``control`` without a
+        refresh: what the gateway programs (the site's setting) or the device's own fixed
+        timeout."""
+        if control.programs_revert or control.revert_s is None:
+            return float(self.settings.battery_revert_s if kind == "battery"
+                         else self.settings.inverter_revert_s)
+        return control.revert_s
+
+    def _refresh_s(self, device: str) -> float:
+        """How often the loop re-writes a held setting of ``device``: a quarter of the
+        shortest revert time of its controls that revert by themselves, else never."""
+        device_map = self.site.devices[device].device_map
+        reverting = [self._revert_s(device_map.kind, c) for c in device_map.controls.values()
+                     if c.failsafe is Failsafe.DEVICE_REVERTS]
+        return min(reverting) / 4.0 if reverting else math.inf
 
     def _writes_for(self, actuator: Actuator, proposal: Proposal, snapshot: Snapshot,
                     now: float) -> tuple[str, list[Write], Callable[[], None]] | None:
@@ -457,7 +488,7 @@ class ControlLoop:
             battery = Battery(device.device_map, self.plant.device_values(actuator.name))
             rating = battery.max_charge_w or 1.0
             refresh_due = now - self.last_written.get(actuator, -math.inf) >= \
-                settings.battery_revert_s / 3.0
+                self._refresh_s(actuator.name)
             if value is None:
                 if previous in ("unset", None):
                     return None
@@ -478,13 +509,13 @@ class ControlLoop:
                 return None
             heat_pump = HeatPump(site.devices[actuator.name].device_map,
                                  self.plant.device_values(actuator.name))
-            return actuator.name, [heat_pump.set_sg_ready_state(sg_state)], self._remember(
+            return actuator.name, heat_pump.set_sg_ready_state(sg_state), self._remember(
                 actuator, sg_state, now)
         if actuator.kind == "inverter_limit":
             inverter = Inverter(site.devices[actuator.name].device_map,
                                 self.plant.device_values(actuator.name))
             refresh_due = now - self.last_written.get(actuator, -math.inf) >= \
-                settings.inverter_revert_s / 4.0
+                self._refresh_s(actuator.name)
             if value is None:
                 if previous in ("unset", None):
                     return None
@@ -520,23 +551,73 @@ class ControlLoop:
                     effects.setdefault(device, []).append(effect)
 
     def _watchdog_refresh(self, now: float, by_device: dict[str, list[Write]]) -> None:
-        """Relay modules: set the watchdog once, then touch each module often enough that
-        it never trips while we run — and trips (loads back on) when we do not."""
+        """Devices with a watchdog (relay modules): arm it once, then touch it often
+        enough that it never trips while we run — and trips (loads back on, settings
+        dropped) when we do not."""
         timeout = self.settings.relay_watchdog_s
         if timeout <= 0:
             return
         for device in self.site.devices.values():
-            if device.device_map.kind != "relay":
+            if device.device_map.watchdog is None:
                 continue
-            actuator = Actuator("relay_watchdog", device.name)
+            actuator = Actuator("watchdog", device.name)
             if now - self.last_written.get(actuator, -math.inf) < timeout / 3.0:
                 continue
-            relay = Relay(device.device_map, self.plant.device_values(device.name))
+            semantic = device_class(device.device_map)(device.device_map,
+                                                       self.plant.device_values(device.name))
             try:
-                by_device.setdefault(device.name, []).append(relay.set_watchdog_s(timeout))
-            except WriteRangeError:
+                by_device.setdefault(device.name, []).extend(semantic.arm_watchdog(timeout))
+            except WriteRangeError as exc:
+                log.warning("%s: cannot arm its watchdog: %s", device.name, exc)
                 continue
             self.last_written[actuator] = now
+
+    # -- hand-back of what does not revert by itself -------------------------------------
+
+    def _held_now(self) -> list[Actuator]:
+        """Actuators we hold whose control does not revert by itself (fail-safe
+        "gateway"): they must be released on shutdown and at the next start."""
+        held = []
+        for actuator, value in self.commanded.items():
+            control = self._control(actuator)
+            if value is not None and control is not None and \
+                    control.failsafe is Failsafe.GATEWAY:
+                held.append(actuator)
+        return held
+
+    def _control(self, actuator: Actuator) -> Control | None:
+        kind_control = ACTUATOR_CONTROLS.get(actuator.kind)
+        device = self.site.devices.get(actuator.name)
+        if kind_control is None or device is None:
+            return None
+        return device.device_map.control(kind_control[1])
+
+    async def release_held(self, actuators: list[Actuator], why: str,
+                           timeout_s: float = 10.0) -> None:
+        """Write the release steps of ``actuators`` (bounded by ``timeout_s``); log what
+        could not be released. Never raises."""
+        for actuator in actuators:
+            control = self._control(actuator)
+            if control is None:
+                continue
+            device = self.site.devices[actuator.name]
+            semantic = device_class(device.device_map)(device.device_map,
+                                                       self.plant.device_values(device.name))
+            try:
+                async with asyncio.timeout(timeout_s):
+                    results = await self.plant.execute(
+                        device.name, semantic.release_control(control.name))
+            except (WriteRangeError, TimeoutError) as exc:
+                log.error("%s: could not release %s (%s): %s", device.name, control.name, why,
+                          exc or "timeout")
+                continue
+            failed = [r for r in results if not r.ok]
+            if failed:
+                log.error("%s: release of %s (%s) failed: %s", device.name, control.name, why,
+                          failed[0].error)
+            else:
+                log.info("%s: released %s (%s)", device.name, control.name, why)
+                self.commanded[actuator] = None
 
     # -- reporting ----------------------------------------------------------------------
 
@@ -639,3 +720,14 @@ def flexibility(snapshot: Snapshot, settings: ControlSettings) -> dict[str, Any]
 def _flex(kind: str, name: str, watts: float, hours: float) -> dict[str, Any]:
     return {"resource": kind, "name": name, "kw": round(watts / 1000.0, 3),
             "duration_s": round(hours * 3600.0)}
+
+
+def _held_from_json(text: str | None) -> list[Actuator]:
+    """Actuators a previous run recorded as held (fail-safe "gateway")."""
+    if not text:
+        return []
+    try:
+        return [Actuator(str(kind), str(name)) for kind, name in json.loads(text)]
+    except (ValueError, TypeError):
+        log.error("saved held-controls state unreadable: ignoring it")
+        return []

@@ -40,6 +40,7 @@ REPO = FIRMWARE.parent
 if str(REPO) not in sys.path:  # `python micropython/tools/build.py` from anywhere
     sys.path.insert(0, str(REPO))
 
+from drivers.codec import register_map  # noqa: E402
 from drivers.maploader import load_map  # noqa: E402
 from drivers.points import DeviceMap, Order, Point, PointType, Table  # noqa: E402
 
@@ -99,7 +100,7 @@ def _exponent(point: Point) -> int:
     return exponent
 
 
-def channel_count(device_map: DeviceMap) -> int:
+def channel_count(device_map: DeviceMap[Point]) -> int:
     """Channels the map serves: ``ch1_`` ... ``chN_`` points, numbered without gaps."""
     numbers = set()
     for name in device_map.points:
@@ -123,7 +124,7 @@ def value_slot(name: str, nch: int) -> int:
                      + ", ".join(known))
 
 
-def readable_ranges(device_map: DeviceMap, table: Table) -> list[tuple[int, int]]:
+def readable_ranges(device_map: DeviceMap[Point], table: Table) -> list[tuple[int, int]]:
     """(first, end) runs the device answers: every point's registers, joined across gaps
     of at most ``max_gap`` that touch no unreadable range (docs/maps.md)."""
     runs: list[tuple[int, int]] = []
@@ -141,7 +142,7 @@ def readable_ranges(device_map: DeviceMap, table: Table) -> list[tuple[int, int]
     return runs
 
 
-def analyse(device_map: DeviceMap) -> tuple[int, dict[Table, TableSpec]]:
+def analyse(device_map: DeviceMap[Point]) -> tuple[int, dict[Table, TableSpec]]:
     """Check every point is servable and assign value slots. Raises BuildError."""
     nch = channel_count(device_map)
     tables: dict[Table, TableSpec] = {}
@@ -190,7 +191,7 @@ def _ident(name: str) -> str:
 
 def generate(map_path: Path = MAP_PATH) -> str:
     """The source of ``submeter/regmap.py`` for the map at ``map_path``."""
-    device_map = load_map(map_path)
+    device_map = register_map(load_map(map_path))
     nch, tables = analyse(device_map)
     digest = hashlib.sha256(map_path.read_bytes()).hexdigest()[:16]
     nq = len(CHANNEL_QUANTITIES)

@@ -60,8 +60,25 @@ class MeterModel:
     demand_window_s: float = 900.0
     demand_w: float = 0.0
     max_demand_w: float = 0.0
+    max_demand_at_s: float | None = None  # end of the window that set the maximum
     _window_energy_wh: float = 0.0
     _window_start_s: float | None = None
+
+    #: The meter's own time-of-use table: tariff 1–4 (尖 峰 平 谷) at a UNIX time.
+    tariff_of: Callable[[float], int] = lambda unix_s: 3
+    #: Energy per tariff (index 0 = tariff 1), import and export, Wh; they sum to the
+    #: counter's totals (seeded from them by :meth:`seed_tariffs`).
+    tariff_import_wh: list[float] = field(default_factory=lambda: [0.0] * 4)
+    tariff_export_wh: list[float] = field(default_factory=lambda: [0.0] * 4)
+
+    def seed_tariffs(self, shares: tuple[float, float, float, float] = (0.1, 0.3, 0.35, 0.25)
+                     ) -> None:
+        """Split the counters' current totals over the four tariffs (a meter installed
+        with history), so tariff registers always add up to the totals."""
+        for totals, total in ((self.tariff_import_wh, self.counter.import_wh),
+                              (self.tariff_export_wh, self.counter.export_wh)):
+            totals[:3] = [total * share for share in shares[:3]]
+            totals[3] = total - sum(totals[:3])
 
     def phases(self, unix_s: float) -> list[PhaseValues]:
         power = self.counter.power_w
@@ -71,16 +88,38 @@ class MeterModel:
 
     def record(self, energy_wh: float, reactive_var: float, t_s: float, dt_s: float) -> None:
         self.counter.add(energy_wh, dt_s)
+        tariff = self.tariff_of(t_s) - 1
+        if energy_wh >= 0:
+            self.tariff_import_wh[tariff] += energy_wh
+        else:
+            self.tariff_export_wh[tariff] -= energy_wh
         self.reactive_var = reactive_var
         start = self._window_start_s
         if start is None:
             self._window_start_s = t_s - t_s % self.demand_window_s
         elif t_s >= start + self.demand_window_s:
             self.demand_w = self._window_energy_wh * 3600.0 / self.demand_window_s
-            self.max_demand_w = max(self.max_demand_w, self.demand_w)
+            if self.demand_w > self.max_demand_w:
+                self.max_demand_w = self.demand_w
+                self.max_demand_at_s = start + self.demand_window_s
             self._window_energy_wh = 0.0
             self._window_start_s = t_s - t_s % self.demand_window_s
         self._window_energy_wh += energy_wh
+
+
+def meter_tariff(zone: tzinfo) -> Callable[[float], int]:
+    """A typical four-tariff table a utility programs into a meter (illustrative): 尖 1
+    19–21 h, 峰 2 8–11 h and 17–19 h, 谷 4 23–7 h, 平 3 otherwise."""
+    def tariff(unix_s: float) -> int:
+        hour = datetime.fromtimestamp(unix_s, zone).hour
+        if 19 <= hour < 21:
+            return 1
+        if 8 <= hour < 11 or 17 <= hour < 19:
+            return 2
+        if hour >= 23 or hour < 7:
+            return 4
+        return 3
+    return tariff
 
 
 @dataclass

@@ -8,9 +8,10 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from sim_plant import SimPlant
+
 from controller.control.events import DrEvent
 from controller.control.loop import ControlLoop
-from controller.control.plant import SimPlant
 from controller.control.settings import ControlSettings
 from controller.inbox import CommandInbox
 from controller.store import Store

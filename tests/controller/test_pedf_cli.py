@@ -46,7 +46,10 @@ def wait_for(process: subprocess.Popen[str], text: str, timeout: float = 20) -> 
 def test_check_accepts_the_example() -> None:
     result = pedf("check", str(EXAMPLE))
     assert result.returncode == 0, result.stderr
-    assert "ok — site jinan-office: 9 devices on 7 endpoints, 28 loads" in result.stdout
+    assert "ok — site jinan-office: 11 devices on 8 line(s), 28 loads" in result.stdout
+    assert "line serial:///tmp/pedf-rs485-1?2400-8E1: lighting_meter_1 (dlt645-3phase, " \
+        "address 202400000101)" in result.stdout
+    assert "simulation sections: ok" in result.stdout
 
 
 def test_check_names_file_key_and_expectation(tmp_path: Path) -> None:
@@ -55,7 +58,7 @@ def test_check_names_file_key_and_expectation(tmp_path: Path) -> None:
                                                                   'port = "50a"', 1))
     result = pedf("check", str(broken))
     assert result.returncode == 2
-    assert f'{broken}: devices[4].port: expected an integer 1–65535, got "50a"' in result.stderr
+    assert f'{broken}: devices[6].port: expected an integer 1–65535, got "50a"' in result.stderr
     assert "Traceback" not in result.stderr
 
 
@@ -106,7 +109,7 @@ def test_scan_finds_units_and_sunspec_models(simulated_site: tuple[Path, object]
     relay_port = port_of(text, "relay_a")
     result = pedf("scan", "--host", "127.0.0.1", "--port", relay_port, "--units", "1-4")
     assert result.returncode == 0, result.stderr
-    assert "2 unit(s) answering" in result.stdout
+    assert "2 device(s) answering" in result.stdout
     inverter_port = port_of(text, "pv_inverter")
     result = pedf("scan", "--host", "127.0.0.1", "--port", inverter_port, "--units", "1")
     assert "40000" in result.stdout
@@ -139,6 +142,6 @@ def test_demo_headless_runs_and_stops_by_itself() -> None:
     assert "/tmp/pedf-rs485-0" in result.stdout
     assert "(virtual RS-485 line)" in result.stdout
     assert "pedf.summary: grid" in result.stderr
-    assert "devices ok 9/9" in result.stderr
+    assert "devices ok 11/11" in result.stderr
     assert "Traceback" not in result.stderr
     assert "never retrieved" not in result.stderr

@@ -12,12 +12,11 @@ from hypothesis import strategies as st
 from tests_support import free_port
 
 from controller.bus import ReadingBus
-from controller.poller import EndpointScheduler
+from controller.lines import line_for
 from controller.runtime import supervise
-from controller.transport import TcpLink
+from controller.scheduler import LineScheduler
 from drivers.frames import crc16
 from drivers.reading import Quality, Reading
-from drivers.site import TcpEndpoint
 from simulators.runner import single_device_site
 
 # A response is built from the request it answers, then mangled.
@@ -84,7 +83,7 @@ async def hostile_server(port: int, script: list[Mutation], served: list[int]
     return await asyncio.start_server(handle, "127.0.0.1", port)
 
 
-async def run_against(script: list[Mutation], requests: int) -> tuple[EndpointScheduler,
+async def run_against(script: list[Mutation], requests: int) -> tuple[LineScheduler,
                                                                       list[Reading]]:
     port = free_port()
     site = single_device_site("sg-ready-heatpump", port=port)
@@ -93,8 +92,7 @@ async def run_against(script: list[Mutation], requests: int) -> tuple[EndpointSc
     server = await hostile_server(port, script, served)
     bus = ReadingBus()
     subscription = bus.subscribe("test", maxsize=10_000)
-    assert isinstance(device.endpoint, TcpEndpoint)
-    scheduler = EndpointScheduler.create("fuzz", TcpLink(device.endpoint), [device], bus)
+    scheduler = LineScheduler.for_devices(line_for(device.line), [device], bus)
     for schedule in scheduler.devices[0].groups:  # poll fast
         schedule.group = dataclasses.replace(schedule.group, interval_s=0.05)
     task = asyncio.create_task(scheduler.run())

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 from tests_support import example_on_free_ports, free_port
 
+from controller.lines import TcpLine
 from controller.runtime import Gateway, with_serial_ports
-from controller.transport import TcpLink
-from drivers.frames import Request, Response
 from drivers.points import Pacing
+from drivers.protocol import Exchange
 from drivers.reading import Quality, Reading
 from drivers.site import SiteSpec, load_site
 from simulators.clock import ManualClock
@@ -145,8 +145,8 @@ async def test_rtu_bus_with_a_dead_and_a_late_device(building: Building) -> None
     # (0.3 s + 0.3 s here), which can push a cycle of the live one past its slot.
     assert 0.75 <= rate <= 1.1
     assert gateway.health()["heat_pump_meter"].state == "stale"
-    link = gateway.scheduler_of("grid_meter").link
-    assert link.stats.discarded_bytes > 0  # the late answers were thrown away…
+    line = gateway.scheduler_of("grid_meter").line
+    assert line.stats.discarded_bytes > 0  # the late answers were thrown away…
     for reading in building.readings:  # …and never matched to another request
         if reading.point == "total_power" and reading.quality is Quality.OK:
             expected = site_power if reading.device == "grid_meter" else feeder_power
@@ -238,13 +238,13 @@ async def test_single_client_devices_are_polled_over_one_connection(tmp_path: Pa
         task = asyncio.create_task(gateway.run(stop))
         await asyncio.sleep(2.5)
         health = gateway.health()
-        links = {name: s.link for name, s in gateway.endpoints.items()}
+        lines = {name: s.line for name, s in gateway.lines.items()}
         stop.set()
         await task
     assert all(h.state == "ok" for h in health.values()), health
-    relay_link = links[str(spec.devices["relay_a"].endpoint)]
-    assert isinstance(relay_link, TcpLink)
-    assert relay_link.stats.connects == 1  # two units, one connection
+    relay_line = lines[spec.devices["relay_a"].line.name]
+    assert isinstance(relay_line, TcpLine)
+    assert relay_line.stats.connects == 1  # two units, one connection
     assert health["relay_a"].polls_ok >= 2
     assert health["relay_b"].polls_ok >= 2
 
@@ -259,17 +259,17 @@ async def test_request_pacing_and_connect_delay(tmp_path: Path) -> None:
     site = build_site(spec, start_s=START)
     async with SiteRunner(site, ManualClock(START)):
         gateway = Gateway(spec)
-        link = gateway.scheduler_of("device").link
-        assert isinstance(link, TcpLink)
+        line = gateway.scheduler_of("device").line
+        assert isinstance(line, TcpLine)
         sent: list[float] = []
-        original = link.execute
+        original = line.exchange
 
-        async def recording(request: Request, timeout_s: float) -> Response:
-            response = await original(request, timeout_s)
+        async def recording(exchange: Exchange, timeout_s: float, *,
+                            turnaround_s: float = 0.0) -> None:
+            await original(exchange, timeout_s, turnaround_s=turnaround_s)
             sent.append(time.monotonic())
-            return response
 
-        link.execute = recording  # type: ignore[method-assign]
+        line.exchange = recording  # type: ignore[method-assign]
         stop = asyncio.Event()
         started = time.monotonic()
         task = asyncio.create_task(gateway.run(stop))

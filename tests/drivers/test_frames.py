@@ -9,16 +9,17 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from drivers.errors import StreamDesyncError
 from drivers.frames import (
     FrameError,
     Function,
     Request,
-    RtuReceiver,
-    TcpReceiver,
     crc16,
     encode_rtu,
     encode_tcp,
     parse_pdu,
+    parse_rtu,
+    take_mbap_frame,
 )
 
 
@@ -93,43 +94,38 @@ def test_write_response_must_echo_the_request() -> None:
         parse_pdu(request, 1, bytes.fromhex("060005002B"))
 
 
-def test_tcp_receiver_reassembles_split_frames() -> None:
-    receiver = TcpReceiver()
+def test_mbap_frames_are_taken_off_a_split_stream() -> None:
     pdu = bytes.fromhex("030400010002")
     frame = bytes.fromhex("00070000000701") + pdu  # transaction 7, length 7, unit 1
-    receiver.feed(frame[:5])
-    assert receiver.next_frame() is None
-    receiver.feed(frame[5:] + frame[:3])  # the rest, and the start of the next frame
-    assert receiver.next_frame() == (7, 1, pdu)
-    assert receiver.next_frame() is None
+    stream = bytearray(frame[:5])
+    assert take_mbap_frame(stream) is None
+    stream += frame[5:] + frame[:3]  # the rest, and the start of the next frame
+    assert take_mbap_frame(stream) == (7, 1, pdu)
+    assert take_mbap_frame(stream) is None
+    assert stream == frame[:3]  # what belongs to the next frame stays
 
 
-def test_tcp_receiver_rejects_a_bad_header() -> None:
-    receiver = TcpReceiver()
-    receiver.feed(bytes.fromhex("00010001000601030400"))  # protocol id 1
-    with pytest.raises(FrameError, match="protocol id"):
-        receiver.next_frame()
-    receiver = TcpReceiver()
-    receiver.feed(bytes.fromhex("00010000040001"))  # length 1024
-    with pytest.raises(FrameError, match="MBAP length"):
-        receiver.next_frame()
+def test_a_bad_mbap_header_loses_the_stream() -> None:
+    with pytest.raises(StreamDesyncError, match="protocol id"):
+        take_mbap_frame(bytearray.fromhex("00010001000601030400"))  # protocol id 1
+    with pytest.raises(StreamDesyncError, match="MBAP length"):
+        take_mbap_frame(bytearray.fromhex("00010000040001"))  # length 1024
 
 
-def test_rtu_receiver_checks_crc_and_trailing_garbage() -> None:
+def test_rtu_responses_are_checked_by_crc_and_length() -> None:
     request = Request(3, Function.READ_INPUT_REGISTERS, 0, count=1)
     good = bytes.fromhex("03040200FF")
     good += crc16(good)
-    receiver = RtuReceiver(request)
-    assert receiver.feed(good[:4]) is None
-    response = receiver.feed(good[4:])
+    assert parse_rtu(request, good[:4]) is None
+    response = parse_rtu(request, good)
     assert response is not None
     assert response.registers == (255,)
     with pytest.raises(FrameError, match="CRC"):
-        RtuReceiver(request).feed(good[:-1] + bytes([good[-1] ^ 1]))
+        parse_rtu(request, good[:-1] + bytes([good[-1] ^ 1]))
     with pytest.raises(FrameError, match="trailing garbage"):
-        RtuReceiver(request).feed(good + b"\x00")
+        parse_rtu(request, good + b"\x00")
     with pytest.raises(FrameError, match="unit 4"):
-        RtuReceiver(request).feed(b"\x04")
+        parse_rtu(request, b"\x04")
 
 
 # -- fuzzing --------------------------------------------------------------------------
@@ -168,10 +164,9 @@ def mangled(draw: st.DrawFn, frame: bytes) -> bytes:
 def test_fuzzed_tcp_frames_only_raise_frame_errors(request: Request, data: st.DataObject) -> None:
     pdu = good_pdu(request, data)
     frame = struct.pack(">HHHB", 9, 0, len(pdu) + 1, request.unit) + pdu
-    receiver = TcpReceiver()
+    stream = bytearray(data.draw(mangled(frame)))
     try:
-        receiver.feed(data.draw(mangled(frame)))
-        while (parsed := receiver.next_frame()) is not None:
+        while (parsed := take_mbap_frame(stream)) is not None:
             transaction, unit, body = parsed
             if transaction == 9:
                 parse_pdu(request, unit, body)
@@ -183,11 +178,10 @@ def test_fuzzed_tcp_frames_only_raise_frame_errors(request: Request, data: st.Da
 def test_fuzzed_rtu_frames_only_raise_frame_errors(request: Request, data: st.DataObject) -> None:
     body = bytes([request.unit]) + good_pdu(request, data)
     frame = body + crc16(body)
-    receiver = RtuReceiver(request)
     chunks = data.draw(mangled(frame))
     try:
         for start in range(0, len(chunks), 7):
-            response = receiver.feed(chunks[start:start + 7])
+            response = parse_rtu(request, chunks[:start + 7])
             if response is not None:
                 # Only an intact frame may ever parse: everything fed so far is one frame
                 # with a right CRC (bytes after it are the line's problem, not this one's).

@@ -9,9 +9,17 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from drivers.codec import register_map
+from drivers.dlt645_driver import (
+    REPLY_OVERHEAD_BYTES,
+    REQUEST_BYTES,
+    data_map,
+    di_sizes,
+    plan_dis,
+)
 from drivers.maploader import get_map, shipped_models
 from drivers.planner import PlanError, ReadRequest, plan_group, plan_reads
-from drivers.points import AddressRange, Point, PointType, Table
+from drivers.points import AddressRange, Point, PointType, Protocol, Table
 
 SIZES = {PointType.U16: 1, PointType.U32: 2, PointType.F64: 4}
 
@@ -137,9 +145,12 @@ EXPECTED_FULL_POLL = {
 }
 
 
-@pytest.mark.parametrize("model", shipped_models())
+REGISTER_MAPS = [m for m in shipped_models() if get_map(m).protocol is Protocol.MODBUS]
+
+
+@pytest.mark.parametrize("model", REGISTER_MAPS)
 def test_requests_per_full_poll_of_each_map(model: str) -> None:
-    device_map = get_map(model)
+    device_map = register_map(get_map(model))
     readable = [p.name for p in device_map.points.values() if p.access.readable]
     plan = plan_group(device_map, readable)
     assert len(plan) == EXPECTED_FULL_POLL[model]
@@ -148,9 +159,9 @@ def test_requests_per_full_poll_of_each_map(model: str) -> None:
     assert planned == set(readable)
 
 
-@pytest.mark.parametrize("model", shipped_models())
+@pytest.mark.parametrize("model", REGISTER_MAPS)
 def test_every_group_plan_includes_its_scale_factors(model: str) -> None:
-    device_map = get_map(model)
+    device_map = register_map(get_map(model))
     for group in device_map.groups.values():
         planned = {n for r in plan_group(device_map, group.points) for n in r.points}
         for name in group.points:
@@ -162,3 +173,33 @@ def test_device_limit_lowers_request_size() -> None:
     inverter = get_map("sunspec-inverter")
     names = [p.name for p in inverter.points.values()]
     assert all(r.count <= 40 for r in plan_group(inverter, names, max_registers=40))
+
+
+# -- DL/T 645: planned by bytes on the wire ------------------------------------------------
+
+
+def test_dlt645_blocks_are_read_when_they_cost_fewer_bytes() -> None:
+    meter = data_map(get_map("dlt645-3phase"))
+    voltages = [0x02010100, 0x02010200, 0x02010300]
+    # three phase voltages: one block read (20 + 16 + 6 bytes) instead of three (3 × 38)
+    assert [(r.di, r.members) for r in plan_dis(meter, voltages)] == [
+        (0x0201FF00, tuple(voltages))]
+    # one voltage alone: the block would carry two unwanted values
+    assert [r.di for r in plan_dis(meter, voltages[:1])] == [0x02010100]
+    # the energy block (5 × 4 bytes) pays for two of its members already
+    energy = plan_dis(meter, [0x00010000, 0x00010300])
+    assert [r.di for r in energy] == [0x0001FF00]
+    # duplicates are read once, and identifiers outside every block one by one
+    assert [r.di for r in plan_dis(meter, [0x02800002, 0x02800002, 0x04000401])] == [
+        0x02800002, 0x04000401]
+
+
+def test_a_block_costs_at_most_what_its_members_cost() -> None:
+    meter = data_map(get_map("dlt645-3phase"))
+    sizes = di_sizes(meter)
+    for block, members in meter.blocks.items():
+        reads = plan_dis(meter, list(members))
+        assert [r.di for r in reads] == [block]
+        together = REQUEST_BYTES + REPLY_OVERHEAD_BYTES + sum(sizes[m] for m in members)
+        alone = sum(REQUEST_BYTES + REPLY_OVERHEAD_BYTES + sizes[m] for m in members)
+        assert together < alone

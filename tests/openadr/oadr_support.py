@@ -18,11 +18,11 @@ from typing import Any
 
 from openleadr import OpenADRServer, hooks, objects, utils
 from openleadr.messaging import create_message, parse_message, validate_xml_schema
+from sim_plant import SimPlant
 from tests_support import EXAMPLE, example_on_free_ports, free_port
 
 from controller.control.events import DrEvent
 from controller.control.loop import ControlLoop
-from controller.control.plant import SimPlant
 from controller.control.settings import control_settings
 from controller.inbox import CommandInbox
 from controller.openadr import Ven, ven_for

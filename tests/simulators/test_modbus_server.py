@@ -12,17 +12,16 @@ from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusIOException
 from pymodbus.pdu import ModbusPDU
 
-from drivers.codec import RegisterImage, decode_points
+from drivers.codec import RegisterImage, decode_points, with_scale_factors
 from drivers.planner import plan_group
 from drivers.points import Table
-from drivers.site import DeviceSpec, RtuEndpoint, TcpEndpoint
+from drivers.site import DeviceSpec
 from simulators.clock import ManualClock
 from simulators.runner import SiteRunner
 
 
 async def tcp_client(device: DeviceSpec) -> AsyncModbusTcpClient:
-    assert isinstance(device.endpoint, TcpEndpoint)
-    client = AsyncModbusTcpClient(device.endpoint.host, port=device.endpoint.port, timeout=1,
+    client = AsyncModbusTcpClient(device.line.host, port=device.line.port, timeout=1,
                                   retries=0, reconnect_delay=0)
     assert await client.connect()
     return client
@@ -47,7 +46,7 @@ async def poll(client: AsyncModbusTcpClient | AsyncModbusSerialClient, device: D
         assert not response.isError(), (request, response)
         values = response.bits[:request.count] if request.table.is_bits else response.registers
         image.store(request.table, request.address, values)
-    return dict(decode_points(device_map, device_map.with_dependencies(
+    return dict(decode_points(device_map, with_scale_factors(device_map,
         device_map.groups[group].points), image))
 
 
@@ -74,8 +73,7 @@ async def test_served_values_decode_to_what_the_physics_holds(running_site: Site
 async def test_rtu_bus_serves_two_meters(running_site: SiteRunner) -> None:
     spec, model = running_site.site.spec, running_site.site.model
     grid = spec.devices["grid_meter"]
-    assert isinstance(grid.endpoint, RtuEndpoint)
-    port = running_site.serial_ports[grid.endpoint.serial_port]
+    port = running_site.serial_ports[grid.line.serial_port]
     client = AsyncModbusSerialClient(port, baudrate=9600, timeout=1, retries=0)
     assert await client.connect()
     try:
@@ -169,8 +167,7 @@ def raw_request(transaction: int, unit: int, function: int, address: int, count:
 
 
 async def raw_exchange(device: DeviceSpec, request: bytes, wait_s: float = 1.0) -> bytes:
-    assert isinstance(device.endpoint, TcpEndpoint)
-    reader, writer = await asyncio.open_connection(device.endpoint.host, device.endpoint.port)
+    reader, writer = await asyncio.open_connection(device.line.host, device.line.port)
     try:
         writer.write(request)
         await writer.drain()
@@ -219,9 +216,8 @@ async def test_fault_corrupt_rtu_frame_has_a_bad_crc(running_site: SiteRunner) -
     from tests_support import crc16
 
     grid = running_site.site.spec.devices["grid_meter"]
-    assert isinstance(grid.endpoint, RtuEndpoint)
     running_site.faults("grid_meter").corrupt = True
-    fd = os.open(running_site.serial_ports[grid.endpoint.serial_port], os.O_RDWR | os.O_NOCTTY)
+    fd = os.open(running_site.serial_ports[grid.line.serial_port], os.O_RDWR | os.O_NOCTTY)
     try:
         import tty
 
@@ -287,11 +283,10 @@ async def test_single_client_device_closes_a_second_connection(site_spec) -> Non
     async with SiteRunner(site, ManualClock(site.start_s),
                           single_client=frozenset({"battery"})) as runner:
         device = runner.site.spec.devices["battery"]
-        assert isinstance(device.endpoint, TcpEndpoint)
-        first = await asyncio.open_connection(device.endpoint.host, device.endpoint.port)
+        first = await asyncio.open_connection(device.line.host, device.line.port)
         await asyncio.sleep(0.05)
-        second_reader, second_writer = await asyncio.open_connection(device.endpoint.host,
-                                                                     device.endpoint.port)
+        second_reader, second_writer = await asyncio.open_connection(device.line.host,
+                                                                     device.line.port)
         assert await asyncio.wait_for(second_reader.read(16), 1.0) == b""  # closed at once
         second_writer.close()
         reader, writer = first

@@ -48,7 +48,7 @@ def test_sim_device_serves_and_stops_on_ctrl_c() -> None:
     process = start("sim", "device", "sg-ready-heatpump", "--port", str(port), "--unit", "3")
     banner = wait_for_line(process, "Ctrl-C stops.")
     assert f"tcp://127.0.0.1:{port}" in banner
-    assert "unit   3" in banner
+    assert "unit 3 " in banner
     assert "sg-ready-heatpump" in banner
     client = ModbusClient(host="127.0.0.1", port=port, unit_id=3, timeout=2.0)
     assert client.read_holding_registers(0, 1) == [2]  # SG-Ready: normal

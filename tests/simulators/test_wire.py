@@ -9,7 +9,6 @@ import shutil
 
 import pytest
 
-from drivers.site import RtuEndpoint, TcpEndpoint
 from simulators.runner import SiteRunner
 
 MBPOLL = shutil.which("mbpoll")
@@ -31,23 +30,21 @@ def polled_values(output: str) -> dict[int, float]:
 async def test_mbpoll_reads_the_tcp_simulator(running_site: SiteRunner) -> None:
     spec, model = running_site.site.spec, running_site.site.model
     heat_pump = spec.devices["heat_pump"]
-    assert isinstance(heat_pump.endpoint, TcpEndpoint)
     output = await mbpoll("-m", "tcp", "-a", "1", "-0", "-r", "0", "-c", "4", "-t", "3",
-                          "-1", "-p", str(heat_pump.endpoint.port), heat_pump.endpoint.host)
+                          "-1", "-p", str(heat_pump.line.port), heat_pump.line.host)
     values = polled_values(output)
     hp = model.heat_pumps["heat_pump"]
     assert values[3] / 10 == pytest.approx(hp.indoor_c, abs=0.051)  # s16, 0.1 °C
     assert values[2] / 10 == pytest.approx(hp.outdoor_c(hp.t_s), abs=0.051)
     output = await mbpoll("-m", "tcp", "-a", "1", "-0", "-r", "500", "-c", "1", "-t", "3",
-                          "-1", "-p", str(heat_pump.endpoint.port), heat_pump.endpoint.host)
+                          "-1", "-p", str(heat_pump.line.port), heat_pump.line.host)
     assert "Illegal data address" in output
 
 
 async def test_mbpoll_reads_floats_over_the_rtu_line(running_site: SiteRunner) -> None:
     spec, model = running_site.site.spec, running_site.site.model
     feeder = spec.devices["heat_pump_meter"]  # SDM630, unit 2 on the RS-485 line
-    assert isinstance(feeder.endpoint, RtuEndpoint)
-    port = running_site.serial_ports[feeder.endpoint.serial_port]
+    port = running_site.serial_ports[feeder.line.serial_port]
     output = await mbpoll("-m", "rtu", "-b", "9600", "-P", "none", "-a", "2", "-0", "-r", "52",
                           "-c", "1", "-t", "3:float", "-B", "-1", "-o", "2", port)
     values = polled_values(output)
@@ -59,11 +56,10 @@ async def test_pymodbustcp_reads_relay_coils(running_site: SiteRunner) -> None:
     from pyModbusTCP.client import ModbusClient
 
     relay = running_site.site.spec.devices["relay_b"]
-    assert isinstance(relay.endpoint, TcpEndpoint)
     running_site.site.model.relays["relay_b"].write_channel(4, False)
 
     def read() -> list[bool] | None:
-        client = ModbusClient(host=relay.endpoint.host, port=relay.endpoint.port,  # type: ignore[union-attr]
+        client = ModbusClient(host=relay.line.host, port=relay.line.port,  # type: ignore[union-attr]
                               unit_id=2, timeout=2.0)
         try:
             return client.read_coils(0, 16)  # type: ignore[no-any-return]
@@ -83,9 +79,8 @@ async def test_pysunspec2_scans_the_simulated_inverter_and_battery(
 
     def scan(name: str) -> object:
         device = spec.devices[name]
-        assert isinstance(device.endpoint, TcpEndpoint)
         client = sunspec_client.SunSpecModbusClientDeviceTCP(
-            slave_id=device.unit, ipaddr=device.endpoint.host, ipport=device.endpoint.port,
+            slave_id=device.unit, ipaddr=device.line.host, ipport=device.line.port,
             timeout=3)
         try:
             client.scan()

@@ -1,24 +1,29 @@
-"""Polling and writing, one scheduler task per endpoint (TCP host:port or RS-485 bus).
+"""Polling and writing, one scheduler task per line, whatever protocol each device speaks.
 
 Each device's poll groups run at their intervals on monotonic time, without drift: a
-group due at ``t`` is next due at ``t + interval``; when the endpoint falls behind, missed
-cycles are skipped (and counted), never bunched up. Requests on one endpoint never
-overlap. Writes jump the queue.
+group due at ``t`` is next due at ``t + interval``; when the line falls behind, missed
+cycles are skipped (and counted), never bunched up. Exchanges on one line never overlap,
+so Modbus RTU slaves and DL/T 645 meters can share an RS-485 bus with the same serial
+settings. Writes jump the queue.
 
-Failure handling, per device:
+What is said on the wire is the device's protocol driver's business
+(:mod:`drivers.protocol`: a read or write *operation* as a sequence of exchanges); the
+scheduler owns when, how often, and what failure means. Per device:
 
-* a request is retried ``retries`` times at once; if it still fails, the rest of the
-  group is abandoned and its points are published with quality STALE (no answer: timeout,
-  connection refused or lost) or ERROR (the device answered, but with a Modbus exception
-  or a malformed frame) and value None — never the last good value repeated;
-* the device then backs off: it is retried after 1, 2, 4 … s up to ``backoff_max_s``,
-  so a dead device costs its bus little and never stalls the other devices;
+* an exchange is retried ``retries`` times at once; if it still fails, the rest of the
+  group is abandoned and its points are published with quality STALE (no answer:
+  timeout, connection refused or lost) or ERROR (the device answered, but refused — a
+  Modbus exception, a DL/T 645 error reply — or with a malformed frame) and value None,
+  never the last good value repeated;
+* the device then backs off: it is retried after 1, 2, 4 … s up to ``backoff_max_s``, so
+  a dead device costs its line little and never stalls the other devices;
 * the first successful poll resets the backoff.
 
-Writes (:meth:`EndpointScheduler.write`) are encoded with the codec's range checks
-before they are queued, rate-limited per device (token bucket: ``write_burst``, then
-``writes_per_s``), and verified by reading the registers back. A failed write is
-reported in its :class:`WriteResult`, never swallowed.
+Writes (:meth:`LineScheduler.write`, :meth:`LineScheduler.submit`) are range-checked
+before they are queued, encoded by the device's driver when they run, rate-limited per
+device (token bucket: ``write_burst``, then ``writes_per_s``) and verified by reading
+back where the protocol allows. A failed write is reported in its :class:`WriteResult`,
+never swallowed.
 """
 
 from __future__ import annotations
@@ -34,41 +39,27 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from controller.bus import ReadingBus
-from controller.transport import BadFrameError, LinkError, LinkTimeoutError, RtuLink, TcpLink
-from drivers.codec import RegisterImage, WriteRangeError, decode_points, encode_write
-from drivers.codec import scale_factor_value as _sf
+from controller.lines import BadFrameError, Line, LinkError, LinkTimeoutError
 from drivers.devices import Write
-from drivers.frames import ExceptionCode, Function, Request, Response
-from drivers.planner import ReadRequest, plan_group
-from drivers.points import Point, PollGroup, Table, Value
+from drivers.points import PollGroup, Value, WriteRangeError
+from drivers.protocol import DeviceAnswerError, Driver, Exchange, FrameError, Operation
 from drivers.reading import Quality, Reading
+from drivers.sessions import driver_for
 from drivers.site import DeviceSpec
 
-log = logging.getLogger("pedf.poller")
+log = logging.getLogger("pedf.scheduler")
 
-READ_FUNCTION = {Table.COIL: Function.READ_COILS,
-                  Table.DISCRETE_INPUT: Function.READ_DISCRETE_INPUTS,
-                  Table.HOLDING: Function.READ_HOLDING_REGISTERS,
-                  Table.INPUT: Function.READ_INPUT_REGISTERS}
 BACKOFF_BASE_S = 1.0
 
-
-class DeviceAnswerError(LinkError):
-    """The device answered with a Modbus exception."""
-
-    def __init__(self, code: int) -> None:
-        super().__init__(ExceptionCode.describe(code))
-        self.code = code
+__all__ = ["DeviceHealth", "DevicePoller", "GroupSchedule", "LineScheduler", "WriteResult"]
 
 
 @dataclass
 class GroupSchedule:
     group: PollGroup
-    plan: list[ReadRequest]
-    points: list[Point]  # the group's points plus the scale factors they need
     next_due: float
     polls: int = 0
-    skipped: int = 0  # cycles missed because the endpoint was busy
+    skipped: int = 0  # cycles missed because the line was busy
 
 
 @dataclass
@@ -82,7 +73,7 @@ class DeviceHealth:
     backoff_until: float = 0.0  # monotonic
     last_ok_wall: float | None = None
     last_error: str = ""
-    latency_ms: float = 0.0  # exponentially weighted mean of request round trips
+    latency_ms: float = 0.0  # exponentially weighted mean of exchange round trips
     writes_ok: int = 0
     writes_failed: int = 0
 
@@ -107,9 +98,11 @@ class _PendingWrite:
 
 @dataclass
 class DevicePoller:
-    """A device's schedule, health and write budget (state only; I/O is the endpoint's)."""
+    """A device's driver, schedule, health and write budget (state only; the line's
+    scheduler does the I/O)."""
 
     spec: DeviceSpec
+    driver: Driver
     groups: list[GroupSchedule]
     health: DeviceHealth = field(default_factory=DeviceHealth)
     last_request: float = -math.inf  # monotonic
@@ -117,19 +110,18 @@ class DevicePoller:
     write_tokens_at: float = 0.0
 
     @classmethod
-    def create(cls, spec: DeviceSpec, now: float) -> DevicePoller:
-        groups = []
+    def create(cls, spec: DeviceSpec, driver: Driver, now: float) -> DevicePoller:
         # A fixed phase per device spreads the first polls (and so every later cycle)
         # over up to a second, instead of every device asking in the same instant.
         phase = zlib.crc32(spec.name.encode()) / 0xFFFF_FFFF
-        for group in spec.groups.values():
-            points = spec.device_map.with_dependencies(group.points)
-            plan = plan_group(spec.device_map, group.points, max_registers=spec.max_registers)
-            groups.append(GroupSchedule(group, plan, points,
-                                        next_due=now + phase * min(group.interval_s, 1.0)))
-        return cls(spec, groups, write_tokens=float(spec.write_burst), write_tokens_at=now)
+        groups = [GroupSchedule(group, next_due=now + phase * min(group.interval_s, 1.0))
+                  for group in spec.groups.values()]
+        for schedule in groups:
+            driver.read(schedule.group.points)  # plan now: a bad map fails at start-up
+        return cls(spec, driver, groups, write_tokens=float(spec.write_burst),
+                   write_tokens_at=now)
 
-    def next_poll(self, now: float) -> tuple[float, GroupSchedule]:
+    def next_poll(self) -> tuple[float, GroupSchedule]:
         """When this device may next be polled, and which group."""
         schedule = min(self.groups, key=lambda g: g.next_due)
         earliest = max(schedule.next_due, self.health.backoff_until,
@@ -148,31 +140,34 @@ class DevicePoller:
 
 
 @dataclass
-class EndpointScheduler:
-    """Runs every request of one endpoint: polls on schedule, writes on demand."""
+class LineScheduler:
+    """Runs every exchange of one line: polls on schedule, writes on demand."""
 
     name: str
-    link: TcpLink | RtuLink
+    line: Line
     devices: list[DevicePoller]
     bus: ReadingBus
     wall_clock: Callable[[], float] = time.time
     max_pending_writes: int = 64
     _writes: deque[_PendingWrite] = field(default_factory=deque)
     _wakeup: asyncio.Event = field(default_factory=asyncio.Event)
-    _last_unit: int | None = None
+    _last_device: DevicePoller | None = None
+    _by_name: dict[str, DevicePoller] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._by_name = {device.spec.name: device for device in self.devices}
 
     @classmethod
-    def create(cls, name: str, link: TcpLink | RtuLink, specs: Sequence[DeviceSpec],
-               bus: ReadingBus, wall_clock: Callable[[], float] = time.time
-               ) -> EndpointScheduler:
+    def for_devices(cls, line: Line, specs: Sequence[DeviceSpec], bus: ReadingBus,
+                    wall_clock: Callable[[], float] = time.time) -> LineScheduler:
+        """The scheduler of ``line`` for ``specs``, each with its protocol's driver."""
         now = time.monotonic()
-        return cls(name, link, [DevicePoller.create(s, now) for s in specs], bus, wall_clock)
+        return cls(str(line), line, [DevicePoller.create(s, driver_for(s), now) for s in specs],
+                   bus, wall_clock)
 
     def device(self, name: str) -> DevicePoller:
-        for device in self.devices:
-            if device.spec.name == name:
-                return device
-        raise KeyError(name)
+        """The device ``name`` on this line; raises KeyError."""
+        return self._by_name[name]
 
     # -- the loop -----------------------------------------------------------------------
 
@@ -185,7 +180,7 @@ class EndpointScheduler:
                 if pending is not None:
                     await self._execute_write(pending)
                     continue
-                due, device, schedule = self._next_due(now)
+                due, device, schedule = self._next_due()
                 wait = due - now
                 if self._writes:
                     wait = min(wait, self._write_wait(now))
@@ -201,12 +196,12 @@ class EndpointScheduler:
                 if not pending.future.done():
                     pending.future.set_result(self._failed(pending, "controller stopping"))
             self._writes.clear()
-            await self.link.close()
+            await self.line.close()
 
-    def _next_due(self, now: float) -> tuple[float, DevicePoller, GroupSchedule]:
+    def _next_due(self) -> tuple[float, DevicePoller, GroupSchedule]:
         best: tuple[float, DevicePoller, GroupSchedule] | None = None
         for device in self.devices:
-            due, schedule = device.next_poll(now)
+            due, schedule = device.next_poll()
             if best is None or due < best[0]:
                 best = (due, device, schedule)
         assert best is not None
@@ -216,26 +211,15 @@ class EndpointScheduler:
 
     async def _poll(self, device: DevicePoller, schedule: GroupSchedule) -> None:
         spec, health = device.spec, device.health
-        image = RegisterImage()
-        failure: LinkError | None = None
-        failed_request: ReadRequest | None = None
-        for request in schedule.plan:
-            try:
-                response = await self._request(device, Request(
-                    spec.unit, READ_FUNCTION[request.table], request.address,
-                    count=request.count))
-            except LinkError as exc:
-                failure, failed_request = exc, request
-                break
-            values = response.bits if request.table.is_bits else response.registers
-            image.store(request.table, request.address, values)
+        operation = device.driver.read(schedule.group.points)
+        failure = await self._run(device, operation)
         self._advance_schedule(schedule)
         wall = self.wall_clock()
-        group_points = set(schedule.group.points)
-        decoded = decode_points(spec.device_map, schedule.points, image)
+        points = spec.device_map.points
+        decoded = operation.values
         readings = [  # scale factors too: writes need their latest values
-            Reading(spec.name, point.name, decoded[point.name], point.unit, wall, Quality.OK)
-            for point in schedule.points if point.name in decoded
+            Reading(spec.name, name, value, points[name].unit, wall, Quality.OK)
+            for name, value in decoded.items()
         ]
         if failure is None:
             health.polls_ok += 1
@@ -246,14 +230,11 @@ class EndpointScheduler:
                 log.info("%s: answering", spec.name)
             health.state = "ok"
         else:
-            quality = Quality.ERROR if isinstance(failure, DeviceAnswerError | BadFrameError) \
-                else Quality.STALE
-            readings += [
-                Reading(spec.name, point.name, None, point.unit, wall, quality)
-                for point in schedule.points
-                if point.name in group_points and point.name not in decoded
-            ]
-            self._record_failure(device, failure, failed_request, quality)
+            quality = Quality.ERROR if isinstance(
+                failure, DeviceAnswerError | BadFrameError | FrameError) else Quality.STALE
+            readings += [Reading(spec.name, name, None, points[name].unit, wall, quality)
+                         for name in schedule.group.points if name not in decoded]
+            self._record_failure(device, failure, quality)
         self.bus.publish(tuple(readings))
 
     def _advance_schedule(self, schedule: GroupSchedule) -> None:
@@ -266,8 +247,8 @@ class EndpointScheduler:
             schedule.skipped += missed
             schedule.next_due += missed * interval
 
-    def _record_failure(self, device: DevicePoller, failure: LinkError,
-                        request: ReadRequest | None, quality: Quality) -> None:
+    def _record_failure(self, device: DevicePoller, failure: Exception,
+                        quality: Quality) -> None:
         health = device.health
         health.polls_failed += 1
         health.consecutive_failures += 1
@@ -282,24 +263,33 @@ class EndpointScheduler:
                         backoff)
         health.state = state
 
-    async def _request(self, device: DevicePoller, request: Request) -> Response:
-        """One request with the device's retries, pacing and unit-switch delay."""
+    async def _run(self, device: DevicePoller, operation: Operation
+                   ) -> LinkError | DeviceAnswerError | FrameError | None:
+        """Run ``operation``'s exchanges; the failure that stopped it, or None. An answer
+        the protocol cannot decode (FrameError from ``complete``) counts as a bad frame."""
+        try:
+            while (exchange := operation.next_exchange()) is not None:
+                await self._exchange(device, exchange)
+                operation.complete()
+        except (LinkError, DeviceAnswerError, FrameError) as exc:
+            return exc
+        return None
+
+    async def _exchange(self, device: DevicePoller, exchange: Exchange) -> None:
+        """One exchange with the device's retries, pacing and device-switch delay."""
         spec = device.spec
         attempts = spec.retries + 1
         for attempt in range(attempts):
             wait = device.last_request + spec.pacing.request_interval_s - time.monotonic()
-            if self._last_unit is not None and self._last_unit != spec.unit:
+            if self._last_device is not None and self._last_device is not device:
                 wait = max(wait, spec.unit_switch_delay_s)
             if wait > 0:
                 await asyncio.sleep(wait)
             started = time.monotonic()
-            self._last_unit = spec.unit
+            self._last_device = device
             try:
-                if isinstance(self.link, RtuLink):
-                    response = await self.link.execute(request, spec.timeout_s,
-                                                       turnaround_s=spec.turnaround_s)
-                else:
-                    response = await self.link.execute(request, spec.timeout_s)
+                await self.line.exchange(exchange, spec.timeout_s,
+                                         turnaround_s=spec.turnaround_s)
             except LinkError:
                 if attempt + 1 < attempts:
                     continue
@@ -310,41 +300,33 @@ class EndpointScheduler:
             health = device.health
             health.latency_ms = elapsed_ms if health.latency_ms == 0 else (
                 0.8 * health.latency_ms + 0.2 * elapsed_ms)
-            if response.exception is not None:
-                raise DeviceAnswerError(response.exception)
-            return response
+            return
         raise LinkTimeoutError("no attempt made")  # pragma: no cover - attempts >= 1
 
     # -- writing ------------------------------------------------------------------------
 
-    def write(self, device_name: str, point_name: str, value: Value) -> asyncio.Future[WriteResult]:
+    def write(self, device_name: str, point_name: str, value: Value
+              ) -> asyncio.Future[WriteResult]:
         """Queue a write of ``value`` (engineering units) to a point of a device.
 
-        Encoding and range checks happen now: an invalid value resolves the returned
-        future at once with a failed :class:`WriteResult`.
+        Range checks happen now: an invalid value resolves the returned future at once
+        with a failed :class:`WriteResult`.
         """
         device = self.device(device_name)
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[WriteResult] = loop.create_future()
         try:
-            point = device.spec.device_map.point(point_name)
-            write = Write(point.name, point.table, point.address,
-                          tuple(encode_write(point, value, self._scale_factor(device, point))),
-                          value)
+            device.spec.device_map.point(point_name).check_write(value)
         except (KeyError, WriteRangeError) as exc:
+            future: asyncio.Future[WriteResult] = asyncio.get_running_loop().create_future()
             future.set_result(WriteResult(device_name, point_name, value, False,
                                           str(exc).strip("'\"")))
             device.health.writes_failed += 1
             return future
-        return self.submit(device_name, write, future)
+        return self.submit(device_name, Write(point_name, value))
 
-    def submit(self, device_name: str, write: Write,
-               future: asyncio.Future[WriteResult] | None = None
-               ) -> asyncio.Future[WriteResult]:
-        """Queue an already encoded write (e.g. from a semantic device class)."""
+    def submit(self, device_name: str, write: Write) -> asyncio.Future[WriteResult]:
+        """Queue a write (e.g. from a semantic device class's recipe)."""
         device = self.device(device_name)
-        if future is None:
-            future = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[WriteResult] = asyncio.get_running_loop().create_future()
         pending = _PendingWrite(device, write, future, time.monotonic())
         if len(self._writes) >= self.max_pending_writes:
             future.set_result(self._failed(pending, "write queue full"))
@@ -353,20 +335,8 @@ class EndpointScheduler:
         self._wakeup.set()
         return future
 
-    def _scale_factor(self, device: DevicePoller, point: Point) -> int | None:
-        if point.scale_factor is None:
-            return None
-        reading = self.bus.latest.get(device.spec.name, point.scale_factor)
-        value = None if reading is None else reading.value
-        sf = _sf(value if isinstance(value, int) and not isinstance(value, bool) else None)
-        if sf is None:
-            raise WriteRangeError(f"{point.name}: scale factor {point.scale_factor} has not "
-                                  "been read yet")
-        return sf
-
     def _write_wait(self, now: float) -> float:
-        pending = self._writes[0]
-        device = pending.device
+        device = self._writes[0].device
         rate = device.spec.writes_per_s
         tokens = min(float(device.spec.write_burst),
                      device.write_tokens + (now - device.write_tokens_at) * rate)
@@ -386,37 +356,17 @@ class EndpointScheduler:
 
     async def _execute_write(self, pending: _PendingWrite) -> None:
         device, write = pending.device, pending.write
-        unit = device.spec.unit
-        if write.table is Table.COIL:
-            if len(write.values) == 1:
-                request = Request(unit, Function.WRITE_SINGLE_COIL, write.address,
-                                  values=write.values)
-            else:
-                request = Request(unit, Function.WRITE_MULTIPLE_COILS, write.address,
-                                  values=write.values)
-            read_back = Request(unit, Function.READ_COILS, write.address,
-                                count=len(write.values))
-        elif write.table is Table.HOLDING:
-            function = (Function.WRITE_SINGLE_REGISTER if len(write.values) == 1
-                        else Function.WRITE_MULTIPLE_REGISTERS)
-            request = Request(unit, function, write.address, values=write.values)
-            read_back = Request(unit, Function.READ_HOLDING_REGISTERS, write.address,
-                                count=len(write.values))
-        else:
-            result = self._failed(pending, f"{write.point}: {write.table.value} is read-only")
-            pending.future.set_result(result)
-            return
         try:
-            await self._request(device, request)
-            response = await self._request(device, read_back)
-        except LinkError as exc:
-            result = self._failed(pending, str(exc))
+            operation = device.driver.write(
+                write, self.bus.latest.device_values(device.spec.name))
+        except (KeyError, WriteRangeError) as exc:
+            result = self._failed(pending, str(exc).strip("'\""))
         else:
-            got = tuple(int(b) for b in response.bits) if write.table is Table.COIL \
-                else response.registers
-            if got != write.values:
-                result = self._failed(pending, f"read-back {list(got)} differs from written "
-                                               f"{list(write.values)}")
+            failure = await self._run(device, operation)
+            if failure is not None:
+                result = self._failed(pending, str(failure))
+            elif operation.mismatch:
+                result = self._failed(pending, operation.mismatch)
             else:
                 device.health.writes_ok += 1
                 result = WriteResult(device.spec.name, write.point, write.value, True, "",
@@ -426,3 +376,4 @@ class EndpointScheduler:
                         write.value, result.error)
         if not pending.future.done():
             pending.future.set_result(result)
+
