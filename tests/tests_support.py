@@ -3,12 +3,26 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import socket
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "jinan-office.toml"
+
+
+async def wait_until(condition: Callable[[], object], *, timeout_s: float = 10.0,
+                     poll_s: float = 0.01, what: str = "") -> None:
+    """Wait until ``condition()`` is true, checking every ``poll_s``; fail the test after
+    ``timeout_s`` naming ``what`` (a deadline, never a fixed sleep before an assert)."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout_s:g} s: {what or condition}")
+        await asyncio.sleep(poll_s)
 
 
 def free_port() -> int:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 from pathlib import Path
 
 from closed_loop import EXAMPLE, ClosedLoop
+from tests_support import wait_until
 
 from controller.control.events import DrEvent
 from controller.control.loop import ControlLoop
@@ -105,3 +108,42 @@ async def test_no_load_stays_shed_past_its_maximum_even_across_a_restart(
     # Loads rotate: none stays off longer than its 300 s plus one restore step and cycle.
     assert max(longest.values()) <= 300.0 + SETTINGS.restore_step_s + 2 * SETTINGS.cycle_s
     assert len(longest) > 4  # others took over when the first ones came back
+
+
+# -- controls that do not revert by themselves (fail-safe "gateway") ------------------------
+
+
+async def test_what_does_not_revert_is_handed_back_when_control_stops(tmp_path: Path) -> None:
+    """The SG-Ready register keeps what was written (the map says failsafe = "gateway"):
+    when the control loop stops, it writes the release steps — normal operation."""
+    loop = ClosedLoop.build("2026-06-22T10:00:00", SETTINGS, store=Store(tmp_path / "s.db"))
+    heat_pump = loop.simulated.model.heat_pumps["heat_pump"]
+    loop.event(DrEvent("dr-4", "reduction", "site", loop.clock.now() + 10, 3600.0, 70.0))
+    await loop.run(60)
+    assert heat_pump.sg_ready_state == 1  # blocked for the event
+    task = asyncio.create_task(loop.loop.run())
+    # the running loop takes over from the manual cycles
+    await wait_until(lambda: loop.loop.cycles >= 13, what="a cycle of the running loop")
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    assert heat_pump.sg_ready_state == 2  # released: normal operation
+
+
+async def test_a_setting_left_held_by_a_crash_is_released_at_the_next_start(
+        tmp_path: Path) -> None:
+    store_path = tmp_path / "state.sqlite"
+    first = ClosedLoop.build("2026-06-22T10:00:00", SETTINGS, store=Store(store_path))
+    heat_pump = first.simulated.model.heat_pumps["heat_pump"]
+    first.event(DrEvent("dr-5", "reduction", "site", first.clock.now() + 10, 600.0, 70.0))
+    await first.run(60)  # cycles only: the process "dies" without running its hand-back
+    assert heat_pump.sg_ready_state == 1
+    advance_without_controller(first, 1200)  # the event is long over; nobody is in charge
+    assert heat_pump.sg_ready_state == 1  # a register that keeps what it was told
+    second = ControlLoop(first.plant, SETTINGS, CommandInbox(), Store(store_path),
+                         clock=first.clock.now)
+    task = asyncio.create_task(second.run())
+    await wait_until(lambda: heat_pump.sg_ready_state == 2, what="SG-Ready released")
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

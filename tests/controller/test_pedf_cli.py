@@ -145,3 +145,39 @@ def test_demo_headless_runs_and_stops_by_itself() -> None:
     assert "devices ok 11/11" in result.stderr
     assert "Traceback" not in result.stderr
     assert "never retrieved" not in result.stderr
+
+
+def test_scan_defaults_find_the_slowest_shipped_device() -> None:
+    """The project's own ESP32 sub-meter answers in about 320 ms: the scan's default
+    timeout must wait for it (it once stopped at 0.3 s and found nothing)."""
+    port = free_port()
+    device = start("sim", "device", "esp32-submeter", "--port", str(port), "--unit", "1",
+                   "--fault", "latency=0.32")
+    try:
+        wait_for(device, "Ctrl-C stops.")
+        result = pedf("scan", "--host", "127.0.0.1", "--port", str(port), "--units", "1")
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "1 device(s)" in result.stdout
+    finally:
+        device.send_signal(signal.SIGINT)
+        device.communicate(timeout=20)
+
+
+def test_scan_finds_a_dlt645_meter_behind_a_serial_server() -> None:
+    port = free_port()
+    meter = start("sim", "device", "dlt645-3phase", "--port", str(port), "--serial-server",
+                  "--address", "202400000101")
+    try:
+        wait_for(meter, "Ctrl-C stops.")
+        result = pedf("scan", "--host", "127.0.0.1", "--port", str(port), "--serial-server",
+                      "--protocol", "dlt645")
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "address 202400000101" in result.stdout
+        checked = pedf("scan", "--host", "127.0.0.1", "--port", str(port), "--serial-server",
+                       "--protocol", "dlt645", "--addresses", "202400000101,202400000102")
+        assert "1 device(s)" in checked.stdout, checked.stdout + checked.stderr
+        assert "address 202400000101" in checked.stdout
+        assert "202400000102" not in checked.stdout
+    finally:
+        meter.send_signal(signal.SIGINT)
+        meter.communicate(timeout=20)
