@@ -134,14 +134,22 @@ async def scan_line(spec: LineSpec, protocol: str, targets: Sequence[int] | Sequ
     return found
 
 
-async def _read_meter_address(line: Line, timeout_s: float) -> str | None:
-    """The address of the one meter on a point-to-point line (read address, 13H)."""
-    exchange = Dlt645Exchange(dlt645.read_address_request())
+async def _answered(line: Line, exchange: Dlt645Exchange, timeout_s: float) -> bool:
+    """Whether a meter answered ``exchange`` (with data or an error reply). Raises
+    :class:`~controller.lines.LinkDownError` when the line itself is down."""
     try:
         await line.exchange(exchange, timeout_s)
     except LinkDownError:
         raise
     except LinkError:
+        return False
+    return True
+
+
+async def _read_meter_address(line: Line, timeout_s: float) -> str | None:
+    """The address of the one meter on a point-to-point line (read address, 13H)."""
+    exchange = Dlt645Exchange(dlt645.read_address_request())
+    if not await _answered(line, exchange, timeout_s):
         return None
     answer = exchange.answer
     return answer if isinstance(answer, str) else None
@@ -153,11 +161,7 @@ ADDRESS_DI = 0x04000401
 
 async def _probe_meter(line: Line, address: str, timeout_s: float) -> Found | None:
     exchange = Dlt645Exchange(dlt645.read_request(dlt645.parse_address(address), ADDRESS_DI))
-    try:
-        await line.exchange(exchange, timeout_s)
-    except LinkDownError:
-        raise
-    except LinkError:
+    if not await _answered(line, exchange, timeout_s):
         return None
     note = "" if exchange.refusal is None else str(exchange.refusal)
     return Found(f"address {address}", note=note)

@@ -8,11 +8,13 @@ problem raises :class:`MapError` naming the file, the key and what was expected.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Mapping
 from functools import cache
 from importlib import resources
 from pathlib import Path
+from typing import TypeVar
 
 from drivers import dlt645, sunspec
 from drivers.capabilities import KINDS
@@ -37,6 +39,8 @@ from drivers.points import (
 from drivers.schema import ConfigError, Node, load_toml
 
 __all__ = ["BASE_UNITS", "MapError", "get_map", "load_map", "parse_map", "shipped_models"]
+
+PointT = TypeVar("PointT", bound=PointBase)
 
 #: Units a point may declare: base units only, so conversion happens once, at decode.
 BASE_UNITS = frozenset(
@@ -120,7 +124,6 @@ def _parse(root: Node, expected_model: str | None) -> AnyMap:
     use_sentinels = True if sentinels_default is None else sentinels_default.bool()
     max_registers = _int_or(device.get("max_registers"), 125, 1, 125)
     max_gap = _int_or(device.get("max_gap"), 0, 0, 124)
-    pacing = _pacing(device.get("pacing"))
     unreadable = tuple(_range(n) for n in _list(root.get("unreadable")))
 
     points_node, sunspec_node = root.get("points"), root.get("sunspec")
@@ -135,31 +138,36 @@ def _parse(root: Node, expected_model: str | None) -> AnyMap:
         assert sunspec_node is not None
         points, constants = _sunspec(sunspec_node)
     by_name = _check_points(points, points_node or sunspec_node, unreadable)  # type: ignore[arg-type]
+    return dataclasses.replace(
+        _device_map(root, device, model, kind, Protocol.MODBUS, by_name, constants),
+        unreadable=unreadable, max_registers=max_registers, max_gap=max_gap)
 
+
+def _device_map(root: Node, device: Node, model: str, kind: str, protocol: Protocol,
+                points: Mapping[str, PointT], constants: dict[str, Value]
+                ) -> DeviceMap[PointT]:
+    """What every map has, whatever its protocol: identity, capabilities, poll groups,
+    controls and watchdog, pacing, simulation constants."""
     simulation = root.get("simulation")
     if simulation is not None:
         simulation.only(("constants",))
-        constants.update(_constants(simulation.get("constants"), by_name))
-    capabilities = _capabilities(root, kind, by_name)
-    watchdog = _watchdog(root.get("watchdog"), by_name, capabilities)
-    controls = _controls(root, kind, by_name, capabilities, watchdog)
+        constants.update(_constants(simulation.get("constants"), points))
+    capabilities = _capabilities(root, kind, points)
+    watchdog = _watchdog(root.get("watchdog"), points, capabilities)
     return DeviceMap(
         model=model,
         kind=kind,
-        protocol=Protocol.MODBUS,
-        controls=controls,
-        watchdog=watchdog,
+        protocol=protocol,
         manufacturer=_str_or(device.get("manufacturer"), ""),
         description=_str_or(device.get("description"), ""),
         documentation=_str_or(device.get("documentation"), ""),
         source=root.file,
-        points=by_name,
+        points=points,
         capabilities=capabilities,
-        groups=_groups(root.get("groups"), by_name),
-        unreadable=unreadable,
-        max_registers=max_registers,
-        max_gap=max_gap,
-        pacing=pacing,
+        groups=_groups(root.get("groups"), points),
+        controls=_controls(root, kind, points, capabilities, watchdog),
+        watchdog=watchdog,
+        pacing=_pacing(device.get("pacing")),
         sim_constants=constants,
     )
 
@@ -227,23 +235,9 @@ def _point(node: Node, word_order: Order, byte_order: Order, use_sentinels: bool
     else:
         length = 1
     address = node.req("address").int(min=0, max=0xFFFF)
-    unit_node = node.get("unit")
-    unit = "" if unit_node is None else unit_node.str(nonempty=False)
-    if unit not in BASE_UNITS:
-        assert unit_node is not None
-        raise _error(unit_node, "a base unit (" + ", ".join(sorted(BASE_UNITS - {""})) +
-                     ") — convert with scale")
-    scale_node = node.get("scale")
-    scale = 1.0 if scale_node is None else scale_node.float()
-    if scale == 0.0:
-        assert scale_node is not None
-        raise _error(scale_node, "a non-zero number")
-    access_node = node.get("access")
-    access = Access.READ if access_node is None else Access(
-        access_node.str(choices=[a.value for a in Access])
-    )
+    unit, scale, access = _unit(node), _scale(node), _access(node)
     if access.writable and not table.writable:
-        assert access_node is not None
+        access_node = node.req("access")
         raise _error(access_node, f'"r" ({table.value} points cannot be written)')
     low, high = _limits(node)
     enum = _labels(node.get("enum"), 0, 0xFFFF_FFFF)
@@ -272,6 +266,32 @@ def _point(node: Node, word_order: Order, byte_order: Order, use_sentinels: bool
         bits=_labels(bits_node, 0, bit_count - 1),
         description=_str_or(node.get("description"), ""),
     )
+
+
+def _unit(node: Node) -> str:
+    """A point's ``unit``: a base unit (conversion happens once, at decode)."""
+    unit_node = node.get("unit")
+    unit = "" if unit_node is None else unit_node.str(nonempty=False)
+    if unit not in BASE_UNITS:
+        assert unit_node is not None
+        raise _error(unit_node, "a base unit (" + ", ".join(sorted(BASE_UNITS - {""})) +
+                     ") — convert with scale")
+    return unit
+
+
+def _scale(node: Node) -> float:
+    scale_node = node.get("scale")
+    scale = 1.0 if scale_node is None else scale_node.float()
+    if scale == 0.0:
+        assert scale_node is not None
+        raise _error(scale_node, "a non-zero number")
+    return scale
+
+
+def _access(node: Node) -> Access:
+    access_node = node.get("access")
+    return Access.READ if access_node is None else Access(
+        access_node.str(choices=[a.value for a in Access]))
 
 
 def _limits(node: Node) -> tuple[float | None, float | None]:
@@ -568,30 +588,9 @@ def _parse_data_map(root: Node, device: Node, model: str, kind: str) -> AnyMap:
     points_node = root.req("points")
     points = [_data_point(n) for n in points_node.list()]
     by_name = _check_data_points(points, points_node)
-    capabilities = _capabilities(root, kind, by_name)
-    watchdog = _watchdog(root.get("watchdog"), by_name, capabilities)
-    constants: dict[str, Value] = {}
-    simulation = root.get("simulation")
-    if simulation is not None:
-        simulation.only(("constants",))
-        constants.update(_constants(simulation.get("constants"), by_name))
-    return DeviceMap(
-        model=model,
-        kind=kind,
-        protocol=Protocol.DLT645,
-        manufacturer=_str_or(device.get("manufacturer"), ""),
-        description=_str_or(device.get("description"), ""),
-        documentation=_str_or(device.get("documentation"), ""),
-        source=root.file,
-        points=by_name,
-        capabilities=capabilities,
-        groups=_groups(root.get("groups"), by_name),
-        controls=_controls(root, kind, by_name, capabilities, watchdog),
-        watchdog=watchdog,
-        pacing=_pacing(device.get("pacing")),
-        blocks=_blocks(root.get("blocks"), points),
-        sim_constants=constants,
-    )
+    return dataclasses.replace(
+        _device_map(root, device, model, kind, Protocol.DLT645, by_name, {}),
+        blocks=_blocks(root.get("blocks"), points))
 
 
 def _di(node: Node) -> int:
@@ -610,20 +609,6 @@ def _data_point(node: Node) -> DataPoint:
             format_node.str(), signed=False if signed_node is None else signed_node.bool())
     except ValueError as exc:
         raise _error(format_node, f"a DL/T 645 data format ({exc})") from None
-    unit_node = node.get("unit")
-    unit = "" if unit_node is None else unit_node.str(nonempty=False)
-    if unit not in BASE_UNITS:
-        assert unit_node is not None
-        raise _error(unit_node, "a base unit (" + ", ".join(sorted(BASE_UNITS - {""})) +
-                     ") — convert with scale")
-    scale_node = node.get("scale")
-    scale = 1.0 if scale_node is None else scale_node.float()
-    if scale == 0.0:
-        assert scale_node is not None
-        raise _error(scale_node, "a non-zero number")
-    access_node = node.get("access")
-    access = Access.READ if access_node is None else Access(
-        access_node.str(choices=[a.value for a in Access]))
     low, high = _limits(node)
     offset_node = node.get("offset")
     return DataPoint(
@@ -631,9 +616,9 @@ def _data_point(node: Node) -> DataPoint:
         di=_di(node.req("di")),
         offset=0 if offset_node is None else offset_node.int(min=0, max=199),
         format=data_format,
-        scale=scale,
-        unit=unit,
-        access=access,
+        scale=_scale(node),
+        unit=_unit(node),
+        access=_access(node),
         minimum=low,
         maximum=high,
         enum=_labels(node.get("enum"), 0, 0xFFFF_FFFF),

@@ -222,7 +222,7 @@ class Dlt645Responder:
                 return self._read(meter, di)
             if function == dlt645.Function.READ_FOLLOW:
                 di, seq = dlt645.parse_read(frame)
-                return self._read_follow(meter, di, seq or 0)
+                return self._read(meter, di, seq or 0)
             if function == dlt645.Function.WRITE:
                 error = meter.write(dlt645.parse_write(frame))
                 return dlt645.ack_reply(meter.address, function) if error is None \
@@ -233,26 +233,18 @@ class Dlt645Responder:
             return dlt645.error_reply(meter.address, function, dlt645.ErrorCode.OTHER)
         return dlt645.error_reply(meter.address, function, dlt645.ErrorCode.OTHER)
 
-    def _read(self, meter: Dlt645Meter, di: int) -> dlt645.Frame:
-        data = meter.data(di)
+    def _read(self, meter: Dlt645Meter, di: int, seq: int | None = None) -> dlt645.Frame:
+        """A read (``seq`` None) or follow-up read: up to ``max_reply_bytes`` of the data,
+        the rest kept for the follow-up frames."""
+        function = dlt645.Function.READ if seq is None else dlt645.Function.READ_FOLLOW
+        data = meter.data(di) if seq is None else self._follow.pop((meter.address, di), None)
         if data is None:
-            return dlt645.error_reply(meter.address, dlt645.Function.READ,
-                                      dlt645.ErrorCode.NO_DATA)
-        first, rest = data[:meter.max_reply_bytes], data[meter.max_reply_bytes:]
+            return dlt645.error_reply(meter.address, function, dlt645.ErrorCode.NO_DATA)
+        chunk, rest = data[:meter.max_reply_bytes], data[meter.max_reply_bytes:]
         if rest:
             self._follow[(meter.address, di)] = rest
-        return dlt645.read_reply(meter.address, di, first, more=bool(rest))
-
-    def _read_follow(self, meter: Dlt645Meter, di: int, seq: int) -> dlt645.Frame:
-        rest = self._follow.pop((meter.address, di), None)
-        if rest is None:
-            return dlt645.error_reply(meter.address, dlt645.Function.READ_FOLLOW,
-                                      dlt645.ErrorCode.NO_DATA)
-        chunk, rest = rest[:meter.max_reply_bytes], rest[meter.max_reply_bytes:]
-        if rest:
-            self._follow[(meter.address, di)] = rest
-        return dlt645.read_reply(meter.address, di, chunk, more=bool(rest),
-                                 function=dlt645.Function.READ_FOLLOW, seq=seq)
+        return dlt645.read_reply(meter.address, di, chunk, more=bool(rest), function=function,
+                                 seq=seq)
 
     def _relay(self, meter: Dlt645Meter, frame: dlt645.Frame) -> dlt645.Frame:
         data = frame.data
