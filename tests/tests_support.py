@@ -7,8 +7,21 @@ import asyncio
 import re
 import socket
 import time
-from collections.abc import Callable
+import tomllib
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
+
+from controller.runtime import Gateway, with_serial_ports
+from controller.scheduler import DeviceHealth
+from drivers.reading import Quality, Reading
+from drivers.schema import Node
+from drivers.site import SiteSpec, parse_site
+from simulators.clock import ManualClock
+from simulators.runner import SiteRunner
+from simulators.sitefile import build_site
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "jinan-office.toml"
@@ -66,6 +79,93 @@ def with_uplink(path: Path, uplink: str) -> Path:
     start, end = text.index("[uplink]"), text.index("[simulation]")
     path.write_text(text[:start] + uplink.strip() + "\n\n" + text[end:], encoding="utf-8")
     return path
+
+
+# -- simulated sites, a polling gateway, waiting on conditions ------------------------
+
+#: 11:00 on a June Monday in Jinan: PV up, the office busy.
+SIM_START = datetime.fromisoformat("2026-06-22T11:00:00+08:00").timestamp()
+
+
+def site_from_text(text: str) -> SiteSpec:
+    """A site from the text of a site file (validated like a file)."""
+    return parse_site(Node("<test site>", "", tomllib.loads(text)))
+
+
+@asynccontextmanager
+async def simulated(spec: SiteSpec, *, serial_time_scale: float = 1.0
+                    ) -> AsyncIterator[SiteRunner]:
+    """``spec`` served by the simulators (serial lines at their real baud rate unless
+    ``serial_time_scale`` < 1). The manual clock takes one 60 s physics step from
+    :data:`SIM_START`, so powers are not zero, then stands still: every value stays put
+    while a test reads it."""
+    clock = ManualClock(SIM_START)
+    async with SiteRunner(build_site(spec, start_s=SIM_START), clock,
+                          serial_time_scale=serial_time_scale) as runner:
+        clock.advance(60.0)
+        runner.refresh()
+        yield runner
+
+
+@dataclass
+class Polling:
+    """A running gateway and every reading it published."""
+
+    gateway: Gateway
+    readings: list[Reading]
+
+    def health(self, device: str) -> DeviceHealth:
+        return self.gateway.health()[device]
+
+    def latest(self, device: str, point: str) -> Reading | None:
+        return self.gateway.bus.latest.get(device, point)
+
+    def good(self, device: str, point: str) -> bool:
+        """Whether the latest reading of the point is a good one."""
+        reading = self.latest(device, point)
+        return reading is not None and reading.quality is Quality.OK
+
+    def polls(self, device: str) -> int:
+        """Polls of the device that succeeded so far."""
+        return self.health(device).polls_ok
+
+    async def until(self, condition: Callable[[], bool], what: str, *,
+                    timeout_s: float = 10.0) -> None:
+        """:func:`wait_until`, reporting the devices' health on failure."""
+        try:
+            await wait_until(condition, timeout_s=timeout_s, what=what)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; health {self.gateway.health()}") from None
+
+    async def all_good(self, points: Mapping[str, list[str]], *,
+                       timeout_s: float = 10.0) -> None:
+        """Wait until every device's listed points have a good latest reading."""
+        await self.until(lambda: all(self.good(device, point) for device, names in
+                                     points.items() for point in names),
+                         f"good readings of {dict(points)}", timeout_s=timeout_s)
+
+
+@asynccontextmanager
+async def polling(spec: SiteSpec, serial_ports: Mapping[str, str] | None = None
+                  ) -> AsyncIterator[Polling]:
+    """A gateway polling ``spec`` (serial ports renamed to the simulator's pseudo-terminals
+    by ``serial_ports``) until the block exits."""
+    gateway = Gateway(with_serial_ports(spec, serial_ports or {}))
+    readings: list[Reading] = []
+    subscription = gateway.bus.subscribe("test", maxsize=100_000)
+
+    async def collect() -> None:
+        async for batch in subscription:
+            readings.extend(batch)
+
+    stop = asyncio.Event()
+    async with asyncio.TaskGroup() as group:
+        run = group.create_task(gateway.run(stop, [("collect", collect)]))
+        try:
+            yield Polling(gateway, readings)
+        finally:
+            stop.set()
+            await run
 
 
 
@@ -217,3 +317,56 @@ class Mosquitto:
             process.terminate()  # SIGTERM: mosquitto saves its persistence file
             process.wait(10)
         self.process = None
+
+
+# -- DL/T 645 meters on one line -------------------------------------------------------
+
+METER_A = "202400000101"
+METER_B = "202400000102"
+
+#: What the DL/T 645 tests poll (a voltage block, single items), in short cycles.
+DLT645_GROUPS = {
+    "realtime": (1.0, ("power", "l1_voltage", "l2_voltage", "l3_voltage")),
+    "energy": (2.0, ("import_energy", "export_energy")),
+    "identity": (3600.0, ("meter_address",)),
+}
+DLT645_POINTS = [p for _, points in DLT645_GROUPS.values() for p in points]
+
+
+def serial_line(port: str, *, baud: int = 2400, parity: str = "E") -> str:
+    """A ``[[lines]]`` body: an RS-485 port of the gateway."""
+    return f'transport = "serial"\nserial_port = "{port}"\nbaud = {baud}\nparity = "{parity}"'
+
+
+def serial_server_line(port: int, *, baud: int = 2400, parity: str = "E") -> str:
+    """A ``[[lines]]`` body: a serial device server in transparent mode."""
+    return (f'transport = "serial_server"\nhost = "127.0.0.1"\nport = {port}\n'
+            f'baud = {baud}\nparity = "{parity}"')
+
+
+def tcp_line(port: int) -> str:
+    """A ``[[lines]]`` body: a native TCP endpoint."""
+    return f'transport = "tcp"\nhost = "127.0.0.1"\nport = {port}'
+
+
+def dlt645_site(line: str, meters: Mapping[str, str], *, devices: str = "",
+                timeout_s: float = 0.5, model: str = "dlt645-3phase") -> SiteSpec:
+    """DL/T 645 meters (name → address) on the line ``bus`` (``line`` is its body), each
+    measuring a load of its own with its own counter readings, polled in
+    :data:`DLT645_GROUPS`; ``devices`` adds more ``[[devices]]`` tables. Failing devices
+    are retried after at most 2 s."""
+    parts = ['[site]\nid = "dlt645-test"\n', f'[[lines]]\nname = "bus"\n{line}\n']
+    for index, (name, address) in enumerate(meters.items()):
+        parts.append(f'[[loads]]\nname = "load_{name}"\nrated_w = {4000 + 3000 * index}.0\n'
+                     'simulation = { profile = "plugs" }\n')
+        parts.append(
+            f'[[devices]]\nname = "{name}"\nmodel = "{model}"\nline = "bus"\n'
+            f'address = "{address}"\ntimeout_s = {timeout_s}\nbackoff_max_s = 2.0\n'
+            f'simulation = {{ measures = ["load_{name}"], import_wh = {86000 + 5000 * index}.0,'
+            f' export_wh = {120 + 40 * index}.0 }}\n')
+        for group, (interval, points) in DLT645_GROUPS.items():
+            listed = ", ".join(f'"{p}"' for p in points)
+            parts.append(f"[devices.groups.{group}]\ninterval_s = {interval}\n"
+                         f"points = [{listed}]\n")
+    parts.append(devices)
+    return site_from_text("\n".join(parts))

