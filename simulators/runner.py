@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import tomllib
@@ -123,8 +124,13 @@ class SiteRunner:
             baud=serial.baud, bits_per_char=serial.bits_per_char,
             time_scale=self.serial_time_scale, drops=len(grouped)).start()
         self._lines.append(virtual)
+        # A pseudo-terminal carries bytes, not characters: Linux drops PARENB and refuses a
+        # later reconfiguration that asks for it again (EINVAL, e.g. when pymodbus sets the
+        # port's timeout after opening it). The devices' side opens it without parity; the
+        # virtual line times every character with the line's parity bit all the same.
+        pty_side = dataclasses.replace(serial, parity="N")
         for port, (protocol, served) in zip(virtual.device_ports, grouped.items(), strict=True):
-            await self._listen(serial_server(protocol, served, port, serial), port)
+            await self._listen(serial_server(protocol, served, port, pty_side), port)
         if line.kind is LineKind.SERIAL_SERVER:
             bridge = await SerialServerBridge(virtual, line.host, line.port).start()
             self._bridges.append(bridge)
