@@ -186,10 +186,12 @@ class Line(ABC):
         raise LinkTimeoutError(f"{self} {exchange.describe()}: no answer in {timeout_s:g} s")
 
     def _trouble(self, timeout_s: float) -> None:
-        """After a timeout or a bad frame, a serial line stays quiet for a guard time."""
+        """After a timeout or a bad frame, a serial line stays quiet for a guard time,
+        counted from now: a device that said nothing yet may still be answering."""
         serial = self.spec.serial
         if serial is not None:
             self._guard_s = max(timeout_s, 5 * serial.silence_s)
+            self._last_activity = max(self._last_activity, time.monotonic())
 
 
 # -- TCP ------------------------------------------------------------------------------

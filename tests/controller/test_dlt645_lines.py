@@ -133,3 +133,99 @@ async def test_modbus_rtu_and_dlt645_share_one_bus(tmp_path: Path) -> None:
         line = polled.gateway.lines["bus"].line
         assert line.stats.bad_frames == line.stats.timeouts == 0
         assert all(h.state == "ok" for h in polled.gateway.health().values())
+
+
+def failures(polled: Polling, device: str, quality: Quality) -> list[float]:
+    """When the device's polls failed with ``quality`` (one time per published batch)."""
+    return sorted({r.timestamp for r in polled.readings
+                   if r.device == device and r.quality is quality})
+
+
+def check_only_good(polled: Polling, device: str, since: int) -> None:
+    """Every reading of ``device`` published after the first ``since`` is a good one."""
+    bad = [r for r in polled.readings[since:] if r.device == device
+           and r.quality is not Quality.OK]
+    assert not bad, bad[:3]
+
+
+async def test_a_silent_meter_goes_stale_and_backs_off(tmp_path: Path) -> None:
+    spec = dlt645_site(serial_line(f"{tmp_path}/rs485"), METERS)
+    async with simulated(spec) as runner, polling(spec, runner.serial_ports) as polled:
+        await polled.all_good(dict.fromkeys(METERS, DLT645_POINTS))
+        since, polls_b = len(polled.readings), polled.polls("meter_b")
+        runner.faults("meter_a").no_response = True
+        await polled.until(lambda: len(failures(polled, "meter_a", Quality.STALE)) >= 3,
+                           "three failed polls of the silent meter")
+        health = polled.health("meter_a")
+        assert health.state == "stale"
+        assert "no answer in 0.5 s" in health.last_error
+        stale = [r for r in polled.readings[since:] if r.device == "meter_a"]
+        assert stale
+        assert all(r.quality is Quality.STALE and r.value is None for r in stale)
+        first, second, third = failures(polled, "meter_a", Quality.STALE)[:3]
+        assert second - first >= 1.0  # backed off 1 s,
+        assert third - second >= 2.0  # then 2 s (its ceiling), not its 1 s poll interval
+        assert polled.polls("meter_b") >= polls_b + 3  # the other meter kept its polls
+        check_only_good(polled, "meter_b", since)
+        runner.faults("meter_a").no_response = False
+        await polled.until(lambda: polled.health("meter_a").state == "ok",
+                           "the meter answering again")  # within one backoff (2 s)
+        await polled.all_good(dict.fromkeys(METERS, DLT645_POINTS))
+        check_physics(polled, runner, list(METERS))
+
+
+@pytest.mark.parametrize(("fault", "reason"), [
+    ("exception", "meter refused function 11H: no requested data (ERR 02H)"),
+    ("corrupt", "checksum"),
+])
+async def test_error_replies_and_corrupt_frames_are_errors(tmp_path: Path, fault: str,
+                                                           reason: str) -> None:
+    spec = dlt645_site(serial_line(f"{tmp_path}/rs485"), METERS)
+    async with simulated(spec) as runner, polling(spec, runner.serial_ports) as polled:
+        await polled.all_good(dict.fromkeys(METERS, DLT645_POINTS))
+        since = len(polled.readings)
+        faults = runner.faults("meter_a")
+        if fault == "exception":
+            faults.exception = 2  # every request answered with error word 02H
+        else:
+            faults.corrupt = True  # every reply with a wrong checksum
+        await polled.until(lambda: polled.health("meter_a").state == "error",
+                           f"meter_a in error after {fault}")
+        assert reason in polled.health("meter_a").last_error
+        errors = [r for r in polled.readings[since:] if r.device == "meter_a"]
+        assert errors
+        assert all(r.quality is Quality.ERROR and r.value is None for r in errors)
+        check_only_good(polled, "meter_b", since)
+        faults.clear()
+        await polled.until(lambda: polled.health("meter_a").state == "ok", "recovery")
+        await polled.all_good(dict.fromkeys(METERS, DLT645_POINTS))
+        check_physics(polled, runner, list(METERS))
+
+
+@pytest.mark.parametrize("transport", ["serial"])
+async def test_late_answers_are_never_taken_for_the_next_request(tmp_path: Path,
+                                                                 transport: str) -> None:
+    # Meter A answers 0.4 s after the gateway gave up (timeout 0.5 s). DL/T 645 frames
+    # carry no transaction id: a late answer must not reach the next exchange, neither on
+    # the bus (where the guard silence after a timeout swallows it) nor on one TCP
+    # connection to a converter serving both meters.
+    line = serial_line(f"{tmp_path}/rs485") if transport == "serial" else tcp_line(free_port())
+    spec = dlt645_site(line, METERS)
+    async with simulated(spec) as runner, polling(spec, runner.serial_ports) as polled:
+        await polled.all_good(dict.fromkeys(METERS, DLT645_POINTS))
+        since, polls_b = len(polled.readings), polled.polls("meter_b")
+        runner.faults("meter_a").latency_s = 0.7
+        await polled.until(lambda: len(failures(polled, "meter_a", Quality.STALE)) >= 2
+                           and polled.polls("meter_b") >= polls_b + 4,
+                           "two late answers of meter_a and four polls of meter_b")
+        check_only_good(polled, "meter_b", since)
+        assert not failures(polled, "meter_a", Quality.ERROR)
+        stats = polled.gateway.scheduler_of("meter_a").line.stats
+        assert stats.bad_frames == 0
+        if transport == "serial":
+            assert stats.discarded_bytes > 0  # the late answers were heard and dropped
+        runner.faults("meter_a").latency_s = 0.0
+        await polled.until(lambda: polled.health("meter_a").state == "ok", "recovery")
+        await polled.all_good(dict.fromkeys(METERS, DLT645_POINTS))
+        check_physics(polled, runner, list(METERS))
+        check_only_good(polled, "meter_b", since)
