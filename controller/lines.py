@@ -12,8 +12,10 @@ Three kinds (:class:`~drivers.site.LineKind`):
 
 * :class:`TcpLine` for a native TCP connection (Modbus TCP, DL/T 645 over TCP): bytes are
   kept across exchanges, so a late answer to a timed-out request is recognised (by its
-  transaction id) and skipped; a stream that loses its framing is closed and reopened;
-  three silent timeouts in a row also reopen it (a half-open connection);
+  transaction id) and skipped; a protocol without one (DL/T 645) has the connection
+  closed after a timeout instead, so its late answer never arrives; a stream that loses
+  its framing is closed and reopened; three silent timeouts in a row also reopen it (a
+  half-open connection);
 * :class:`SerialLine` for an RS-485 port; and :class:`TcpLine` to a serial device server
   in transparent mode (``spec.serial`` set): before each request the line must have been
   silent for 3.5 characters plus the device's turnaround, and whatever arrived is
@@ -183,6 +185,8 @@ class Line(ABC):
         self._silent_timeouts = 0 if received_any else self._silent_timeouts + 1
         if self.spec.kind is not LineKind.SERIAL and self._silent_timeouts >= 3:
             await self._drop("three silent timeouts in a row")  # half-open connection?
+        elif self.spec.serial is None and not exchange.correlated:
+            await self._drop("timeout: a late answer could not be told from the next one")
         raise LinkTimeoutError(f"{self} {exchange.describe()}: no answer in {timeout_s:g} s")
 
     def _trouble(self, timeout_s: float) -> None:

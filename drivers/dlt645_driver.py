@@ -85,6 +85,7 @@ class Dlt645Exchange(Exchange):
 
     answer: dlt645.ReadReply | str | None = None
     refusal: dlt645.Dlt645DeviceError | None = None
+    correlated = False  # no transaction id: a late reply to the same read looks the same
 
     def __init__(self, request: dlt645.Frame) -> None:
         self.request = request

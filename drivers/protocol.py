@@ -47,10 +47,15 @@ class Framing(enum.Enum):
 
 class Exchange(ABC):
     """One request and its answer. ``answer`` holds the checked answer once ``receive``
-    returned True; ``stale_frames`` counts late answers to earlier requests it skipped."""
+    returned True; ``stale_frames`` counts late answers to earlier requests it skipped.
+    ``correlated``: an answer says which request it answers (Modbus TCP's transaction
+    id), so a late answer to an earlier request is recognised; without that (DL/T 645) a
+    native TCP line drops its connection after a timeout, so the late answer never
+    arrives."""
 
     expects_answer: bool = True
     stale_frames: int = 0
+    correlated: bool = True
 
     @abstractmethod
     def encode(self, transaction: int) -> bytes:
