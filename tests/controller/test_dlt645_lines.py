@@ -4,6 +4,7 @@ and native TCP; faults, follow-up frames, verified writes and ``pedf scan``."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from tests_support import (
     DLT645_POINTS,
     METER_A,
     METER_B,
+    ROOT,
     Polling,
     dlt645_site,
     free_port,
@@ -23,7 +25,10 @@ from tests_support import (
 
 from controller.lines import SerialLine, TcpLine
 from drivers.dlt645_driver import DiRead, Dlt645Driver
+from drivers.maploader import load_map
 from drivers.reading import Quality
+from drivers.site import SiteSpec
+from simulators.dlt645 import Dlt645Meter
 from simulators.runner import SiteRunner
 
 METERS = {"meter_a": METER_A, "meter_b": METER_B}
@@ -231,3 +236,62 @@ async def test_late_answers_are_never_taken_for_the_next_request(tmp_path: Path,
         await polled.all_good(dict.fromkeys(METERS, DLT645_POINTS))
         check_physics(polled, runner, list(METERS))
         check_only_good(polled, "meter_b", since)
+
+
+async def test_follow_up_frames_carry_what_one_reply_cannot(tmp_path: Path) -> None:
+    # Meter A sends at most 2 data bytes per frame: a 4-byte energy takes a reply B1H and
+    # one follow-up (12H → 92H), the 6-byte voltage block B1H, B2H (SEQ 1), 92H (SEQ 2);
+    # l3_voltage is only in the last frame.
+    spec = dlt645_site(serial_line(f"{tmp_path}/rs485"), METERS)
+    async with simulated(spec) as runner:
+        meter = runner.devices["meter_a"]
+        assert isinstance(meter, Dlt645Meter)
+        meter.max_reply_bytes = 2
+        async with polling(spec, runner.serial_ports) as polled:
+            await polled.all_good(dict.fromkeys(METERS, DLT645_POINTS))
+            check_physics(polled, runner, list(METERS))
+            stats = polled.gateway.lines["bus"].line.stats
+            assert stats.bad_frames == stats.timeouts == 0
+
+
+def with_writable_ct_ratio(spec: SiteSpec, device: str, folder: Path) -> SiteSpec:
+    """``spec`` with ``device`` on a copy of the 3-phase map whose CT ratio (04-00-03-06)
+    is writable. The site file can only name shipped models and no shipped DL/T 645 map
+    has a writable item, so the map is loaded from a file of the test's own."""
+    text = (ROOT / "drivers" / "maps" / "dlt645-3phase.toml").read_text(encoding="utf-8")
+    text = text.replace('model = "dlt645-3phase"', 'model = "dlt645-3phase-rw"')
+    text = text.replace('name = "ct_ratio"\n', 'name = "ct_ratio"\naccess = "rw"\nmin = 1\n'
+                        'max = 9999\n')
+    path = folder / "dlt645-3phase-rw.toml"
+    path.write_text(text, encoding="utf-8")
+    device_map = load_map(path)
+    devices = dict(spec.devices)
+    devices[device] = dataclasses.replace(devices[device], model=device_map.model,
+                                          device_map=device_map)
+    return dataclasses.replace(spec, devices=devices)
+
+
+async def test_verified_writes_need_the_meter_password(tmp_path: Path) -> None:
+    spec = with_writable_ct_ratio(
+        dlt645_site(serial_line(f"{tmp_path}/rs485"), {"meter_a": METER_A}), "meter_a",
+        tmp_path)
+    async with simulated(spec) as runner, polling(spec, runner.serial_ports) as polled:
+        await polled.all_good({"meter_a": DLT645_POINTS})
+        meter = runner.devices["meter_a"]
+        assert isinstance(meter, Dlt645Meter)
+        assert meter.point_values()["ct_ratio"] == 1
+        written = await polled.gateway.write("meter_a", "ct_ratio", 50)  # 14H, then read back
+        assert written.ok, written
+        assert meter.point_values()["ct_ratio"] == 50
+        out_of_range = await polled.gateway.write("meter_a", "ct_ratio", 0)
+        assert not out_of_range.ok
+        assert "outside 1–9999" in out_of_range.error
+        meter.password = "02123456"  # the meter's password is not the one the site gives
+        refused = await polled.gateway.write("meter_a", "ct_ratio", 75)
+        assert not refused.ok
+        assert "meter refused function 14H: password error or unauthorised (ERR 04H)" in \
+            refused.error
+        assert meter.point_values()["ct_ratio"] == 50
+        health = polled.health("meter_a")
+        assert (health.writes_ok, health.writes_failed) == (1, 2)
+        assert health.state == "ok"  # a refused write is the write's failure, not the poll's
