@@ -138,15 +138,21 @@ class _Read(ReadOperation):
         self._seq = 0
         self._data = bytearray()
         self._exchange: Dlt645Exchange | None = None
+        self._pending = False  # an exchange was handed out and not completed
         self._values: dict[str, Value] = {}
 
     def next_exchange(self) -> Exchange | None:
+        if self._pending:  # the last exchange failed: give up its read, go on with the next
+            self._data.clear()
+            self._seq = 0
+            self._index += 1
         if self._index >= len(self._reads):
             return None
         di, address = self._reads[self._index].di, self._driver.address
         request = dlt645.read_request(address, di) if self._seq == 0 else \
             dlt645.read_follow_request(address, di, self._seq)
         self._exchange = Dlt645Exchange(request)
+        self._pending = True
         return self._exchange
 
     def complete(self) -> None:
@@ -156,11 +162,13 @@ class _Read(ReadOperation):
         self._data += reply.data
         if reply.more:
             self._seq += 1
+            self._pending = False
             return
         self._store(self._reads[self._index], bytes(self._data))
         self._data.clear()
         self._seq = 0
         self._index += 1
+        self._pending = False
 
     def _store(self, read: DiRead, data: bytes) -> None:
         """Decode the points of ``read``'s members. Raises

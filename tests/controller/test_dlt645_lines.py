@@ -4,6 +4,7 @@ and native TCP; faults, follow-up frames, verified writes and ``pedf scan``."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from tests_support import (
 )
 
 from controller.lines import SerialLine, TcpLine
+from controller.tools import read_device
 from drivers.dlt645_driver import DiRead, Dlt645Driver
 from drivers.maploader import load_map
 from drivers.reading import Quality
@@ -295,3 +297,20 @@ async def test_verified_writes_need_the_meter_password(tmp_path: Path) -> None:
         health = polled.health("meter_a")
         assert (health.writes_ok, health.writes_failed) == (1, 2)
         assert health.state == "ok"  # a refused write is the write's failure, not the poll's
+
+
+async def test_pedf_read_reports_a_silent_meter_point_by_point() -> None:
+    spec = dlt645_site(tcp_line(free_port()), METERS)
+    async with simulated(spec) as runner:
+        values = await read_device(spec.devices["meter_b"], DLT645_POINTS)
+        assert [v.point.name for v in values] == DLT645_POINTS
+        assert not [v for v in values if v.error]
+        by_name = {v.point.name: v.value for v in values}
+        meter = runner.site.model.meters["meter_b"]
+        assert by_name["import_energy"] == pytest.approx(meter.counter.import_wh, abs=5.0)
+        assert by_name["meter_address"] == METER_B
+        runner.faults("meter_a").no_response = True
+        async with asyncio.timeout(10):  # four reads of 0.5 s each, then it returns
+            values = await read_device(spec.devices["meter_a"], DLT645_POINTS)
+        assert all(v.value is None and "no answer in 0.5 s" in v.error for v in values)
+
