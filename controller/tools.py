@@ -11,7 +11,7 @@ from drivers.dlt645_driver import Dlt645Exchange
 from drivers.frames import ExceptionCode, Function, Request
 from drivers.modbus import exchange_for
 from drivers.points import PointBase, Protocol, Value
-from drivers.protocol import DeviceAnswerError
+from drivers.protocol import DeviceAnswerError, FrameError
 from drivers.sessions import driver_for
 from drivers.site import SERIAL_DEFAULTS, DeviceSpec, LineKind, LineSpec, SerialSettings
 from drivers.sunspec import SunSpecScan
@@ -64,7 +64,7 @@ async def read_device(device: DeviceSpec, point_names: Sequence[str] | None = No
             try:
                 await line.exchange(exchange, device.timeout_s, turnaround_s=device.turnaround_s)
                 operation.complete()
-            except (LinkError, DeviceAnswerError) as exc:
+            except (LinkError, DeviceAnswerError, FrameError) as exc:  # FrameError: undecodable
                 errors.update(dict.fromkeys(operation.covering, str(exc)))
     finally:
         await line.close()

@@ -26,6 +26,8 @@ from tests_support import (
 
 from controller.lines import SerialLine, TcpLine
 from controller.tools import read_device
+from drivers import dlt645
+from drivers.dlt645 import read_reply
 from drivers.dlt645_driver import DiRead, Dlt645Driver
 from drivers.maploader import load_map
 from drivers.reading import Quality
@@ -314,3 +316,26 @@ async def test_pedf_read_reports_a_silent_meter_point_by_point() -> None:
             values = await read_device(spec.devices["meter_a"], DLT645_POINTS)
         assert all(v.value is None and "no answer in 0.5 s" in v.error for v in values)
 
+
+async def test_pedf_read_reports_a_value_that_does_not_decode() -> None:
+    # A DL/T 645 endpoint that answers 00-01-00-00 with bytes that are not BCD.
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        receiver = dlt645.FrameReceiver()
+        while data := await reader.read(4096):
+            receiver.feed(data)
+            while (frame := receiver.next_frame()) is not None:
+                di, _ = dlt645.parse_read(frame)
+                value = bytes.fromhex("ab cd ef 12") if di == 0x00010000 else \
+                    dlt645.encode_value(dlt645.FORMATS["energy"], 12.5)
+                writer.write(dlt645.encode_frame(read_reply(frame.address, di, value)))
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server:
+        device = dlt645_site(tcp_line(port), {"meter_a": METER_A}).devices["meter_a"]
+        async with asyncio.timeout(10):
+            values = await read_device(device, ["import_energy", "export_energy"])
+    assert [(v.point.name, v.value) for v in values] == [("import_energy", None),
+                                                         ("export_energy", 12_500.0)]
+    assert values[0].error == "byte EFH is not BCD"
