@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import re
 from pathlib import Path
 
 import pytest
+from test_pedf_cli import ENV, PEDF
 from tests_support import (
     DLT645_POINTS,
     METER_A,
@@ -317,6 +319,7 @@ async def test_pedf_read_reports_a_silent_meter_point_by_point() -> None:
         assert all(v.value is None and "no answer in 0.5 s" in v.error for v in values)
 
 
+
 async def test_pedf_read_reports_a_value_that_does_not_decode() -> None:
     # A DL/T 645 endpoint that answers 00-01-00-00 with bytes that are not BCD.
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -339,3 +342,31 @@ async def test_pedf_read_reports_a_value_that_does_not_decode() -> None:
     assert [(v.point.name, v.value) for v in values] == [("import_energy", None),
                                                          ("export_energy", 12_500.0)]
     assert values[0].error == "byte EFH is not BCD"
+
+
+async def pedf_scan(port: str, *args: str) -> tuple[int, str]:
+    """``pedf scan --serial port --protocol dlt645 ARGS`` in another process: exit code and
+    standard output (the table)."""
+    process = await asyncio.create_subprocess_exec(
+        *PEDF, "scan", "--serial", port, "--protocol", "dlt645", *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=ENV)
+    async with asyncio.timeout(60):
+        output, errors = await process.communicate()
+    assert b"Traceback" not in errors, errors.decode()
+    assert process.returncode is not None
+    return process.returncode, output.decode()
+
+
+@pytest.mark.parametrize(("meters", "args", "found"), [
+    ({"meter_a": METER_A}, (), [METER_A]),  # point to point: read address (13H)
+    (METERS, (), []),  # multi-drop: the read-address answers collide
+    (METERS, ("--addresses", f"{METER_A},{METER_B},202400000199"), [METER_A, METER_B]),
+])
+async def test_pedf_scan_finds_meter_addresses(tmp_path: Path, meters: dict[str, str],
+                                               args: tuple[str, ...], found: list[str]) -> None:
+    spec = dlt645_site(serial_line(f"{tmp_path}/rs485"), meters)
+    async with simulated(spec) as runner:
+        code, output = await pedf_scan(runner.serial_ports[f"{tmp_path}/rs485"], *args)
+    assert code == (0 if found else 1), output
+    assert f"?2400-8E1: {len(found)} device(s) answering" in " ".join(output.split())
+    assert re.findall(r"address (\d{12})", output) == found  # never a wrong address
