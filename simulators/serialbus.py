@@ -32,6 +32,7 @@ class VirtualSerialLine:
         self.char_time_s = bits_per_char / baud * time_scale
         self.drops = drops
         self._fds: list[int] = []
+        self._gateway_pty = -1
         self._masters: list[int] = []
         self.gateway_port = ""
         self.device_ports: list[str] = []
@@ -54,6 +55,7 @@ class VirtualSerialLine:
                 os.set_blocking(fd, False)
                 self._fds.append(fd)
         gateway_master = pairs[0][0]
+        self._gateway_pty = pairs[0][1]
         device_masters = [master for master, _ in pairs[1:]]
         self._masters = [gateway_master, *device_masters]
         self.gateway_port = os.ttyname(pairs[0][1])
@@ -79,6 +81,8 @@ class VirtualSerialLine:
             return
         if not data:
             return
+        if source == self._masters[0]:
+            self._forget_speed()
         now = time.monotonic()
         for target in targets:  # one transmission: every listener hears it at once
             start = max(now, self._line_free_at[target])
@@ -86,6 +90,18 @@ class VirtualSerialLine:
             self._line_free_at[target] = done
             self._queues[target].append((done, data))
             self._wakeups[target].set()
+
+    def _forget_speed(self) -> None:
+        """Set the gateway's pty to 50 baud once its client has talked. A pty ignores the
+        speed and drops PARENB, and Linux refuses (EINVAL) a configuration whose only
+        change is a parity bit the pty cannot keep: without this, a client opening the
+        port a second time at 8E1, or pyserial applying a new timeout (it reconfigures the
+        whole port), would fail. With it, every configuration changes the speed too."""
+        with contextlib.suppress(OSError, termios.error):
+            attributes = termios.tcgetattr(self._gateway_pty)
+            if attributes[4] != termios.B50 or attributes[5] != termios.B50:
+                attributes[4] = attributes[5] = termios.B50
+                termios.tcsetattr(self._gateway_pty, termios.TCSANOW, attributes)
 
     async def _deliver(self, target: int) -> None:
         queue, wakeup = self._queues[target], self._wakeups[target]

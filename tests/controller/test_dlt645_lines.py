@@ -27,6 +27,7 @@ from tests_support import (
 )
 
 from controller.lines import SerialLine, TcpLine
+from controller.runtime import with_serial_ports
 from controller.tools import read_device
 from drivers import dlt645
 from drivers.dlt645 import read_reply
@@ -319,6 +320,17 @@ async def test_pedf_read_reports_a_silent_meter_point_by_point() -> None:
         assert all(v.value is None and "no answer in 0.5 s" in v.error for v in values)
 
 
+
+async def test_pedf_read_opens_the_simulated_bus_again_and_again(tmp_path: Path) -> None:
+    # Each pedf read opens the port at 2400 8E1 and closes it; the simulated bus must take
+    # that more than once (a pty drops the parity bit, and Linux refused a second 8E1
+    # configuration of it with EINVAL).
+    spec = dlt645_site(serial_line(f"{tmp_path}/rs485"), {"meter_a": METER_A})
+    async with simulated(spec) as runner:
+        device = with_serial_ports(spec, runner.serial_ports).devices["meter_a"]
+        for _ in range(3):
+            (value,) = await read_device(device, ["meter_address"])
+            assert (value.value, value.error) == (METER_A, "")
 
 async def test_pedf_read_reports_a_value_that_does_not_decode() -> None:
     # A DL/T 645 endpoint that answers 00-01-00-00 with bytes that are not BCD.
