@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 import socket
 import time
@@ -16,6 +17,7 @@ from pathlib import Path
 
 from controller.runtime import Gateway, with_serial_ports
 from controller.scheduler import DeviceHealth
+from drivers.maploader import load_map
 from drivers.reading import Quality, Reading
 from drivers.schema import Node
 from drivers.site import SiteSpec, parse_site
@@ -370,3 +372,24 @@ def dlt645_site(line: str, meters: Mapping[str, str], *, devices: str = "",
                          f"points = [{listed}]\n")
     parts.append(devices)
     return site_from_text("\n".join(parts))
+
+
+def with_writable_point(spec: SiteSpec, device: str, point: str, folder: Path, *,
+                        limits: tuple[float, float] | None = None) -> SiteSpec:
+    """``spec`` with ``device`` on a copy of its map in which ``point`` is writable
+    (within ``limits``). A site file names shipped models only and no shipped DL/T 645
+    map has a writable item, so the copy is a map file of the test's own in ``folder``."""
+    original = spec.devices[device]
+    model = f"{original.model}-rw"
+    text = Path(original.device_map.source).read_text(encoding="utf-8")
+    text = text.replace(f'model = "{original.model}"', f'model = "{model}"')
+    extra = 'access = "rw"\n' + ("" if limits is None else
+                                  f"min = {limits[0]}\nmax = {limits[1]}\n")
+    text = text.replace(f'name = "{point}"\n', f'name = "{point}"\n{extra}')
+    path = folder / f"{model}.toml"
+    path.write_text(text, encoding="utf-8")
+    device_map = load_map(path)
+    assert device_map.points[point].access.writable
+    devices = dict(spec.devices)
+    devices[device] = dataclasses.replace(original, model=model, device_map=device_map)
+    return dataclasses.replace(spec, devices=devices)

@@ -5,7 +5,6 @@ and native TCP; faults, follow-up frames, verified writes and ``pedf scan``."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import re
 from pathlib import Path
 
@@ -15,7 +14,6 @@ from tests_support import (
     DLT645_POINTS,
     METER_A,
     METER_B,
-    ROOT,
     Polling,
     dlt645_site,
     free_port,
@@ -24,6 +22,7 @@ from tests_support import (
     serial_server_line,
     simulated,
     tcp_line,
+    with_writable_point,
 )
 
 from controller.lines import SerialLine, TcpLine
@@ -32,9 +31,7 @@ from controller.tools import read_device
 from drivers import dlt645
 from drivers.dlt645 import read_reply
 from drivers.dlt645_driver import DiRead, Dlt645Driver
-from drivers.maploader import load_map
 from drivers.reading import Quality
-from drivers.site import SiteSpec
 from simulators.dlt645 import Dlt645Meter
 from simulators.runner import SiteRunner
 
@@ -261,27 +258,10 @@ async def test_follow_up_frames_carry_what_one_reply_cannot(tmp_path: Path) -> N
             assert stats.bad_frames == stats.timeouts == 0
 
 
-def with_writable_ct_ratio(spec: SiteSpec, device: str, folder: Path) -> SiteSpec:
-    """``spec`` with ``device`` on a copy of the 3-phase map whose CT ratio (04-00-03-06)
-    is writable. The site file can only name shipped models and no shipped DL/T 645 map
-    has a writable item, so the map is loaded from a file of the test's own."""
-    text = (ROOT / "drivers" / "maps" / "dlt645-3phase.toml").read_text(encoding="utf-8")
-    text = text.replace('model = "dlt645-3phase"', 'model = "dlt645-3phase-rw"')
-    text = text.replace('name = "ct_ratio"\n', 'name = "ct_ratio"\naccess = "rw"\nmin = 1\n'
-                        'max = 9999\n')
-    path = folder / "dlt645-3phase-rw.toml"
-    path.write_text(text, encoding="utf-8")
-    device_map = load_map(path)
-    devices = dict(spec.devices)
-    devices[device] = dataclasses.replace(devices[device], model=device_map.model,
-                                          device_map=device_map)
-    return dataclasses.replace(spec, devices=devices)
-
-
 async def test_verified_writes_need_the_meter_password(tmp_path: Path) -> None:
-    spec = with_writable_ct_ratio(
+    spec = with_writable_point(
         dlt645_site(serial_line(f"{tmp_path}/rs485"), {"meter_a": METER_A}), "meter_a",
-        tmp_path)
+        "ct_ratio", tmp_path, limits=(1, 9999))
     async with simulated(spec) as runner, polling(spec, runner.serial_ports) as polled:
         await polled.all_good({"meter_a": DLT645_POINTS})
         meter = runner.devices["meter_a"]
