@@ -7,7 +7,9 @@ A poll group's points name data identifiers (DIs); each DI is read with one read
 than reading them one by one. On a 2400-baud line every byte is 4.6 ms, so the planner
 counts bytes, not requests: a request is 20 bytes (four FEH wake-up bytes, the 16-byte
 frame), a reply 16 bytes plus the data. A reply with follow-up frames (B1H) is
-continued with read follow-up requests (12H) until the meter says there is no more.
+continued with read follow-up requests (12H) until the meter says there is no more. Not
+every meter has the block identifiers: one that answers a block read with "no requested
+data" has the block's members read one by one, then and in every later plan.
 
 Writes (14H) carry the device's password and operator code; a written DI is read back
 and must hold the bytes written.
@@ -15,7 +17,7 @@ and must hold the bytes written.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import cast
 
@@ -58,16 +60,18 @@ class DiRead:
     members: tuple[int, ...]
 
 
-def plan_dis(device_map: DeviceMap[DataPoint], dis: Sequence[int]) -> list[DiRead]:
+def plan_dis(device_map: DeviceMap[DataPoint], dis: Sequence[int],
+             refused: Collection[int] = ()) -> list[DiRead]:
     """The reads that cover ``dis`` with the fewest bytes on the wire: a declared block
-    replaces reading two or more of its members when it costs fewer bytes."""
+    replaces reading two or more of its members when it costs fewer bytes, unless the
+    meter ``refused`` it."""
     sizes = di_sizes(device_map)
     wanted = list(dict.fromkeys(dis))
     reads: list[DiRead] = []
     covered: set[int] = set()
     for block, members in device_map.blocks.items():
         needed = [m for m in members if m in wanted and m not in covered]
-        if len(needed) < 2:
+        if len(needed) < 2 or block in refused:
             continue
         alone = sum(REQUEST_BYTES + REPLY_OVERHEAD_BYTES + sizes[m] for m in needed)
         together = REQUEST_BYTES + REPLY_OVERHEAD_BYTES + sum(sizes[m] for m in members)
@@ -132,7 +136,7 @@ class _Read(ReadOperation):
     def __init__(self, driver: Dlt645Driver, reads: list[DiRead],
                  points: tuple[DataPoint, ...]) -> None:
         self._driver = driver
-        self._reads = reads
+        self._reads = list(reads)
         self._points = points
         self._index = 0
         self._seq = 0
@@ -157,6 +161,16 @@ class _Read(ReadOperation):
 
     def complete(self) -> None:
         assert self._exchange is not None
+        read, refusal = self._reads[self._index], self._exchange.refusal
+        if refusal is not None and refusal.code & dlt645.ErrorCode.NO_DATA \
+                and len(read.members) > 1 and self._seq == 0:
+            # A meter without this block identifier: read the members it covers one by
+            # one, now and in later plans.
+            self._driver.refuse_block(read.di)
+            self._reads[self._index:self._index + 1] = [
+                DiRead(m, (m,)) for m in read.members if any(p.di == m for p in self._points)]
+            self._pending = False
+            return
         reply = self._exchange.checked()
         assert isinstance(reply, dlt645.ReadReply)
         self._data += reply.data
@@ -261,6 +275,7 @@ class Dlt645Driver(Driver):
         self.password = password
         self.operator = operator
         self.sizes = di_sizes(self.device_map)
+        self.refused_blocks: set[int] = set()  # block DIs the meter answered "no data"
         self._plans: dict[tuple[str, ...], tuple[list[DiRead], tuple[DataPoint, ...]]] = {}
 
     def describe(self) -> str:
@@ -274,9 +289,15 @@ class Dlt645Driver(Driver):
         plan = self._plans.get(names)
         if plan is None:
             points = tuple(self.device_map.point(name) for name in names)
-            plan = (plan_dis(self.device_map, [p.di for p in points]), points)
+            plan = (plan_dis(self.device_map, [p.di for p in points], self.refused_blocks),
+                    points)
             self._plans[names] = plan
         return plan
+
+    def refuse_block(self, di: int) -> None:
+        """The meter has no block identifier ``di``: plan its members one by one."""
+        self.refused_blocks.add(di)
+        self._plans.clear()
 
     def read(self, points: Sequence[str]) -> ReadOperation:
         reads, wanted = self._plan(tuple(points))

@@ -29,6 +29,7 @@ data", as a meter without blocks does, and the gateway reads the items one by on
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -38,15 +39,20 @@ from typing import Any
 import pytest
 from dlt645 import Demand, MeterClientService, MeterServerService  # type: ignore[import-untyped]
 from tests_support import (
+    DLT645_POINTS,
     METER_A,
     dlt645_site,
     free_port,
+    polling,
     serial_line,
     simulated,
     tcp_line,
+    with_writable_point,
 )
 
 from controller.tools import read_device
+from drivers.dlt645_driver import DiRead, Dlt645Driver
+from drivers.reading import Quality
 from simulators.clock import ManualClock
 from simulators.dlt645 import Dlt645Meter
 from simulators.serialbus import VirtualSerialLine
@@ -200,6 +206,39 @@ async def their_meter_on(transport: str) -> AsyncIterator[str]:
             yield serial_line(bus.gateway_port)
 
 
+@pytest.mark.parametrize("transport", ["tcp", "rtu"])
+async def test_pedf_read_reads_their_meter(transport: str) -> None:
+    async with their_meter_on(transport) as line:
+        device = dlt645_site(line, {"meter_a": METER_A}, timeout_s=1.0).devices["meter_a"]
+        values = await read_device(device, list(EXPECTED))
+    assert {v.point.name: (v.value, v.error) for v in values} == {
+        name: (pytest.approx(value) if isinstance(value, float) else value, "")
+        for name, value in EXPECTED.items()}
+
+
+@pytest.mark.parametrize("transport", ["tcp", "rtu"])
+async def test_the_gateway_polls_their_meter(transport: str) -> None:
+    async with their_meter_on(transport) as line:
+        spec = dlt645_site(line, {"meter_a": METER_A}, timeout_s=1.0)
+        async with polling(spec) as polled:
+            await polled.all_good({"meter_a": DLT645_POINTS})
+            polls = polled.polls("meter_a")
+            await polled.until(lambda: polled.polls("meter_a") >= polls + 3, "three polls more")
+            driver = polled.gateway.scheduler_of("meter_a").device("meter_a").driver
+    for name in DLT645_POINTS:
+        reading = polled.latest("meter_a", name)
+        assert reading is not None
+        assert reading.value == pytest.approx(EXPECTED[name]), reading
+    # Its meter has no block identifiers: the first read of 02-01-FF-00 was refused with
+    # "no requested data", and from then on the voltages are read one by one.
+    assert isinstance(driver, Dlt645Driver)
+    voltages = ["l1_voltage", "l2_voltage", "l3_voltage"]
+    assert driver.plan(voltages) == [DiRead(di, (di,)) for di in
+                                     (0x02010100, 0x02010200, 0x02010300)]
+    refused = [r for r in polled.readings if r.quality is not Quality.OK]
+    assert not refused, refused[:3]  # the refusal cost no poll its values
+
+
 async def test_their_meter_answers_requests_for_other_addresses() -> None:
     # Given its address in printed order, its meter sits at (standard) 010100002420; it
     # answers our request for 202400000101 anyway, with an error reply "other error" from
@@ -212,3 +251,31 @@ async def test_their_meter_answers_requests_for_other_addresses() -> None:
         (value,) = await read_device(device, ["import_energy"])
     assert value.value is None
     assert value.error == "meter refused function 11H: other error (ERR 01H)"
+
+
+@pytest.mark.parametrize(("password", "accepted"), [("02000000", True), ("02123456", False)])
+async def test_the_gateway_writes_their_meter(tmp_path: Path, password: str,
+                                              accepted: bool) -> None:
+    # The same password on both sides. "02000000" reads the same in either digit order;
+    # "02123456" goes 02 56 34 12 from us (the standard's P0 first) and is stored 02 12 34
+    # 56 by the package: its meter refuses it.
+    port = free_port()
+    server = their_meter(MeterServerService.new_tcp_server("127.0.0.1", port, 1.0))
+    assert server.set_password(password)
+    spec = dlt645_site(tcp_line(port), {"meter_a": METER_A}, timeout_s=1.0)
+    spec = with_writable_point(spec, "meter_a", "time", tmp_path)
+    device = dataclasses.replace(spec.devices["meter_a"], password=password)
+    spec = dataclasses.replace(spec, devices={"meter_a": device})
+    with running(server):
+        async with polling(spec) as polled:
+            await polled.all_good({"meter_a": ["power"]})
+            result = await polled.gateway.write("meter_a", "time", "10:15:30")
+    stored = server.get_data_item(0x04000102).value
+    if accepted:
+        assert result.ok, result  # written (14H) and read back (11H) by the gateway
+        assert stored == "101530"
+    else:
+        assert not result.ok
+        assert "meter refused function 14H: password error or unauthorised (ERR 04H)" in \
+            result.error
+        assert stored != "101530"
