@@ -214,10 +214,10 @@ async def test_error_replies_and_corrupt_frames_are_errors(tmp_path: Path, fault
 @pytest.mark.parametrize("transport", ["serial", "tcp"])
 async def test_late_answers_are_never_taken_for_the_next_request(tmp_path: Path,
                                                                  transport: str) -> None:
-    # Meter A answers 0.4 s after the gateway gave up (timeout 0.5 s). DL/T 645 frames
+    # Meter A answers 0.7 s after each request; the gateway waits 0.5 s. DL/T 645 frames
     # carry no transaction id: a late answer must not reach the next exchange, neither on
     # the bus (where the guard silence after a timeout swallows it) nor on one TCP
-    # connection to a converter serving both meters.
+    # connection to a converter serving both meters (closed after the timeout).
     line = serial_line(f"{tmp_path}/rs485") if transport == "serial" else tcp_line(free_port())
     spec = dlt645_site(line, METERS)
     async with simulated(spec) as runner, polling(spec, runner.serial_ports) as polled:
@@ -300,7 +300,6 @@ async def test_pedf_read_reports_a_silent_meter_point_by_point() -> None:
         assert all(v.value is None and "no answer in 0.5 s" in v.error for v in values)
 
 
-
 async def test_pedf_read_opens_the_simulated_bus_again_and_again(tmp_path: Path) -> None:
     # Each pedf read opens the port at 2400 8E1 and closes it; the simulated bus must take
     # that more than once (a pty drops the parity bit, and Linux refused a second 8E1
@@ -311,6 +310,7 @@ async def test_pedf_read_opens_the_simulated_bus_again_and_again(tmp_path: Path)
         for _ in range(3):
             (value,) = await read_device(device, ["meter_address"])
             assert (value.value, value.error) == (METER_A, "")
+
 
 async def test_pedf_read_reports_a_value_that_does_not_decode() -> None:
     # A DL/T 645 endpoint that answers 00-01-00-00 with bytes that are not BCD.
