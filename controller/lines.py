@@ -32,6 +32,7 @@ import contextlib
 import logging
 import os
 import socket
+import termios
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -310,7 +311,7 @@ class SerialLine(Line):
                                  bytesize=settings.bytesize, parity=parity[settings.parity],
                                  stopbits=settings.stop_bits, timeout=0, write_timeout=0,
                                  exclusive=True)
-        except (OSError, ValueError, serial.SerialException) as exc:
+        except (OSError, ValueError, termios.error, serial.SerialException) as exc:
             raise LinkDownError(f"{self}: cannot open: {exc}") from None
         self._serial = port
         self._fd = port.fileno()
