@@ -128,7 +128,7 @@ class Dlt645Exchange(Exchange):
     def checked(self) -> dlt645.ReadReply | str | None:
         """The answer, after raising :class:`DeviceAnswerError` for an error reply."""
         if self.refusal is not None:
-            raise DeviceAnswerError(self.refusal.code, str(self.refusal))
+            raise DeviceAnswerError(self.refusal.code, f"{self.describe()}: {self.refusal}")
         return self.answer
 
 
