@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import fastcore
 from controller.commands import Verifier
 from controller.config import UplinkSettings, uplink_settings
 from controller.control.loop import ControlLoop
@@ -118,7 +117,7 @@ def _wire_uplink(app: App, store: Store, host: str, port: int) -> None:
 
         loop = ControlLoop(GatewayPlant(gateway), control, app.inbox, store, publish,
                            topics.prefix, clock=gateway.wall_clock,
-                           tariff=settings_metering.tariff or fastcore.SHANDONG_COMMERCIAL_EXAMPLE,
+                           tariff=settings_metering.tariff, bill=settings_metering.bill,
                            window_s=settings_metering.demand_window_s)
         app.inbox.on_submit.append(loop.wake)
         app.control = loop

@@ -21,6 +21,7 @@ from controller.control.model import (
 )
 from controller.control.settings import ControlSettings
 from controller.control.strategies import Context, RunningEvent, compose
+from fastcore._tariff import FLAT
 
 NOW = 1_782_100_000.0
 BATTERY = Actuator("battery", "bat")
@@ -37,7 +38,7 @@ def snapshot(*, grid_w: float = 100_000.0, soc: float = 60.0, battery_w: float =
              loads: tuple[LoadState, ...] = (), indoor_c: float = 22.0,
              outdoor_c: float = 5.0, **changes: object) -> Snapshot:
     base = Snapshot(
-        now_s=NOW, local_hour=10.0, weekday=1, tou_period="flat", grid_w=grid_w, pv_w=30_000.0,
+        now_s=NOW, local_hour=10.0, weekday=1, period=FLAT, grid_w=grid_w, pv_w=30_000.0,
         batteries=(BatteryState("bat", soc, battery_w, 100_000.0, 100_000.0, 200_000.0),),
         heat_pumps=(HeatPumpState("hp", 2, 20_000.0, indoor_c, outdoor_c, 45_000.0),),
         inverters=(InverterState("inv", 30_000.0, 100_000.0, None),),
