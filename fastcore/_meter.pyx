@@ -128,6 +128,9 @@ cdef struct Meter:
     int64_t special_first
     int64_t n_special
     int32_t* special
+    int64_t day_cached  # one-entry cache of the day lookup (NO_WINDOW: empty)
+    int64_t season_cached
+    int64_t base_cached  # profile * 1440 of day_cached
     int32_t* minute_period
     int32_t* next_change
     double* prices
@@ -282,14 +285,19 @@ cdef void set_context(Meter* m, Py_ssize_t i, double t) noexcept nogil:
         minute = 0
     elif minute > 1439:
         minute = 1439
-    season = m.month_season[month_of_day(day) - 1]
-    kind = 0  # workday
-    rel = day - m.special_first
-    if rel >= 0 and rel < m.n_special and m.special[rel] >= 0:
-        kind = m.special[rel]  # holiday or 调休 work day
-    elif pymod(day + 3, 7) >= 5:
-        kind = 1  # weekend (1970-01-01 was a Thursday)
-    base = <int64_t>m.day_profile[season * m.n_day_types + kind] * 1440 + minute
+    if day != m.day_cached:  # a new day: its season and profile (day type)
+        season = m.month_season[month_of_day(day) - 1]
+        kind = 0  # workday
+        rel = day - m.special_first
+        if rel >= 0 and rel < m.n_special and m.special[rel] >= 0:
+            kind = m.special[rel]  # holiday or 调休 work day
+        elif pymod(day + 3, 7) >= 5:
+            kind = 1  # weekend (1970-01-01 was a Thursday)
+        m.day_cached = day
+        m.season_cached = season
+        m.base_cached = <int64_t>m.day_profile[season * m.n_day_types + kind] * 1440
+    season = m.season_cached
+    base = m.base_cached + minute
     period = m.minute_period[base]
     tou_end = <double>day * 86400.0 + <double>m.next_change[base] * 60.0 - off
     w = <int64_t>floor(local / m.window_f)
@@ -641,6 +649,7 @@ cdef class MeterAggregator:
         m.special_first = tables.special_first
         m.n_special = tables.n_special
         m.special = _i32(arrays["special"])
+        m.day_cached = NO_WINDOW
         m.minute_period = _i32(arrays["minute_period"])
         m.next_change = _i32(arrays["next_change"])
         m.prices = _f64(arrays["prices"])

@@ -162,6 +162,8 @@ class MeterAggregator:
         self._special_first = tables.special_first
         self._n_special = tables.n_special
         self._special: list[int] = tables.special.tolist()
+        self._day_cached = NO_WINDOW  # one-entry cache of the day lookup
+        self._season_cached = self._base_cached = 0
         self._minute_period: list[int] = tables.minute_period.tolist()
         self._next_change: list[int] = tables.next_change.tolist()
         self._prices: list[float] = tables.prices.tolist()
@@ -357,14 +359,19 @@ class MeterAggregator:
         sod = local - day * 86400.0
         minute = int(sod / 60.0)
         minute = 0 if minute < 0 else (1439 if minute > 1439 else minute)
-        season = self._month_season[month_of_day(day) - 1]
-        kind = 0  # workday
-        rel = day - self._special_first
-        if 0 <= rel < self._n_special and self._special[rel] >= 0:
-            kind = self._special[rel]  # holiday or 调休 work day
-        elif (day + 3) % 7 >= 5:
-            kind = 1  # weekend (1970-01-01 was a Thursday)
-        base = self._day_profile[season * self._n_day_types + kind] * 1440 + minute
+        if day != self._day_cached:  # a new day: its season and profile (day type)
+            season = self._month_season[month_of_day(day) - 1]
+            kind = 0  # workday
+            rel = day - self._special_first
+            if 0 <= rel < self._n_special and self._special[rel] >= 0:
+                kind = self._special[rel]  # holiday or 调休 work day
+            elif (day + 3) % 7 >= 5:
+                kind = 1  # weekend (1970-01-01 was a Thursday)
+            self._day_cached = day
+            self._season_cached = season
+            self._base_cached = self._day_profile[season * self._n_day_types + kind] * 1440
+        season = self._season_cached
+        base = self._base_cached + minute
         period = self._minute_period[base]
         tou_end = day * 86400.0 + self._next_change[base] * 60.0 - off
         w = math.floor(local / self._window_f)
