@@ -1,8 +1,10 @@
-"""Demand-response event reports: per-interval performance as a table, and a plot.
+"""Demand-response event reports: per-interval performance as a table, a plot, and the
+settlement estimate.
 
 Reads the performance the control loop stored (``Store.performance``): for each interval
 of an event, the site's average import (actual), the import limit it was holding, and for
-reduction events the baseline, the requested reduction and the delivered one.
+reduction events the baseline (with its method and quality), the requested reduction and
+the delivered one; and the event's settlement estimate (``settlement:<event>`` state).
 """
 
 from __future__ import annotations
@@ -46,6 +48,37 @@ def table(event_id: str, records: Sequence[dict[str, Any]], zone: tzinfo) -> Tab
     result.caption = (f"mean requested {_kw(totals['target_kw'])} kW, delivered "
                       f"{_kw(totals['delivered_kw'])} kW"
                       + (f" ({100 * ratio:.0f} %)" if ratio is not None else ""))
+    methods = {(r.get("baseline_method"), r.get("baseline_quality")) for r in records
+               if r.get("baseline_method")}
+    for method, quality in sorted(methods, key=str):
+        result.caption += f"; baseline {method} ({quality} quality)"
+    return result
+
+
+def settlement_table(body: dict[str, Any]) -> Table:
+    """The settlement estimate the control loop stored when the event ended."""
+    result = Table(title=f"settlement estimate, event {body['event_id']}", show_header=False)
+    result.add_column("item")
+    result.add_column("value", justify="right")
+    coverage = body.get("baseline_coverage")
+    rows = [
+        ("declared (cleared) capacity", f"{body['declared_kw']:.1f} kW"),
+        ("delivered", f"{body['delivered_kw']:.1f} kW"),
+        ("response ratio", f"{100 * body['response_ratio']:.0f} %"),
+        ("duration", f"{body['duration_h']:.2f} h"),
+        ("delivered energy", f"{body['delivered_kwh']:.1f} kW·h"),
+        ("missing energy", f"{body['missing_kwh']:.1f} kW·h"),
+        ("clearing price", f"{body['clearing_price_cny_per_kwh']:.2f} CNY/kW·h"),
+        ("payment", f"{body['payment_cny']:.2f} CNY"),
+        ("penalty", f"{body['penalty_cny']:.2f} CNY"),
+        ("net", f"{body['net_cny']:.2f} CNY"),
+        ("baseline", f"{_kw(body.get('baseline_kw'))} kW, {body.get('baseline_method')}, "
+                     f"coverage {'—' if coverage is None else f'{100 * coverage:.0f} %'}, "
+                     f"{body.get('baseline_quality')} quality"),
+    ]
+    for item, value in rows:
+        result.add_row(item, value)
+    result.caption = f"rules: {body['rules']}"
     return result
 
 

@@ -143,8 +143,8 @@ def _periods(node: Node) -> list[Period]:
         elif standard is not None:
             tier = standard
         else:
-            raise item.req("tier").error("the tier of a custom period (sharp, peak, flat, "
-                                         "valley or deep_valley)")
+            raise ConfigError(item.file, item.child_path("tier"), "the tier of a custom "
+                              "period (sharp, peak, flat, valley or deep_valley)", missing=True)
         zh_node = item.get("zh")
         zh = tier.zh if zh_node is None and standard is not None else item.req("zh").str()
         periods.append(Period(name, zh, tier))

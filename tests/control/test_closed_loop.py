@@ -6,6 +6,7 @@ is asserted is what the building really did, not what the controller believes.""
 from __future__ import annotations
 
 import itertools
+import json
 import statistics
 import time
 from datetime import datetime
@@ -16,7 +17,7 @@ from closed_loop import ClosedLoop, at
 
 from controller.control.events import DrEvent
 from controller.control.settings import ControlSettings
-from controller.store import Store
+from controller.store import Outgoing, Store
 from fastcore import Tier
 
 
@@ -36,6 +37,8 @@ async def test_a_simulated_day_runs_in_well_under_a_minute() -> None:
 async def test_dr_reduction_delivers_at_least_95_percent(tmp_path: Path) -> None:
     loop = ClosedLoop.build("2026-06-22T12:00:00", ControlSettings(cycle_s=5.0),
                             store=Store(tmp_path / "s.sqlite"), soc_pct=40.0)
+    published: list[Outgoing] = []
+    loop.loop.publish = published.extend  # the uplink's side of the loop
     start = at("2026-06-22T14:00:00")
     loop.event(DrEvent("dr-1", "reduction", "site", start, 3600.0, 60.0))
     await loop.run(4 * 3600)
@@ -62,6 +65,19 @@ async def test_dr_reduction_delivers_at_least_95_percent(tmp_path: Path) -> None
     assert all(r["target_kw"] == pytest.approx(60.0) for r in records)
     after = loop.between(start + 3600 + 600, start + 3600 + 1800)
     assert all(loop.trace.shed[i] == 0 for i in after)
+    # The settlement estimate went out on the uplink and into the store.
+    settlements = [m.body for m in published if m.topic.endswith("/dr/settlement")]
+    assert len(settlements) == 1
+    estimate = settlements[0]
+    assert (estimate["event_id"], estimate["declared_kw"]) == ("dr-1", 60.0)
+    assert estimate["response_ratio"] >= 0.95
+    assert estimate["duration_h"] == pytest.approx(1.0)
+    assert estimate["payment_cny"] == pytest.approx(
+        min(estimate["delivered_kw"], 72.0) * 1.0 * 2.0, rel=1e-3)
+    assert estimate["penalty_cny"] == 0.0
+    assert loop.loop.store is not None
+    assert json.loads(loop.loop.store.get_state("settlement:dr-1") or "{}") == {
+        k: v for k, v in estimate.items() if k != "ts"}
 
 
 async def test_restore_is_staggered_to_avoid_a_rebound_peak() -> None:

@@ -176,13 +176,20 @@ def test_tou_buckets_and_cost_of_a_shandong_day(meter_impl: ModuleType, day: dt.
     assert agg.totals().cost_cny[0] == pytest.approx(expected, rel=1e-12)
 
 
-def test_winter_day_cost_by_hand(meter_impl: ModuleType) -> None:
-    """2 December 2024 at 10 kW: 30 kWh 尖峰 × 1.30 + 20 × 1.105 + 140 × 0.65 + 20 × 0.195
-    + 30 × 0.065 = 39 + 22.1 + 91 + 3.9 + 1.95 = 157.95 CNY (illustrative prices)."""
+@pytest.mark.parametrize(("day", "cost"), [
+    # 2 December at 10 kW: 30 kWh 尖峰 × 1.30 + 20 × 1.105 + 140 × 0.65 + 20 × 0.195
+    # + 30 深谷 × 0.065 = 39 + 22.1 + 91 + 3.9 + 1.95
+    (dt.date(2024, 12, 2), 157.95),
+    # 15 July at 10 kW: 50 kWh 尖峰 × 1.30 + 10 × 1.105 + 120 × 0.65 + 60 低谷 × 0.195
+    # = 65 + 11.05 + 78 + 11.7 (no 深谷 in summer)
+    (dt.date(2024, 7, 15), 165.75),
+])
+def test_day_cost_by_hand(meter_impl: ModuleType, day: dt.date, cost: float) -> None:
+    """Illustrative prices of the shipped calendar: 1.30, 1.105, 0.65, 0.195, 0.065."""
     agg = meter_impl.MeterAggregator(1, tariff=SHANDONG)
-    midnight = local_midnight_utc(2024, 12, 2)
+    midnight = local_midnight_utc(day.year, day.month, day.day)
     feed(agg, 0, midnight + np.arange(0, 86400 + 1, 30.0), 10_000.0)
-    assert agg.totals().cost_cny[0] == pytest.approx(157.95, rel=1e-12)
+    assert agg.totals().cost_cny[0] == pytest.approx(cost, rel=1e-12)
 
 
 def test_day_types_weekends_holidays_and_work_days(meter_impl: ModuleType) -> None:
