@@ -86,13 +86,28 @@ def _kw(value: float | None) -> str:
     return "—" if value is None else f"{value:.1f}"
 
 
-def plot(event_id: str, records: Sequence[dict[str, Any]], path: Path, zone: tzinfo) -> Path:
-    """A PNG of baseline, target (the import limit) and actual import over the event."""
+def pyplot() -> Any:
+    """matplotlib's pyplot on the file-only Agg backend (no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def save_png(figure: Any, path: Path) -> Path:
+    """Lay ``figure`` out, write it to ``path`` (folders created) and free it."""
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path)
+    pyplot().close(figure)
+    return path
+
+
+def plot(event_id: str, records: Sequence[dict[str, Any]], path: Path, zone: tzinfo) -> Path:
+    """A PNG of baseline, target (the import limit) and actual import over the event."""
+    plt = pyplot()
     times: Any = [datetime.fromtimestamp(r["interval_start"], zone) for r in records]
     figure, axes = plt.subplots(figsize=(9, 4.5), dpi=110)
     if any(r.get("baseline_kw") is not None for r in records):
@@ -107,8 +122,4 @@ def plot(event_id: str, records: Sequence[dict[str, Any]], path: Path, zone: tzi
     axes.grid(alpha=0.3)
     axes.legend(loc="best")
     figure.autofmt_xdate()
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path)
-    plt.close(figure)
-    return path
+    return save_png(figure, path)

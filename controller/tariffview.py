@@ -10,6 +10,7 @@ from typing import Any
 
 from rich.table import Table
 
+from controller.report import pyplot, save_png
 from controller.tariffs import CarbonFactor, Tariff
 from fastcore import Segment, Tier
 from fastcore._tariff import hhmm
@@ -77,11 +78,7 @@ def month_table(tariff: Tariff, year: int, month: int) -> Table:
 
 def strip(tariff: Tariff, date: dt.date, path: Path) -> Path:
     """A PNG of the day: one coloured bar per period stretch, labelled, with prices."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     segments: list[Segment] = tariff.calendar.segments(date)
     figure, axes = plt.subplots(figsize=(10, 1.9), dpi=110)
     for segment in segments:
@@ -98,8 +95,4 @@ def strip(tariff: Tariff, date: dt.date, path: Path) -> Path:
     axes.set_xlabel("local time, h")
     axes.set_title(f"{Path(tariff.file).stem}: {date.isoformat()} "
                    f"({tariff.calendar.day_type(date)}), CNY/kWh", fontsize=9)
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path)
-    plt.close(figure)
-    return path
+    return save_png(figure, path)
