@@ -30,7 +30,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, tzinfo
+from datetime import date, datetime, timedelta, tzinfo
 from typing import Any
 
 import numpy as np
@@ -105,18 +105,32 @@ class LoadMemory:
 
 def tariff_ahead(calendar: fastcore.TariffCalendar, now_s: float, zone: tzinfo,
                  hours: float = 24.0) -> tuple[TariffStretch, ...]:
-    """The calendar's stretches from the one in force at ``now_s`` to ``hours`` ahead
-    (UNIX s), a stretch continuing over midnight merged into one."""
-    out: list[TariffStretch] = []
+    """The calendar's stretches from the one in force at ``now_s`` to ``hours`` (≤ 24)
+    ahead (UNIX s), a stretch continuing over midnight merged into one."""
     day = datetime.fromtimestamp(now_s, zone).date()
     horizon = now_s + hours * 3600.0
-    while not out or out[-1].end_s < horizon:
-        midnight = datetime.combine(day, datetime.min.time(), zone).timestamp()
-        for segment in calendar.segments(day):
+    return tuple(s for s in _two_days(calendar, day, zone)
+                 if s.end_s > now_s and s.start_s < horizon)
+
+
+_TWO_DAYS: dict[tuple[int, date, str], tuple[fastcore.TariffCalendar,
+                                              tuple[TariffStretch, ...]]] = {}
+
+
+def _two_days(calendar: fastcore.TariffCalendar, day: date, zone: tzinfo
+              ) -> tuple[TariffStretch, ...]:
+    """The stretches of ``day`` and the day after (cached: the loop asks every cycle)."""
+    key = (id(calendar), day, str(zone))
+    hit = _TWO_DAYS.get(key)
+    if hit is not None and hit[0] is calendar:
+        return hit[1]
+    out: list[TariffStretch] = []
+    for offset in (0, 1):
+        date_ = day + timedelta(days=offset)
+        midnight = datetime.combine(date_, datetime.min.time(), zone).timestamp()
+        for segment in calendar.segments(date_):
             start = midnight + segment.start_min * 60.0
             end = midnight + segment.end_min * 60.0
-            if end <= now_s:
-                continue
             if out and out[-1].period == segment.period and out[-1].end_s == start and (
                     out[-1].price_cny_per_kwh == segment.price_cny_per_kwh):
                 out[-1] = TariffStretch(out[-1].start_s, end, segment.period,
@@ -124,7 +138,9 @@ def tariff_ahead(calendar: fastcore.TariffCalendar, now_s: float, zone: tzinfo,
             else:
                 out.append(TariffStretch(start, end, segment.period,
                                          segment.price_cny_per_kwh))
-        day += timedelta(days=1)
+    if len(_TWO_DAYS) > 16:
+        _TWO_DAYS.clear()
+    _TWO_DAYS[key] = (calendar, tuple(out))
     return tuple(out)
 
 
