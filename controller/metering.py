@@ -51,6 +51,7 @@ from controller.tariffs import (
     month_power_factor,
     monthly_bill,
     power_factor_tables,
+    shipped_tariffs,
 )
 from drivers.reading import Quality
 from drivers.schema import Node
@@ -132,13 +133,23 @@ def metering_settings(site: SiteSpec) -> MeteringSettings:
     if 86400 % window:
         raise node.req("demand_window_s").error("a number of seconds that divides a day")
     tariff_node = node.get("tariff")
-    tariff = _default_tariff() if tariff_node is None else load_tariff(
-        tariff_node.str(), base=Path(site.file).parent)
+    tariff = _default_tariff() if tariff_node is None else _tariff(tariff_node, site)
     return MeteringSettings(
         demand_window_s=window,
         max_gap_s=300.0 if node.get("max_gap_s") is None
         else node.req("max_gap_s").float(min=1, max=86400),
         tariff=tariff, carbon=_carbon(node), bill=_bill(node.get("bill"), tariff))
+
+
+def _tariff(node: Node, site: SiteSpec) -> Tariff:
+    """A shipped calendar by name, or a calendar file (relative to the site file); errors
+    inside that file name the file and its key."""
+    ref = node.str()
+    path = Path(site.file).parent / ref
+    if ref not in shipped_tariffs() and (path.suffix != ".toml" or not path.is_file()):
+        raise node.error("a shipped calendar (" + ", ".join(shipped_tariffs())
+                         + ") or the path of an existing .toml calendar file")
+    return load_tariff(ref, base=Path(site.file).parent)
 
 
 def _carbon(node: Node) -> CarbonFactor:

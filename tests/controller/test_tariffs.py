@@ -262,7 +262,8 @@ def test_metering_chooses_calendar_and_carbon(
 @pytest.mark.parametrize(("metering", "where"), [
     ('[metering]\ncarbon = "mars"\n', "metering.carbon"),
     ('[metering]\ncarbon = "national"\ncarbon_year = 1999\n', "metering.carbon_year"),
-    ('[metering]\ntariff = "no-such-calendar"\n', ""),
+    ('[metering]\ntariff = "no-such-calendar"\n', "metering.tariff"),
+    ('[metering]\ntariff = "missing.toml"\n', "metering.tariff"),
     ('[metering.bill]\nbasic_charge = "capacity"\n', "metering.bill.transformer_kva"),
     ("[metering.bill]\npower_factor_standard = 0.95\n", "metering.bill.power_factor_standard"),
 ])
