@@ -28,7 +28,7 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, tzinfo
 from typing import Any
@@ -146,8 +146,8 @@ def _two_days(calendar: fastcore.TariffCalendar, day: date, zone: tzinfo
 
 def build_snapshot(plant: Plant, settings: ControlSettings, now_s: float,
                    tariff: Tariff, memory: LoadMemory,
-                   commanded: dict[Actuator, Any], demand: DemandState | None = None
-                   ) -> Snapshot:
+                   commanded: dict[Actuator, Any], demand: DemandState | None = None,
+                   heat_pump_running_w: Mapping[str, float] | None = None) -> Snapshot:
     site = plant.site
     local = datetime.fromtimestamp(now_s, site.zone)
     period = tariff.calendar.period_at(local)
@@ -165,7 +165,8 @@ def build_snapshot(plant: Plant, settings: ControlSettings, now_s: float,
             sg = v(name, "sg_ready_state")
             heat_pumps.append(HeatPumpState(name, None if sg is None else int(sg),
                                             v(name, "power_w"), v(name, "indoor_temp_c"),
-                                            v(name, "outdoor_temp_c"), v(name, "rated_power_w")))
+                                            v(name, "outdoor_temp_c"), v(name, "rated_power_w"),
+                                            (heat_pump_running_w or {}).get(name)))
         elif kind == "inverter":
             power = v(name, "power_w")
             pv_w += power or 0.0
@@ -245,6 +246,7 @@ class ControlLoop:
     _pending_states: dict[str, str] = field(default_factory=dict)
     _pending_messages: list[Outgoing] = field(default_factory=list)
     demand: DemandTracker = field(init=False)
+    _heat_pump_running_w: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         store = self.store
@@ -318,7 +320,12 @@ class ControlLoop:
             self._pending_states["demand"] = self.demand.to_json()
         snapshot = build_snapshot(
             self.plant, self.settings, now, self.tariff, self.memory, self.commanded,
-            self.demand.state(now, billed=self.bill.basis is BasicChargeBasis.DEMAND))
+            self.demand.state(now, billed=self.bill.basis is BasicChargeBasis.DEMAND),
+            self._heat_pump_running_w)
+        for heat_pump in snapshot.heat_pumps:  # what blocking it takes off the grid
+            if heat_pump.sg_ready_state != strategies.SG_BLOCKED and (
+                    heat_pump.power_w or 0.0) > 100.0:
+                self._heat_pump_running_w[heat_pump.name] = heat_pump.power_w or 0.0
         if snapshot.grid_w is not None:
             self.grid_history.append((now, snapshot.grid_w))
         context = self._context(snapshot)

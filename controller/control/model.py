@@ -93,6 +93,15 @@ class HeatPumpState:
     indoor_c: float | None
     outdoor_c: float | None
     rated_w: float | None
+    running_w: float | None = None  # its draw when last seen running (before a block)
+
+    @property
+    def blocked_draw_w(self) -> float:
+        """What it would draw if we had not blocked it: its draw when last seen running,
+        else half its rating (a compressor's usual part load), else 0."""
+        if self.running_w is not None:
+            return self.running_w
+        return (self.rated_w or 0.0) * 0.5
 
 
 @dataclass(frozen=True, slots=True)

@@ -129,7 +129,7 @@ def counterfactual_import_w(snapshot: Snapshot, context: Context) -> float | Non
     for heat_pump in snapshot.heat_pumps:
         actuator = Actuator("sg_ready", heat_pump.name)
         if snapshot.commanded.get(actuator) == SG_BLOCKED:
-            total += (heat_pump.rated_w or 0.0) * 0.5  # a blocked compressor's usual draw
+            total += heat_pump.blocked_draw_w
     return total
 
 
@@ -161,7 +161,7 @@ def _shed_candidates(snapshot: Snapshot, context: Context, decision: Decision, o
             if not decision.free(actuator) or heat_pump.power_w is None:
                 continue
             ours = snapshot.commanded.get(actuator) == SG_BLOCKED
-            power_kw = ((heat_pump.rated_w or 0.0) * 0.5 if ours else heat_pump.power_w) / 1000
+            power_kw = (heat_pump.blocked_draw_w if ours else heat_pump.power_w) / 1000
             # Hysteresis: start blocking only 0.5 K inside the comfort band, keep blocking
             # until its edge — so the heat pump does not toggle at the boundary.
             margin = 0.0 if ours else HYSTERESIS_K

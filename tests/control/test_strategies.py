@@ -278,3 +278,16 @@ def test_peak_shaving_keeps_the_months_demand_charge_in_mind(state: DemandState 
     snap = snapshot(grid_w=150_000.0, soc=80.0, demand=state)
     assert compose(snap, Context(settings), strategies.ALL).claims[BATTERY].value == (
         pytest.approx(battery_w))
+
+
+def test_a_blocked_heat_pump_counts_with_its_draw_before_the_block() -> None:
+    """A gateway need not poll the rated power: the draw seen before the block counts,
+    so the heat pump stays blocked instead of toggling every cycle."""
+    blocked = HeatPumpState("hp", 1, 0.0, 22.0, 5.0, None, running_w=14_000.0)
+    snap = snapshot(grid_w=100_000.0, soc=6.0, heat_pumps=(blocked,),
+                    commanded={Actuator("sg_ready", "hp"): strategies.SG_BLOCKED})
+    context = Context(ControlSettings(), events=(event("cap", 100.0, 100.0),))
+    assert strategies.counterfactual_import_w(snap, context) == pytest.approx(
+        100_000.0 + 14_000.0)  # grid + the blocked heat pump
+    decision = compose(snap, context, strategies.ALL)
+    assert decision.claims[Actuator("sg_ready", "hp")].value == strategies.SG_BLOCKED
