@@ -21,7 +21,6 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import fastcore
 from controller.commands import Verifier
 from controller.config import UplinkSettings, uplink_settings
 from controller.control.loop import ControlLoop
@@ -152,7 +151,7 @@ def _wire_control(app: App, store: Store, topics: Topics, notify: asyncio.Event,
 
     loop = ControlLoop(GatewayPlant(app.gateway), control, app.inbox, store, publish,
                        topics.prefix, clock=app.gateway.wall_clock,
-                       tariff=metering.tariff or fastcore.SHANDONG_COMMERCIAL_EXAMPLE,
+                       tariff=metering.tariff, bill=metering.bill,
                        window_s=metering.demand_window_s)
     app.inbox.on_submit.append(loop.wake)
     app.control = loop

@@ -103,6 +103,18 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("event", nargs="?", help="event id (default: list the events)")
     report.add_argument("--png", help="write the plot here (default: EVENT.png)")
 
+    tariff = sub.add_parser("tariff", help="the time-of-use period and price at a moment, or "
+                                           "a day's or a month's calendar (table, PNG strip)")
+    tariff.add_argument("file", nargs="?", help="the site file (default: the demo site)")
+    tariff.add_argument("--tariff", dest="calendar",
+                        help="a shipped calendar or a calendar file instead of the site's")
+    when = tariff.add_mutually_exclusive_group()
+    when.add_argument("--at", help="ISO date-time (site-local without an offset): the "
+                                   "period and price then")
+    when.add_argument("--date", help="YYYY-MM-DD: that day's calendar (default: today)")
+    when.add_argument("--month", help="YYYY-MM: that month, a row per day")
+    tariff.add_argument("--png", help="draw the day as a strip into this PNG")
+
     check = sub.add_parser("check", help="validate a site file without running it")
     check.add_argument("file")
 
@@ -122,7 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     handlers: dict[str, Callable[[argparse.Namespace], int]] = {
         "run": cmd_run, "demo": cmd_demo, "read": cmd_read, "scan": cmd_scan,
         "check": cmd_check, "sim": cmd_sim, "maps": cmd_maps, "command": cmd_command,
-        "report": cmd_report,
+        "report": cmd_report, "tariff": cmd_tariff,
     }
     try:
         return handlers[args.command](args)
@@ -422,7 +434,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from controller.config import uplink_settings
-    from controller.report import plot, table
+    from controller.report import plot, settlement_table, table
     from controller.store import Store
 
     site = load_site(args.file)
@@ -437,6 +449,7 @@ def cmd_report(args: argparse.Namespace) -> int:
             print("\n".join(events) if events else "no event performance recorded yet")
             return 0
         records = store.performance(args.event)
+        settlement = store.get_state(f"settlement:{args.event}")
     finally:
         store.close()
     if not records:
@@ -444,8 +457,49 @@ def cmd_report(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 1
     Console().print(table(args.event, records, site.zone))
+    if settlement is not None:
+        Console().print(settlement_table(json.loads(settlement)))
     image = plot(args.event, records, Path(args.png or f"{args.event}.png"), site.zone)
     print(f"plot: {image}")
+    return 0
+
+
+def cmd_tariff(args: argparse.Namespace) -> int:
+    from datetime import date, datetime
+    from pathlib import Path
+
+    from rich.console import Console
+
+    from controller import tariffview
+    from controller.metering import metering_settings
+    from controller.tariffs import load_tariff
+
+    site = load_site(args.file or demo_site_path())
+    settings = metering_settings(site)
+    tariff = settings.tariff if args.calendar is None else load_tariff(
+        args.calendar, base=Path.cwd())
+    zone = site.zone
+    try:
+        if args.at is not None:
+            local = datetime.fromisoformat(args.at)
+            local = local.replace(tzinfo=zone) if local.tzinfo is None else local.astimezone(
+                zone)
+        day = (date.fromisoformat(args.date) if args.date else
+               local.date() if args.at is not None else datetime.now(zone).date())
+        month = None if args.month is None else datetime.strptime(args.month, "%Y-%m")
+    except ValueError as exc:
+        print(f"pedf tariff: {exc}", file=sys.stderr)
+        return 2
+    console = Console()
+    console.print(tariffview.header(tariff, settings.carbon), highlight=False)
+    if args.at is not None:
+        console.print(tariffview.moment(tariff, local), highlight=False)
+    elif month is not None:
+        console.print(tariffview.month_table(tariff, month.year, month.month))
+    else:
+        console.print(tariffview.day_table(tariff, day))
+    if args.png:
+        print(f"plot: {tariffview.strip(tariff, day, Path(args.png))}")
     return 0
 
 

@@ -9,10 +9,14 @@ Which series are metered, with the sign fastcore expects (+ import at the connec
 * sub-meter channels: ``chN_power_w``, named after the load they meter.
 
 Every completed demand window produces one ``metering`` message (window demand per
-series, and the period's totals, time-of-use energy and cost, carbon and site figures)
-and one row per series in the store's window history, which demand-response baselines
-read. The aggregator state is saved in the store after each window, so totals survive a
-restart; the period resets at the first window of each month (local time).
+series, and the period's totals, time-of-use energy and cost, carbon and site figures,
+the month's bill so far and which tariff and carbon factor they used) and one row per
+series in the store's window history, which demand-response baselines read. The
+aggregator state is saved in the store after each window, so totals survive a restart;
+the period resets at the first window of each month (local time).
+
+The month's power factor (for 力调电费) comes from the grid meter's import energy and its
+reactive energy, integrated here from ``reactive_power_var`` (|var|, trapezoid).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,13 +37,27 @@ import numpy as np
 import fastcore
 from controller.bus import ReadingBus
 from controller.store import Outgoing, Store
+from controller.tariffs import (
+    DEFAULT_TARIFF,
+    POWER_FACTOR_STANDARDS,
+    BasicChargeBasis,
+    BillSettings,
+    CarbonFactor,
+    MonthlyBill,
+    Tariff,
+    carbon_factor,
+    carbon_factors,
+    load_tariff,
+    month_power_factor,
+    monthly_bill,
+    power_factor_tables,
+    shipped_tariffs,
+)
 from drivers.reading import Quality
 from drivers.schema import Node
 from drivers.site import SiteSpec
 
 log = logging.getLogger("pedf.metering")
-
-PERIODS = ("sharp", "peak", "flat", "valley")
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,55 +100,156 @@ def metered_series(site: SiteSpec) -> list[Series]:
     return series
 
 
-@dataclass(frozen=True, slots=True)
+def _default_tariff() -> Tariff:
+    return load_tariff(DEFAULT_TARIFF)
+
+
+def _default_carbon() -> CarbonFactor:
+    return carbon_factor("national")
+
+
+@dataclass(frozen=True)
 class MeteringSettings:
     demand_window_s: int = 900
     max_gap_s: float = 300.0
-    emission_factor_kg_per_kwh: float | tuple[float, ...] = 0.5703
-    tariff: fastcore.TariffCalendar | None = None
+    tariff: Tariff = field(default_factory=_default_tariff)
+    carbon: CarbonFactor = field(default_factory=_default_carbon)
+    bill: BillSettings = field(default_factory=BillSettings)
+
+
+_KEYS = ("demand_window_s", "max_gap_s", "tariff", "carbon", "carbon_year",
+         "emission_factor_kg_per_kwh", "bill")
 
 
 def metering_settings(site: SiteSpec) -> MeteringSettings:
-    """``[metering]``: demand window, gap limit, emission factor, tariff. Raises
-    ConfigError naming the key."""
+    """``[metering]``: demand window, gap limit, tariff calendar, carbon factor, bill
+    options. Raises ConfigError naming the key."""
     node = site.section("metering")
     if node is None:
-        return MeteringSettings(tariff=fastcore.SHANDONG_COMMERCIAL_EXAMPLE)
-    node.only(("demand_window_s", "max_gap_s", "emission_factor_kg_per_kwh", "tariff"))
+        return MeteringSettings()
+    node.only(_KEYS)
     window = 900 if node.get("demand_window_s") is None else node.req(
         "demand_window_s").int(min=60, max=86400)
     if 86400 % window:
         raise node.req("demand_window_s").error("a number of seconds that divides a day")
-    factor: float | tuple[float, ...] = 0.5703
-    factor_node = node.get("emission_factor_kg_per_kwh")
-    if factor_node is not None:
-        if isinstance(factor_node.value, list):
-            hours = [item.float(min=0, max=10) for item in factor_node.list()]
-            if len(hours) != 24:
-                raise factor_node.error("one number or 24 hourly numbers")
-            factor = tuple(hours)
-        else:
-            factor = factor_node.float(min=0, max=10)
-    tariff = fastcore.SHANDONG_COMMERCIAL_EXAMPLE
     tariff_node = node.get("tariff")
-    if tariff_node is not None:
-        tariff = _tariff(tariff_node)
+    tariff = _default_tariff() if tariff_node is None else _tariff(tariff_node, site)
     return MeteringSettings(
         demand_window_s=window,
         max_gap_s=300.0 if node.get("max_gap_s") is None
         else node.req("max_gap_s").float(min=1, max=86400),
-        emission_factor_kg_per_kwh=factor, tariff=tariff)
+        tariff=tariff, carbon=_carbon(node), bill=_bill(node.get("bill"), tariff))
 
 
-def _tariff(node: Node) -> fastcore.TariffCalendar:
-    if node.value == "shandong-example":
-        return fastcore.SHANDONG_COMMERCIAL_EXAMPLE
-    if not isinstance(node.value, dict):
-        raise node.error('"shandong-example" or a tariff table (docs/fastcore.md)')
-    try:
-        return fastcore.TariffCalendar.from_dict(node.value)
-    except (TypeError, ValueError, KeyError) as exc:
-        raise node.error(f"a valid tariff calendar ({exc})") from None
+def _tariff(node: Node, site: SiteSpec) -> Tariff:
+    """A shipped calendar by name, or a calendar file (relative to the site file); errors
+    inside that file name the file and its key."""
+    ref = node.str()
+    path = Path(site.file).parent / ref
+    if ref not in shipped_tariffs() and (path.suffix != ".toml" or not path.is_file()):
+        raise node.error("a shipped calendar (" + ", ".join(shipped_tariffs())
+                         + ") or the path of an existing .toml calendar file")
+    return load_tariff(ref, base=Path(site.file).parent)
+
+
+def _carbon(node: Node) -> CarbonFactor:
+    """``carbon`` (a shipped factor id, or the site's own: one number or 24 hourly
+    numbers) with ``carbon_year``; ``emission_factor_kg_per_kwh`` is the older spelling
+    of a site's own factor."""
+    own = node.get("emission_factor_kg_per_kwh")
+    choice = node.get("carbon")
+    year_node = node.get("carbon_year")
+    if own is not None and choice is not None:
+        raise own.error("nothing: give carbon or emission_factor_kg_per_kwh, not both")
+    choice = choice or own
+    if choice is None:
+        if year_node is not None:
+            raise year_node.error("nothing without carbon")
+        return _default_carbon()
+    if isinstance(choice.value, str):
+        ids = sorted({f.id for f in carbon_factors()})
+        factor_id = choice.str(choices=ids)
+        year = None if year_node is None else year_node.int(min=2000, max=2100)
+        try:
+            return carbon_factor(factor_id, year)
+        except KeyError as exc:
+            assert year_node is not None
+            raise year_node.error(f"a year with a published factor ({exc.args[0]})") from None
+    if year_node is not None:
+        raise year_node.error("nothing with the site's own factor")
+    if isinstance(choice.value, list):
+        hours = tuple(item.float(min=0, max=10) for item in choice.list())
+        if len(hours) != 24:
+            raise choice.error("one number or 24 hourly numbers")
+        values = hours
+    else:
+        values = (choice.float(min=0, max=10),)
+    return CarbonFactor("site", "site's own factor", None, values, f"{node.file}: {choice.path}")
+
+
+def _bill(node: Node | None, tariff: Tariff) -> BillSettings:
+    """``[metering.bill]``: basic_charge ("none", "demand", "capacity"), transformer_kva,
+    power_factor_standard (0.90, 0.85, 0.80)."""
+    if node is None:
+        return BillSettings()
+    node.only(("basic_charge", "transformer_kva", "power_factor_standard"))
+    basis_node = node.get("basic_charge")
+    basis = BasicChargeBasis.NONE if basis_node is None else BasicChargeBasis(
+        basis_node.str(choices=[b.value for b in BasicChargeBasis]))
+    kva_node = node.get("transformer_kva")
+    kva = None if kva_node is None else kva_node.float(min=1, max=1e6)
+    if basis is BasicChargeBasis.CAPACITY and kva is None:
+        raise node.req("transformer_kva").error("the transformer's kVA (basic_charge = "
+                                                '"capacity")')
+    price = {BasicChargeBasis.DEMAND: tariff.basic.demand_cny_per_kw_month,
+             BasicChargeBasis.CAPACITY: tariff.basic.capacity_cny_per_kva_month}.get(basis, 0.0)
+    if price is None:
+        assert basis_node is not None
+        raise basis_node.error(f"a basis the tariff prices ({Path(tariff.file).name} has no "
+                               f"{basis.value} price in [basic_charge])")
+    pf_node = node.get("power_factor_standard")
+    standard = None
+    if pf_node is not None:
+        standard = pf_node.float()
+        if standard not in POWER_FACTOR_STANDARDS:
+            raise pf_node.error("0.90, 0.85 or 0.80 (the 1983 rule's standards)")
+    return BillSettings(basis, kva, standard)
+
+
+@dataclass
+class ReactiveEnergy:
+    """|reactive power| of the grid meter integrated into the month's kvarh (trapezoid,
+    intervals longer than ``max_gap_s`` skipped)."""
+
+    max_gap_s: float = 300.0
+    kvarh: float = 0.0
+    last: tuple[float, float] | None = None
+
+    def add(self, timestamp_s: float, var: float) -> None:
+        value = abs(var)
+        if self.last is not None:
+            t0, v0 = self.last
+            if timestamp_s <= t0:
+                return
+            if timestamp_s - t0 <= self.max_gap_s:
+                self.kvarh += 0.5 * (v0 + value) * (timestamp_s - t0) / 3.6e6
+        self.last = (timestamp_s, value)
+
+    def to_json(self) -> str:
+        return json.dumps({"kvarh": self.kvarh, "last": self.last})
+
+    @classmethod
+    def from_json(cls, text: str | None, max_gap_s: float) -> ReactiveEnergy:
+        if not text:
+            return cls(max_gap_s)
+        try:
+            data = json.loads(text)
+            last = data["last"]
+            return cls(max_gap_s, float(data["kvarh"]),
+                       None if last is None else (float(last[0]), float(last[1])))
+        except (ValueError, KeyError, TypeError, IndexError):
+            log.warning("saved reactive energy unusable: starting the month's kvarh at 0")
+            return cls(max_gap_s)
 
 
 @dataclass
@@ -142,7 +262,7 @@ class MeteringFeed:
     bus: ReadingBus
     topic: str | None
     notify: asyncio.Event | None = None
-    settings: MeteringSettings = field(default_factory=MeteringSettings)
+    settings: MeteringSettings | None = None  # None: the site's [metering]
     flush_s: float = 1.0
     clock: Callable[[], float] = time.time
     series: list[Series] = field(init=False)
@@ -151,8 +271,12 @@ class MeteringFeed:
     _counters: dict[tuple[str, str], tuple[int, str]] = field(init=False)
     _last_window: float = math.nan
     _month: tuple[int, int] | None = None
+    reactive: ReactiveEnergy = field(init=False)
+    _reactive_point: tuple[str, str] | None = field(init=False)
 
     def __post_init__(self) -> None:
+        if self.settings is None:
+            self.settings = metering_settings(self.site)
         self.series = metered_series(self.site)
         self._by_point = {(s.device, s.point): i for i, s in enumerate(self.series)}
         self._counters = {}
@@ -162,15 +286,25 @@ class MeteringFeed:
             if item.export_counter:
                 self._counters[(item.device, item.export_counter)] = (index, "export")
         self.aggregator = self._restore() or self._new()
+        grid = self.site.grid_meter()
+        point = None if grid is None else grid.device_map.capabilities.get("reactive_power_var")
+        self._reactive_point = None if grid is None or point is None else (grid.name, point)
+        self.reactive = ReactiveEnergy.from_json(self.store.get_state("metering_reactive"),
+                                                 self.config.max_gap_s)
+
+    @property
+    def config(self) -> MeteringSettings:
+        assert self.settings is not None
+        return self.settings
 
     def _new(self) -> Any:
         offset = self.site.zone.utcoffset(datetime.now()) or None
         return fastcore.MeterAggregator(
             max(1, len(self.series)), roles=[s.role for s in self.series] or None,
             utc_offset_s=int(offset.total_seconds()) if offset else 28800,
-            demand_window_s=self.settings.demand_window_s, max_gap_s=self.settings.max_gap_s,
-            tariff=self.settings.tariff,
-            emission_factor_kg_per_kwh=self.settings.emission_factor_kg_per_kwh)
+            demand_window_s=self.config.demand_window_s, max_gap_s=self.config.max_gap_s,
+            tariff=self.config.tariff.calendar,
+            emission_factor_kg_per_kwh=self.config.carbon.kg_per_kwh)
 
     def _restore(self) -> Any | None:
         text = self.store.get_state("metering")
@@ -186,6 +320,13 @@ class MeteringFeed:
         if saved_roles != [s.role for s in self.series] or (
                 restored.n_loads != max(1, len(self.series))):
             log.warning("site changed since the metering state was saved: starting afresh")
+            return None
+        saved = restored.config
+        factors = self.config.carbon.kg_per_kwh
+        if saved.tariff != self.config.tariff.calendar or saved.emission_factor_kg_per_kwh != (
+                factors * 24 if len(factors) == 1 else factors):
+            log.warning("tariff or carbon factor changed since the metering state was saved: "
+                        "starting afresh")
             return None
         log.info("metering totals restored")
         return restored
@@ -204,6 +345,8 @@ class MeteringFeed:
                                 value, int | float) or isinstance(value, bool):
                             continue
                         key = (reading.device, reading.point)
+                        if key == self._reactive_point:
+                            self.reactive.add(reading.timestamp, float(value))
                         index = self._by_point.get(key)
                         if index is not None:
                             samples.append((index, reading.timestamp,
@@ -249,11 +392,12 @@ class MeteringFeed:
         rows = [(window, s.name, float(totals.demand_kw[i])) for i, s in enumerate(self.series)
                 if totals.demand_window_start_s[i] == window]
         await asyncio.to_thread(self._save, body, rows)
-        local = datetime.fromtimestamp(window + self.settings.demand_window_s, self.site.zone)
+        local = datetime.fromtimestamp(window + self.config.demand_window_s, self.site.zone)
         month = (local.year, local.month)
         if self._month is not None and month != self._month:
             log.info("new billing period %04d-%02d: metering totals reset", *month)
             self.aggregator.reset_period()
+            self.reactive.kvarh = 0.0
         self._month = month
         if self.notify is not None:
             self.notify.set()
@@ -263,9 +407,31 @@ class MeteringFeed:
             self.store.append([Outgoing(self.topic, body)])
         self.store.record_windows(rows)
         self.store.set_state("metering", json.dumps(self.aggregator.state(), allow_nan=False))
+        self.store.set_state("metering_reactive", self.reactive.to_json())
+
+    def bill(self, window: float, totals: Any) -> MonthlyBill | None:
+        """The month's bill so far at the grid connection (None without a grid meter, or
+        when the bill options need a price the tariff lacks)."""
+        grid = [i for i, s in enumerate(self.series) if s.role == "grid"]
+        if not grid:
+            return None
+        local = datetime.fromtimestamp(window, self.site.zone)
+        energy = totals.tou_import_wh[grid].sum(axis=0) / 1000.0
+        figures = self.aggregator.site_figures()
+        try:
+            return monthly_bill(
+                self.config.tariff, local.year, local.month, [float(e) for e in energy],
+                settings=self.config.bill, max_demand_kw=figures.peak_demand_kw,
+                power_factor=month_power_factor(float(energy.sum()), self.reactive.kvarh),
+                power_factor_tables=power_factor_tables())
+        except ValueError as exc:
+            log.warning("no bill: %s", exc)
+            return None
 
     def window_summary(self, window: float, totals: Any) -> dict[str, object]:
         figures = self.aggregator.site_figures()
+        periods = [p.name for p in self.config.tariff.calendar.periods]
+        bill = self.bill(window, totals)
         loads = {}
         for index, item in enumerate(self.series):
             loads[item.name] = {
@@ -273,7 +439,7 @@ class MeteringFeed:
                 "demand_kw": _num(totals.demand_kw[index]),
                 "import_kwh": _num(totals.import_wh[index] / 1000.0),
                 "export_kwh": _num(totals.export_wh[index] / 1000.0),
-                "tou_import_kwh": dict(zip(PERIODS, (_num(v / 1000.0) for v in
+                "tou_import_kwh": dict(zip(periods, (_num(v / 1000.0) for v in
                                                      totals.tou_import_wh[index]), strict=True)),
                 "cost_cny": _num(totals.cost_cny[index]),
                 "carbon_kg": _num(totals.carbon_kg[index]),
@@ -282,7 +448,7 @@ class MeteringFeed:
         return {
             "ts": round(self.clock(), 3),
             "window_start": window,
-            "window_s": self.settings.demand_window_s,
+            "window_s": self.config.demand_window_s,
             "loads": loads,
             "site": {
                 "grid_import_kwh": _num(figures.grid_import_wh / 1000.0),
@@ -295,7 +461,11 @@ class MeteringFeed:
                 "peak_demand_kw": _num(figures.peak_demand_kw),
                 "carbon_kg": _num(figures.carbon_kg),
                 "grid_cost_cny": _num(figures.grid_cost_cny),
+                "reactive_kvarh": _num(self.reactive.kvarh),
             },
+            "tariff": self.config.tariff.name,
+            "carbon_factor": self.config.carbon.to_dict(),
+            "bill": None if bill is None else bill.to_dict(),
             "implementation": fastcore.IMPLEMENTATION,
         }
 

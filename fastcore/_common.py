@@ -2,11 +2,11 @@
 
 Both the compiled kernels (``_meter.pyx``, ``_shed.pyx``) and their pure-Python twins
 (``_meter_py.py``, ``_shed_py.py``) import this module, so everything here is the single
-definition of: constants (roles, time-of-use periods, anomaly kinds), the tariff calendar,
-the aggregator configuration, the raw state layout, the result dataclasses, input
-validation (dtype/shape) and the vectorised read-out math that turns raw state into
-totals and site figures. Only the per-sample / per-load loops differ between the two
-implementations. See ``docs/fastcore.md`` for the full specification.
+definition of: constants (roles, anomaly kinds), the aggregator configuration, the raw
+state layout, the result dataclasses, input validation (dtype/shape) and the vectorised
+read-out math that turns raw state into totals and site figures. The tariff calendar
+lives in :mod:`fastcore._tariff`. Only the per-sample / per-load loops differ between
+the two implementations. See ``docs/fastcore.md`` for the full specification.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
+
+from fastcore._tariff import TariffCalendar, compile_calendar
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -31,16 +33,6 @@ ROLE_PV: Final = 1
 ROLE_GRID: Final = 2
 ROLE_BATTERY: Final = 3
 ROLE_NAMES: Final = ("consumer", "pv", "grid", "battery")
-
-# ------------------------------------------------------------------ time-of-use periods
-
-PERIOD_SHARP: Final = 0  # 尖峰
-PERIOD_PEAK: Final = 1  # 高峰
-PERIOD_FLAT: Final = 2  # 平段
-PERIOD_VALLEY: Final = 3  # 低谷
-PERIOD_NAMES: Final = ("sharp", "peak", "flat", "valley")
-PERIOD_NAMES_ZH: Final = ("尖峰", "高峰", "平段", "低谷")
-N_PERIODS: Final = 4
 
 # ---------------------------------------------------------------------- anomaly kinds
 
@@ -88,211 +80,14 @@ NO_WINDOW: Final = -(2**62)  # "no window" sentinel in int64 window fields
 SECONDS_PER_DAY: Final = 86400
 MAX_UTC_OFFSET_S: Final = 14 * 3600
 STATE_FORMAT: Final = "pedf.fastcore.meter"
-STATE_VERSION: Final = 1
+STATE_VERSION: Final = 2  # 2: any number of periods, day types, holidays (reads 1 too)
 
-# Default grid emission factor: China's national grid average published by the Ministry
-# of Ecology and Environment (MEE), kgCO2e per kWh. Check which factor your reporting
-# scheme requires (MEE/NBS also publish regional and provincial factors).
-CHINA_GRID_EMISSION_FACTOR_KG_PER_KWH: Final = 0.5703
-
-
-# ====================================================================== tariff calendar
-
-
-def _parse_hhmm(text: str, *, allow_24: bool) -> int:
-    parts = text.strip().split(":")
-    if len(parts) != 2 or not all(p.isdigit() for p in parts):
-        raise ValueError(f"time {text!r} is not HH:MM")
-    hours, minutes = int(parts[0]), int(parts[1])
-    if minutes >= 60 or hours > 24 or (hours == 24 and (minutes or not allow_24)):
-        raise ValueError(f"time {text!r} is out of range (00:00 .. 24:00)")
-    return hours * 60 + minutes
-
-
-def _parse_range(text: str) -> tuple[int, int]:
-    """``"HH:MM-HH:MM"`` -> (start minute, end minute); end may be 24:00 or wrap."""
-    if text.count("-") != 1:
-        raise ValueError(f"time range {text!r} is not HH:MM-HH:MM")
-    start_s, end_s = text.split("-")
-    start = _parse_hhmm(start_s, allow_24=False)
-    end = _parse_hhmm(end_s, allow_24=True)
-    if start == end:
-        raise ValueError(f"time range {text!r} is empty")
-    return start, end
-
-
-@dataclass(frozen=True)
-class TariffSeason:
-    """Time-of-use layout and prices for a set of months.
-
-    ``sharp`` (尖峰), ``peak`` (高峰), ``flat`` (平段) and ``valley`` (低谷) each hold
-    local-time ranges ``"HH:MM-HH:MM"`` (minute resolution; the end is exclusive, may be
-    ``24:00`` and may wrap past midnight, e.g. ``"23:00-07:00"``). Together they must
-    cover each minute of the day exactly once. ``prices_cny_per_kwh`` are the energy
-    prices (CNY/kWh) of the four periods in the order sharp, peak, flat, valley.
-
-    Raises ``ValueError`` for malformed ranges, gaps, overlaps, bad months or prices.
-    """
-
-    name: str
-    months: tuple[int, ...]
-    prices_cny_per_kwh: tuple[float, float, float, float]
-    sharp: tuple[str, ...] = ()
-    peak: tuple[str, ...] = ()
-    flat: tuple[str, ...] = ()
-    valley: tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "months", tuple(int(m) for m in self.months))
-        object.__setattr__(
-            self, "prices_cny_per_kwh", tuple(float(p) for p in self.prices_cny_per_kwh)
-        )
-        for period in PERIOD_NAMES:
-            value = getattr(self, period)
-            if isinstance(value, str):
-                value = (value,)
-            object.__setattr__(self, period, tuple(str(v) for v in value))
-        if not self.months or any(not 1 <= m <= 12 for m in self.months):
-            raise ValueError(f"season {self.name!r}: months must be 1..12, got {self.months}")
-        if len(set(self.months)) != len(self.months):
-            raise ValueError(f"season {self.name!r}: repeated month in {self.months}")
-        if len(self.prices_cny_per_kwh) != N_PERIODS:
-            raise ValueError(f"season {self.name!r}: need 4 prices (sharp, peak, flat, valley)")
-        for price in self.prices_cny_per_kwh:
-            if not (math.isfinite(price) and 0.0 <= price <= 1000.0):
-                raise ValueError(f"season {self.name!r}: price {price} outside 0..1000 CNY/kWh")
-        self.minute_periods()  # validates coverage
-
-    def minute_periods(self) -> list[int]:
-        """Period index of every minute of the local day (1440 entries)."""
-        table = [-1] * 1440
-        for period, name in enumerate(PERIOD_NAMES):
-            for text in getattr(self, name):
-                start, end = _parse_range(text)
-                minutes = range(start, end) if start < end else [
-                    *range(start, 1440), *range(end)]
-                for minute in minutes:
-                    if table[minute] != -1:
-                        raise ValueError(
-                            f"season {self.name!r}: {_hhmm(minute)} is in both "
-                            f"{PERIOD_NAMES[table[minute]]} and {name}")
-                    table[minute] = period
-        if -1 in table:
-            raise ValueError(
-                f"season {self.name!r}: {_hhmm(table.index(-1))} is in no period")
-        return table
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "months": list(self.months),
-            "prices_cny_per_kwh": list(self.prices_cny_per_kwh),
-            **{p: list(getattr(self, p)) for p in PERIOD_NAMES},
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> TariffSeason:
-        """Build from a dict; period keys may also be the Chinese names (尖峰 ...)."""
-        ranges: dict[str, tuple[str, ...]] = {}
-        for en, zh in zip(PERIOD_NAMES, PERIOD_NAMES_ZH, strict=True):
-            value = data.get(en, data.get(zh, ()))
-            ranges[en] = (value,) if isinstance(value, str) else tuple(value)
-        prices = data["prices_cny_per_kwh"]
-        if isinstance(prices, Mapping):
-            prices = [prices.get(en, prices.get(zh)) for en, zh in
-                      zip(PERIOD_NAMES, PERIOD_NAMES_ZH, strict=True)]
-        return cls(name=str(data.get("name", "")), months=tuple(data["months"]),
-                   prices_cny_per_kwh=tuple(prices),
-                   sharp=ranges["sharp"], peak=ranges["peak"], flat=ranges["flat"],
-                   valley=ranges["valley"])
-
-
-def _hhmm(minute: int) -> str:
-    return f"{minute // 60:02d}:{minute % 60:02d}"
-
-
-@dataclass(frozen=True)
-class TariffCalendar:
-    """A Chinese-style time-of-use tariff: seasons (sets of months) each with its own
-    尖峰/高峰/平段/低谷 layout by local time of day and prices.
-
-    Every month 1..12 must belong to exactly one season (``ValueError`` otherwise).
-    Holidays and weekday/weekend variants are not modelled.
-    """
-
-    seasons: tuple[TariffSeason, ...]
-    name: str = ""
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "seasons", tuple(self.seasons))
-        owner: dict[int, str] = {}
-        for season in self.seasons:
-            if not isinstance(season, TariffSeason):
-                raise TypeError(f"seasons must be TariffSeason, got {type(season).__name__}")
-            for month in season.months:
-                if month in owner:
-                    raise ValueError(
-                        f"month {month} is in seasons {owner[month]!r} and {season.name!r}")
-                owner[month] = season.name
-        missing = [m for m in range(1, 13) if m not in owner]
-        if missing:
-            raise ValueError(f"tariff calendar {self.name!r}: months {missing} have no season")
-
-    @classmethod
-    def flat_rate(cls, price_cny_per_kwh: float) -> TariffCalendar:
-        """One price all day, all year (everything is booked in the flat period)."""
-        price = float(price_cny_per_kwh)
-        return cls(name=f"flat {price} CNY/kWh", seasons=(TariffSeason(
-            name="all year", months=tuple(range(1, 13)),
-            prices_cny_per_kwh=(price, price, price, price), flat=("00:00-24:00",)),))
-
-    def season_index(self, month: int) -> int:
-        for index, season in enumerate(self.seasons):
-            if month in season.months:
-                return index
-        raise ValueError(f"month {month} outside 1..12")
-
-    def period_at(self, month: int, minute_of_day: int) -> int:
-        """Period index (PERIOD_SHARP..PERIOD_VALLEY) at a local month and minute."""
-        return self.seasons[self.season_index(month)].minute_periods()[minute_of_day]
-
-    def price_cny_per_kwh(self, month: int, period: int) -> float:
-        return self.seasons[self.season_index(month)].prices_cny_per_kwh[period]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "seasons": [s.to_dict() for s in self.seasons]}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> TariffCalendar:
-        return cls(name=str(data.get("name", "")),
-                   seasons=tuple(TariffSeason.from_dict(s) for s in data["seasons"]))
-
-
-_ILLUSTRATIVE_PRICES = (1.2648, 1.0540, 0.6200, 0.1860)
-
-# ILLUSTRATIVE ONLY — shaped like the Shandong (Jinan) general industrial & commercial
-# time-of-use scheme (evening 尖峰 in summer and winter, a midday 低谷 for solar in spring
-# and autumn, peak = flat x 1.7, sharp = peak x 1.2, valley = flat x 0.3), but the hours
-# and prices are NOT an official tariff. Copy it and enter the periods of the current
-# 山东省发展和改革委员会 notice and the month's 代理购电 prices for real billing.
-SHANDONG_COMMERCIAL_EXAMPLE: Final = TariffCalendar(
-    name="Shandong-style commercial TOU (illustrative, not official)",
-    seasons=(
-        TariffSeason(
-            name="winter", months=(1, 12), prices_cny_per_kwh=_ILLUSTRATIVE_PRICES,
-            sharp=("17:00-19:00",), peak=("16:00-17:00", "19:00-21:00"),
-            flat=("07:00-16:00", "21:00-23:00"), valley=("23:00-07:00",)),
-        TariffSeason(
-            name="summer", months=(6, 7, 8), prices_cny_per_kwh=_ILLUSTRATIVE_PRICES,
-            sharp=("18:00-20:00",), peak=("16:00-18:00", "20:00-22:00"),
-            flat=("07:00-16:00", "22:00-23:00"), valley=("23:00-07:00",)),
-        TariffSeason(
-            name="spring/autumn", months=(2, 3, 4, 5, 9, 10, 11),
-            prices_cny_per_kwh=_ILLUSTRATIVE_PRICES,
-            peak=("16:00-22:00",), flat=("07:00-10:30", "14:30-16:00", "22:00-23:00"),
-            valley=("23:00-07:00", "10:30-14:30")),
-    ),
-)
+# Default grid emission factor: China's national average electricity CO2 emission factor
+# for 2023 published by the Ministry of Ecology and Environment and the National Bureau of
+# Statistics (MEE/NBS), kgCO2/kWh. The controller's carbon-factor data file
+# (controller/tariffs/carbon-factors.toml) holds it with its source, next to the regional
+# factors; a test checks the two agree.
+CHINA_GRID_EMISSION_FACTOR_KG_PER_KWH: Final = 0.5306
 
 
 # ============================================================================ config
@@ -349,6 +144,11 @@ class MeterConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "metered_grid", bool((self.roles == ROLE_GRID).any()))
+
+    @property
+    def n_periods(self) -> int:
+        """Time-of-use periods of the tariff (columns of the TOU buckets)."""
+        return self.tariff.n_periods
 
     @classmethod
     def create(
@@ -441,27 +241,24 @@ class MeterConfig:
 
 @dataclass(frozen=True, eq=False)
 class CompiledTables:
-    """Lookup tables the kernels use (derived from a MeterConfig)."""
+    """Lookup tables the kernels use (derived from a MeterConfig; see
+    :class:`fastcore._tariff.CalendarTables` for how a day's profile is found)."""
 
+    n_periods: int
+    n_day_types: int
     month_season: I32  # (12,) season index of months 1..12
-    minute_period: I32  # (n_seasons * 1440,) period of each local minute, per season
-    next_change: I32  # (n_seasons * 1440,) first later minute with another period, <= 1440
-    prices: F64  # (n_seasons * 4,) CNY/kWh
+    day_profile: I32  # (n_seasons * n_day_types,) profile of each season and day type
+    minute_period: I32  # (n_profiles * 1440,) period of each local minute, per profile
+    next_change: I32  # (n_profiles * 1440,) first later minute with another period, <= 1440
+    prices: F64  # (n_seasons * n_periods,) CNY/kWh
+    special_first: int  # day number of special[0]
+    special: I32  # (>= 1,) day type of holidays / work days from special_first, -1 = none
+    n_special: int  # valid entries of special (0: no holidays)
     window_ef: F64  # (86400 / demand_window_s,) mean kgCO2e/kWh over each window of a day
 
 
 def compile_tables(config: MeterConfig) -> CompiledTables:
-    seasons = config.tariff.seasons
-    minute_period: list[int] = []
-    next_change: list[int] = []
-    for season in seasons:
-        table = season.minute_periods()
-        following = [1440] * 1440
-        for minute in range(1438, -1, -1):
-            following[minute] = (minute + 1 if table[minute + 1] != table[minute]
-                                 else following[minute + 1])
-        minute_period += table
-        next_change += following
+    calendar = compile_calendar(config.tariff)
     window_s = config.demand_window_s
     factors = config.emission_factor_kg_per_kwh
     window_ef: list[float] = []
@@ -475,11 +272,16 @@ def compile_tables(config: MeterConfig) -> CompiledTables:
             second = hour_end
         window_ef.append(total / window_s)
     return CompiledTables(
-        month_season=np.array([config.tariff.season_index(m) for m in range(1, 13)],
-                              dtype=np.int32),
-        minute_period=np.array(minute_period, dtype=np.int32),
-        next_change=np.array(next_change, dtype=np.int32),
-        prices=np.array([p for s in seasons for p in s.prices_cny_per_kwh], dtype=np.float64),
+        n_periods=calendar.n_periods,
+        n_day_types=calendar.n_day_types,
+        month_season=np.array(calendar.month_season, dtype=np.int32),
+        day_profile=np.array(calendar.day_profile, dtype=np.int32),
+        minute_period=np.array(calendar.minute_period, dtype=np.int32),
+        next_change=np.array(calendar.next_change, dtype=np.int32),
+        prices=np.array(calendar.prices, dtype=np.float64),
+        special_first=calendar.special_first,
+        special=np.array(calendar.special or [-1], dtype=np.int32),
+        n_special=len(calendar.special),
         window_ef=np.array(window_ef, dtype=np.float64),
     )
 
@@ -509,7 +311,7 @@ LOAD_F64_FIELDS: Final = (
     "ci_last", "ci_t", "ce_last", "ce_t", "ci_wh", "ce_wh",
 )
 LOAD_I64_FIELDS: Final = ("ctx_w", "period", "last_w", "max_w")
-LOAD_2D_FIELDS: Final = (("tou_wh", N_PERIODS), ("tou_cost", N_PERIODS))
+LOAD_2D_FIELDS: Final = ("tou_wh", "tou_cost")  # (n_loads, n_periods)
 RING_F64_FIELDS: Final = ("ring_gimp", "ring_gexp", "ring_nimp", "ring_nexp")
 SITE_F64_FIELDS: Final = ("site_carbon", "est_import", "est_export", "site_max_kw")
 SITE_I64_FIELDS: Final = ("newest", "site_max_w", "accepted")
@@ -517,8 +319,8 @@ SITE_I64_FIELDS: Final = ("newest", "site_max_w", "accepted")
 RawState = dict[str, Any]
 
 
-def new_raw_state(n: int) -> RawState:
-    """Raw state of a fresh aggregator with ``n`` loads."""
+def new_raw_state(n: int, n_periods: int) -> RawState:
+    """Raw state of a fresh aggregator with ``n`` loads and ``n_periods`` TOU periods."""
     nan = math.nan
     raw: RawState = {name: np.zeros(n, dtype=np.float64) for name in LOAD_F64_FIELDS}
     for name in ("last_t", "last_p", "seg_end", "last_kw", "max_kw",
@@ -526,8 +328,8 @@ def new_raw_state(n: int) -> RawState:
         raw[name][:] = nan
     for name in LOAD_I64_FIELDS:
         raw[name] = np.full(n, NO_WINDOW if name != "period" else 0, dtype=np.int64)
-    for name, width in LOAD_2D_FIELDS:
-        raw[name] = np.zeros((n, width), dtype=np.float64)
+    for name in LOAD_2D_FIELDS:
+        raw[name] = np.zeros((n, n_periods), dtype=np.float64)
     raw["anomalies"] = np.zeros((n, N_ANOMALY_KINDS), dtype=np.int64)
     raw["ring_w"] = np.full(RING_WINDOWS, NO_WINDOW, dtype=np.int64)
     for name in RING_F64_FIELDS:
@@ -557,7 +359,7 @@ def raw_to_json(config: MeterConfig, raw: RawState) -> dict[str, Any]:
         loads[name] = _json_floats(raw[name])
     for name in LOAD_I64_FIELDS:
         loads[name] = raw[name].tolist()
-    for name, _ in LOAD_2D_FIELDS:
+    for name in LOAD_2D_FIELDS:
         loads[name] = [_json_floats(row) for row in raw[name]]
     loads["anomalies"] = raw["anomalies"].tolist()
     ring: dict[str, Any] = {"ring_w": raw["ring_w"].tolist(),
@@ -576,21 +378,21 @@ def raw_from_json(state: Mapping[str, Any]) -> tuple[MeterConfig, RawState]:
     """Inverse of :func:`raw_to_json`; raises ``ValueError`` on a foreign or broken state."""
     if not isinstance(state, Mapping):
         raise TypeError(f"state must be a dict, got {type(state).__name__}")
-    if state.get("format") != STATE_FORMAT or state.get("version") != STATE_VERSION:
+    if state.get("format") != STATE_FORMAT or state.get("version") not in (1, STATE_VERSION):
         raise ValueError(f"not a {STATE_FORMAT} v{STATE_VERSION} state: "
                          f"format={state.get('format')!r} version={state.get('version')!r}")
     if list(state.get("anomaly_kinds", ())) != list(ANOMALY_KINDS):
         raise ValueError("state was written with different anomaly kinds")
     try:
         config = MeterConfig.from_dict(state["config"])
-        n = config.n_loads
+        n, width = config.n_loads, config.n_periods
         loads, ring, site = state["loads"], state["ring"], state["site"]
         raw: RawState = {}
         for name in LOAD_F64_FIELDS:
             raw[name] = _from_json_floats(loads[name])
         for name in LOAD_I64_FIELDS:
             raw[name] = np.array(loads[name], dtype=np.int64)
-        for name, width in LOAD_2D_FIELDS:
+        for name in LOAD_2D_FIELDS:
             raw[name] = np.array(loads[name], dtype=np.float64).reshape(n, width)
         raw["anomalies"] = np.array(loads["anomalies"], dtype=np.int64).reshape(
             n, N_ANOMALY_KINDS)
@@ -606,15 +408,16 @@ def raw_from_json(state: Mapping[str, Any]) -> tuple[MeterConfig, RawState]:
         raw["site_anomalies"] = np.array(site["site_anomalies"], dtype=np.int64)
     except (KeyError, TypeError) as exc:
         raise ValueError(f"malformed {STATE_FORMAT} state: {exc!r}") from exc
-    check_raw(raw, n)
+    check_raw(raw, n, width)
     return config, raw
 
 
-def check_raw(raw: RawState, n: int) -> None:
-    """Raise ``ValueError`` unless ``raw`` has the shapes of an ``n``-load state."""
+def check_raw(raw: RawState, n: int, n_periods: int) -> None:
+    """Raise ``ValueError`` unless ``raw`` has the shapes of an ``n``-load state with
+    ``n_periods`` time-of-use periods."""
     expected: dict[str, tuple[int, ...]] = dict.fromkeys(LOAD_F64_FIELDS, (n,))
     expected.update(dict.fromkeys(LOAD_I64_FIELDS, (n,)))
-    expected.update({name: (n, w) for name, w in LOAD_2D_FIELDS})
+    expected.update(dict.fromkeys(LOAD_2D_FIELDS, (n, n_periods)))
     expected.update({"anomalies": (n, N_ANOMALY_KINDS), "ring_w": (RING_WINDOWS,),
                      "ring_imp": (RING_WINDOWS, n), "site_anomalies": (N_ANOMALY_KINDS,)})
     expected.update(dict.fromkeys(RING_F64_FIELDS, (RING_WINDOWS,)))
@@ -622,7 +425,7 @@ def check_raw(raw: RawState, n: int) -> None:
         if np.shape(raw[name]) != shape:
             raise ValueError(f"state field {name!r} has shape {np.shape(raw[name])}, "
                              f"expected {shape}")
-    if ((raw["period"] < 0) | (raw["period"] >= N_PERIODS)).any():
+    if ((raw["period"] < 0) | (raw["period"] >= n_periods)).any():
         raise ValueError("state field 'period' out of range")
 
 
@@ -639,8 +442,8 @@ class LoadTotals:
 
     import_wh: F64  # trapezoidal integration of power > 0
     export_wh: F64  # trapezoidal integration of power < 0, as a positive number
-    tou_import_wh: F64  # (n, 4) import energy per period: sharp, peak, flat, valley
-    tou_cost_cny: F64  # (n, 4) import energy x period price
+    tou_import_wh: F64  # (n, n_periods) import energy per period, in tariff.periods order
+    tou_cost_cny: F64  # (n, n_periods) import energy x period price
     cost_cny: F64  # sum of tou_cost_cny
     counter_import_wh: F64  # energy from cumulative import counters
     counter_export_wh: F64  # energy from cumulative export counters

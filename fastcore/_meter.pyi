@@ -6,7 +6,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from fastcore._common import LoadTotals, MeterConfig, RawState, SiteFigures, TariffCalendar
+from fastcore._common import LoadTotals, MeterConfig, RawState, SiteFigures
+from fastcore._tariff import TariffCalendar
 
 class MeterAggregator:
     def __init__(
@@ -18,7 +19,7 @@ class MeterAggregator:
         demand_window_s: int = 900,
         max_gap_s: float = 300.0,
         tariff: TariffCalendar | None = None,
-        emission_factor_kg_per_kwh: float | Sequence[float] = 0.5703,
+        emission_factor_kg_per_kwh: float | Sequence[float] = 0.5306,
         grid_renewable_fraction: float = 0.0,
         counter_wrap_wh: float | Sequence[float] | npt.NDArray[np.float64] = 0.0,
         counter_max_power_w: float | Sequence[float] | npt.NDArray[np.float64] = 1.0e7,

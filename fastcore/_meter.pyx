@@ -122,6 +122,15 @@ cdef struct Meter:
     double* wrap
     double* max_power
     int32_t* month_season
+    int32_t* day_profile
+    int64_t n_day_types
+    int64_t n_periods
+    int64_t special_first
+    int64_t n_special
+    int32_t* special
+    int64_t day_cached  # one-entry cache of the day lookup (NO_WINDOW: empty)
+    int64_t season_cached
+    int64_t base_cached  # profile * 1440 of day_cached
     int32_t* minute_period
     int32_t* next_change
     double* prices
@@ -177,8 +186,8 @@ cdef void flush(Meter* m, Py_ssize_t i) noexcept nogil:
     m.import_wh[i] += imp
     m.export_wh[i] += exp
     period = m.period[i]
-    m.tou_wh[i * 4 + period] += imp
-    m.tou_cost[i * 4 + period] += imp * m.price[i] / 1000.0
+    m.tou_wh[i * m.n_periods + period] += imp
+    m.tou_cost[i * m.n_periods + period] += imp * m.price[i] / 1000.0
     m.win_imp[i] += imp
     w = m.ctx_w[i]
     slot = pymod(w, RING)
@@ -266,7 +275,7 @@ cdef void advance(Meter* m, int64_t w) noexcept nogil:
 
 cdef void set_context(Meter* m, Py_ssize_t i, double t) noexcept nogil:
     cdef double off = m.off, local, sod, tou_end, win_end, seg
-    cdef int64_t day, minute, season, base, period, w, old, slot
+    cdef int64_t day, minute, season, base, period, w, old, slot, kind, rel
     flush(m, i)
     local = t + off
     day = <int64_t>floor(local / 86400.0)
@@ -276,8 +285,19 @@ cdef void set_context(Meter* m, Py_ssize_t i, double t) noexcept nogil:
         minute = 0
     elif minute > 1439:
         minute = 1439
-    season = m.month_season[month_of_day(day) - 1]
-    base = season * 1440 + minute
+    if day != m.day_cached:  # a new day: its season and profile (day type)
+        season = m.month_season[month_of_day(day) - 1]
+        kind = 0  # workday
+        rel = day - m.special_first
+        if rel >= 0 and rel < m.n_special and m.special[rel] >= 0:
+            kind = m.special[rel]  # holiday or 调休 work day
+        elif pymod(day + 3, 7) >= 5:
+            kind = 1  # weekend (1970-01-01 was a Thursday)
+        m.day_cached = day
+        m.season_cached = season
+        m.base_cached = <int64_t>m.day_profile[season * m.n_day_types + kind] * 1440
+    season = m.season_cached
+    base = m.base_cached + minute
     period = m.minute_period[base]
     tou_end = <double>day * 86400.0 + <double>m.next_change[base] * 60.0 - off
     w = <int64_t>floor(local / m.window_f)
@@ -290,7 +310,7 @@ cdef void set_context(Meter* m, Py_ssize_t i, double t) noexcept nogil:
         close_window(m, i, old)
     m.ctx_w[i] = w
     m.period[i] = period
-    m.price[i] = m.prices[season * 4 + period]
+    m.price[i] = m.prices[season * m.n_periods + period]
     m.hot[i].seg_end = seg
     if m.newest == NO_WINDOW or w > m.newest:
         advance(m, w)
@@ -481,8 +501,8 @@ cdef void reset_period_c(Meter* m) noexcept nogil:
     memset(m.gap_s, 0, n * sizeof(double))
     memset(m.ci_wh, 0, n * sizeof(double))
     memset(m.ce_wh, 0, n * sizeof(double))
-    memset(m.tou_wh, 0, n * 4 * sizeof(double))
-    memset(m.tou_cost, 0, n * 4 * sizeof(double))
+    memset(m.tou_wh, 0, n * m.n_periods * sizeof(double))
+    memset(m.tou_cost, 0, n * m.n_periods * sizeof(double))
     memset(m.anom, 0, n * NK * sizeof(int64_t))
     memset(m.site_anom, 0, NK * sizeof(int64_t))
     for j in range(n):
@@ -518,7 +538,7 @@ cdef int8_t* _i8(object array) except NULL:
 
 cdef class MeterAggregator:
     """MeterAggregator(n_loads, *, roles=None, utc_offset_s=28800, demand_window_s=900,
-    max_gap_s=300.0, tariff=None, emission_factor_kg_per_kwh=0.5703,
+    max_gap_s=300.0, tariff=None, emission_factor_kg_per_kwh=0.5306,
     grid_renewable_fraction=0.0, counter_wrap_wh=0.0, counter_max_power_w=1e7,
     counter_jitter_wh=10.0)
 
@@ -536,7 +556,7 @@ cdef class MeterAggregator:
     cdef object __weakref__
 
     def __init__(self, n_loads, *, roles=None, utc_offset_s=28800, demand_window_s=900,
-                 max_gap_s=300.0, tariff=None, emission_factor_kg_per_kwh=0.5703,
+                 max_gap_s=300.0, tariff=None, emission_factor_kg_per_kwh=0.5306,
                  grid_renewable_fraction=0.0, counter_wrap_wh=0.0, counter_max_power_w=1.0e7,
                  counter_jitter_wh=10.0):
         config = MeterConfig.create(
@@ -545,11 +565,11 @@ cdef class MeterAggregator:
             emission_factor_kg_per_kwh=emission_factor_kg_per_kwh,
             grid_renewable_fraction=grid_renewable_fraction, counter_wrap_wh=counter_wrap_wh,
             counter_max_power_w=counter_max_power_w, counter_jitter_wh=counter_jitter_wh)
-        self._setup(config, new_raw_state(config.n_loads))
+        self._setup(config, new_raw_state(config.n_loads, config.n_periods))
 
     cdef _setup(self, config, dict raw):
         cdef Meter* m = &self.m
-        check_raw(raw, config.n_loads)
+        check_raw(raw, config.n_loads, config.n_periods)
         n = config.n_loads
         self._config = config
         self._tables = tables = compile_tables(config)
@@ -568,6 +588,8 @@ cdef class MeterAggregator:
         arrays["wrap"] = np.array(config.counter_wrap_wh, dtype=np.float64, copy=True)
         arrays["max_power"] = np.array(config.counter_max_power_w, dtype=np.float64, copy=True)
         arrays["month_season"] = np.array(tables.month_season, dtype=np.int32, copy=True)
+        arrays["day_profile"] = np.array(tables.day_profile, dtype=np.int32, copy=True)
+        arrays["special"] = np.array(tables.special, dtype=np.int32, copy=True)
         arrays["minute_period"] = np.array(tables.minute_period, dtype=np.int32, copy=True)
         arrays["next_change"] = np.array(tables.next_change, dtype=np.int32, copy=True)
         arrays["prices"] = np.array(tables.prices, dtype=np.float64, copy=True)
@@ -621,6 +643,13 @@ cdef class MeterAggregator:
         m.wrap = _f64(arrays["wrap"])
         m.max_power = _f64(arrays["max_power"])
         m.month_season = _i32(arrays["month_season"])
+        m.day_profile = _i32(arrays["day_profile"])
+        m.n_day_types = tables.n_day_types
+        m.n_periods = tables.n_periods
+        m.special_first = tables.special_first
+        m.n_special = tables.n_special
+        m.special = _i32(arrays["special"])
+        m.day_cached = NO_WINDOW
         m.minute_period = _i32(arrays["minute_period"])
         m.next_change = _i32(arrays["next_change"])
         m.prices = _f64(arrays["prices"])
@@ -629,8 +658,9 @@ cdef class MeterAggregator:
     def _raw_state(self):
         """Copy of the raw state arrays (the layout shared with the twin)."""
         raw = {name: array.copy() for name, array in self._arrays.items()
-               if name not in ("roles", "wrap", "max_power", "month_season",
-                               "minute_period", "next_change", "prices", "window_ef")}
+               if name not in ("roles", "wrap", "max_power", "month_season", "day_profile",
+                               "special", "minute_period", "next_change", "prices",
+                               "window_ef")}
         hot = self._hot
         raw["last_t"] = hot[:, 0].copy()
         raw["last_p"] = hot[:, 1].copy()

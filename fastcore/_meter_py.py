@@ -47,7 +47,6 @@ from fastcore._common import (
     MeterConfig,
     RawState,
     SiteFigures,
-    TariffCalendar,
     anomaly_totals,
     check_counters,
     check_raw,
@@ -61,6 +60,7 @@ from fastcore._common import (
     site_figures,
     window_grid,
 )
+from fastcore._tariff import TariffCalendar
 
 
 class MeterAggregator:
@@ -124,7 +124,7 @@ class MeterAggregator:
         demand_window_s: int = 900,
         max_gap_s: float = 300.0,
         tariff: TariffCalendar | None = None,
-        emission_factor_kg_per_kwh: float | Sequence[float] = 0.5703,
+        emission_factor_kg_per_kwh: float | Sequence[float] = 0.5306,
         grid_renewable_fraction: float = 0.0,
         counter_wrap_wh: float | Sequence[float] | F64 = 0.0,
         counter_max_power_w: float | Sequence[float] | F64 = 1.0e7,
@@ -136,12 +136,12 @@ class MeterAggregator:
             emission_factor_kg_per_kwh=emission_factor_kg_per_kwh,
             grid_renewable_fraction=grid_renewable_fraction, counter_wrap_wh=counter_wrap_wh,
             counter_max_power_w=counter_max_power_w, counter_jitter_wh=counter_jitter_wh)
-        self._setup(config, new_raw_state(config.n_loads))
+        self._setup(config, new_raw_state(config.n_loads, config.n_periods))
 
     # ------------------------------------------------------------------ set-up / state
 
     def _setup(self, config: MeterConfig, raw: RawState) -> None:
-        check_raw(raw, config.n_loads)
+        check_raw(raw, config.n_loads, config.n_periods)
         self._config = config
         self._tables = tables = compile_tables(config)
         self._n = config.n_loads
@@ -155,7 +155,15 @@ class MeterAggregator:
         self._roles: list[int] = config.roles.tolist()
         self._wrap: list[float] = config.counter_wrap_wh.tolist()
         self._max_power: list[float] = config.counter_max_power_w.tolist()
+        self._n_periods = tables.n_periods
+        self._n_day_types = tables.n_day_types
         self._month_season: list[int] = tables.month_season.tolist()
+        self._day_profile: list[int] = tables.day_profile.tolist()
+        self._special_first = tables.special_first
+        self._n_special = tables.n_special
+        self._special: list[int] = tables.special.tolist()
+        self._day_cached = NO_WINDOW  # one-entry cache of the day lookup
+        self._season_cached = self._base_cached = 0
         self._minute_period: list[int] = tables.minute_period.tolist()
         self._next_change: list[int] = tables.next_change.tolist()
         self._prices: list[float] = tables.prices.tolist()
@@ -351,8 +359,19 @@ class MeterAggregator:
         sod = local - day * 86400.0
         minute = int(sod / 60.0)
         minute = 0 if minute < 0 else (1439 if minute > 1439 else minute)
-        season = self._month_season[month_of_day(day) - 1]
-        base = season * 1440 + minute
+        if day != self._day_cached:  # a new day: its season and profile (day type)
+            season = self._month_season[month_of_day(day) - 1]
+            kind = 0  # workday
+            rel = day - self._special_first
+            if 0 <= rel < self._n_special and self._special[rel] >= 0:
+                kind = self._special[rel]  # holiday or 调休 work day
+            elif (day + 3) % 7 >= 5:
+                kind = 1  # weekend (1970-01-01 was a Thursday)
+            self._day_cached = day
+            self._season_cached = season
+            self._base_cached = self._day_profile[season * self._n_day_types + kind] * 1440
+        season = self._season_cached
+        base = self._base_cached + minute
         period = self._minute_period[base]
         tou_end = day * 86400.0 + self._next_change[base] * 60.0 - off
         w = math.floor(local / self._window_f)
@@ -365,7 +384,7 @@ class MeterAggregator:
             self._close_window(i, old)
         self._ctx_w[i] = w
         self._period[i] = period
-        self._price[i] = self._prices[season * 4 + period]
+        self._price[i] = self._prices[season * self._n_periods + period]
         self._seg_end[i] = seg
         newest = self._newest
         if newest == NO_WINDOW or w > newest:
@@ -544,8 +563,8 @@ class MeterAggregator:
         n = self._n
         for name in ("import_wh", "export_wh", "carbon_kg", "gap_s", "ci_wh", "ce_wh"):
             setattr(self, "_" + name, [0.0] * n)
-        self._tou_wh = [[0.0] * 4 for _ in range(n)]
-        self._tou_cost = [[0.0] * 4 for _ in range(n)]
+        self._tou_wh = [[0.0] * self._n_periods for _ in range(n)]
+        self._tou_cost = [[0.0] * self._n_periods for _ in range(n)]
         self._anom = [[0] * len(row) for row in self._anom]
         self._site_anom = [0] * len(self._site_anom)
         self._max_kw = [math.nan] * n

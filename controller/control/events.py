@@ -47,6 +47,13 @@ class DrEvent:
     status: str = "scheduled"  # scheduled, active, completed, cancelled, opted_out
     baseline_kw: float | None = None  # reduction: fixed when the event starts
     modification: int = 0
+    # reduction: how the baseline was made (controller.control.baseline), and the import
+    # just before the event, which the controller also holds the reduction against
+    baseline_method: str | None = None
+    baseline_coverage: float | None = None
+    baseline_quality: str | None = None
+    baseline_note: str = ""
+    reference_kw: float | None = None
 
     @property
     def delay_s(self) -> float:

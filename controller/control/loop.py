@@ -28,9 +28,9 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime, timedelta, tzinfo
 from typing import Any
 
 import numpy as np
@@ -38,25 +38,36 @@ import numpy as np
 import fastcore
 from controller.commands import Command
 from controller.control import strategies
-from controller.control.baseline import baseline_kw
+from controller.control.baseline import (
+    Baseline,
+    BaselineInputs,
+    BaselineQuality,
+    choose_baseline,
+    just_before,
+)
+from controller.control.demand import DemandTracker
 from controller.control.events import DrEvent, EventBook, event_from_command
 from controller.control.facts import ACTUATOR_CONTROLS, control_of, controllable
 from controller.control.model import (
     Actuator,
     BatteryState,
     DcBusState,
+    DemandState,
     HeatPumpState,
     InverterState,
     Level,
     LoadState,
     Proposal,
     Snapshot,
+    TariffStretch,
 )
 from controller.control.plant import Plant
 from controller.control.settings import ControlSettings
+from controller.control.settlement import settle
 from controller.control.strategies import Context, Decision, RunningEvent
 from controller.inbox import CommandInbox
 from controller.store import Outgoing, Store
+from controller.tariffs import DEFAULT_TARIFF, BasicChargeBasis, BillSettings, Tariff, load_tariff
 from drivers.controls import Control, Failsafe
 from drivers.devices import Battery, HeatPump, Inverter, Relay, Write, device_class
 from drivers.points import WriteRangeError
@@ -64,7 +75,6 @@ from drivers.site import SiteSpec
 
 log = logging.getLogger("pedf.control")
 
-PERIOD_NAMES = ("sharp", "peak", "flat", "valley")
 Publish = Callable[[list[Outgoing]], None]
 
 
@@ -95,13 +105,54 @@ class LoadMemory:
 # -- snapshot -------------------------------------------------------------------------
 
 
+def tariff_ahead(calendar: fastcore.TariffCalendar, now_s: float, zone: tzinfo,
+                 hours: float = 24.0) -> tuple[TariffStretch, ...]:
+    """The calendar's stretches from the one in force at ``now_s`` to ``hours`` (≤ 24)
+    ahead (UNIX s), a stretch continuing over midnight merged into one."""
+    day = datetime.fromtimestamp(now_s, zone).date()
+    horizon = now_s + hours * 3600.0
+    return tuple(s for s in _two_days(calendar, day, zone)
+                 if s.end_s > now_s and s.start_s < horizon)
+
+
+_TWO_DAYS: dict[tuple[int, date, str], tuple[fastcore.TariffCalendar,
+                                              tuple[TariffStretch, ...]]] = {}
+
+
+def _two_days(calendar: fastcore.TariffCalendar, day: date, zone: tzinfo
+              ) -> tuple[TariffStretch, ...]:
+    """The stretches of ``day`` and the day after (cached: the loop asks every cycle)."""
+    key = (id(calendar), day, str(zone))
+    hit = _TWO_DAYS.get(key)
+    if hit is not None and hit[0] is calendar:
+        return hit[1]
+    out: list[TariffStretch] = []
+    for offset in (0, 1):
+        date_ = day + timedelta(days=offset)
+        midnight = datetime.combine(date_, datetime.min.time(), zone).timestamp()
+        for segment in calendar.segments(date_):
+            start = midnight + segment.start_min * 60.0
+            end = midnight + segment.end_min * 60.0
+            if out and out[-1].period == segment.period and out[-1].end_s == start and (
+                    out[-1].price_cny_per_kwh == segment.price_cny_per_kwh):
+                out[-1] = TariffStretch(out[-1].start_s, end, segment.period,
+                                        segment.price_cny_per_kwh)
+            else:
+                out.append(TariffStretch(start, end, segment.period,
+                                         segment.price_cny_per_kwh))
+    if len(_TWO_DAYS) > 16:
+        _TWO_DAYS.clear()
+    _TWO_DAYS[key] = (calendar, tuple(out))
+    return tuple(out)
+
+
 def build_snapshot(plant: Plant, settings: ControlSettings, now_s: float,
-                   tariff: fastcore.TariffCalendar, memory: LoadMemory,
-                   commanded: dict[Actuator, Any]) -> Snapshot:
+                   tariff: Tariff, memory: LoadMemory,
+                   commanded: dict[Actuator, Any], demand: DemandState | None = None,
+                   heat_pump_running_w: Mapping[str, float] | None = None) -> Snapshot:
     site = plant.site
     local = datetime.fromtimestamp(now_s, site.zone)
-    minute = local.hour * 60 + local.minute
-    period = PERIOD_NAMES[tariff.period_at(local.month, minute)]
+    period = tariff.calendar.period_at(local)
     grid = site.grid_meter()
     v = plant.value
     batteries, heat_pumps, inverters, buses = [], [], [], []
@@ -120,7 +171,8 @@ def build_snapshot(plant: Plant, settings: ControlSettings, now_s: float,
             sg = v(name, "sg_ready_state")
             heat_pumps.append(HeatPumpState(name, None if sg is None else int(sg),
                                             v(name, "power_w"), v(name, "indoor_temp_c"),
-                                            v(name, "outdoor_temp_c"), v(name, "rated_power_w")))
+                                            v(name, "outdoor_temp_c"), v(name, "rated_power_w"),
+                                            (heat_pump_running_w or {}).get(name)))
         elif kind == "inverter":
             power = v(name, "power_w")
             enabled = v(name, "power_limit_enabled")
@@ -144,13 +196,24 @@ def build_snapshot(plant: Plant, settings: ControlSettings, now_s: float,
             memory.switched.get(load.name), memory.shed_since.get(load.name)))
     return Snapshot(
         now_s=now_s, local_hour=local.hour + local.minute / 60.0, weekday=local.weekday(),
-        tou_period=period, grid_w=None if grid is None else v(grid.name, "power_w"),
+        period=period, grid_w=None if grid is None else v(grid.name, "power_w"),
         pv_w=pv_w, batteries=tuple(batteries), heat_pumps=tuple(heat_pumps),
         inverters=tuple(inverters), dc_buses=tuple(buses), loads=tuple(loads),
-        commanded=dict(commanded))
+        commanded=dict(commanded),
+        tariff_ahead=tariff_ahead(tariff.calendar, now_s, site.zone), demand=demand)
 
 
 # -- the loop -------------------------------------------------------------------------
+
+
+@dataclass
+class _Interval:
+    """One performance interval of a running event, cycle by cycle (kW)."""
+
+    start_s: float
+    actual_kw: list[float] = field(default_factory=list)
+    limit_kw: list[float] = field(default_factory=list)
+    requested_kw: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -162,8 +225,8 @@ class ControlLoop:
     publish: Publish = lambda messages: None
     topic_prefix: str = "pedf/site"
     clock: Callable[[], float] = time.time
-    tariff: fastcore.TariffCalendar = field(
-        default_factory=lambda: fastcore.SHANDONG_COMMERCIAL_EXAMPLE)
+    tariff: Tariff = field(default_factory=lambda: load_tariff(DEFAULT_TARIFF))
+    bill: BillSettings = field(default_factory=BillSettings)
     window_s: float = 900.0
     book: EventBook = field(init=False)
     memory: LoadMemory = field(init=False)
@@ -174,7 +237,7 @@ class ControlLoop:
     write_failures: int = 0
     cycles: int = 0
     last_decision: Decision | None = None
-    _interval: dict[str, list[float]] = field(default_factory=dict)
+    _interval: dict[str, _Interval] = field(default_factory=dict)
     _next_flexibility: float = 0.0
     _last_restore: float = -math.inf
     _written: dict[tuple[str, str], tuple[object, float]] = field(default_factory=dict)
@@ -183,6 +246,8 @@ class ControlLoop:
     _pending_states: dict[str, str] = field(default_factory=dict)
     _pending_messages: list[Outgoing] = field(default_factory=list)
     _held_at_start: list[Actuator] = field(default_factory=list)
+    demand: DemandTracker = field(init=False)
+    _heat_pump_running_w: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         store = self.store
@@ -190,6 +255,9 @@ class ControlLoop:
                                    self._save_events)
         self.memory = LoadMemory.from_json(store.get_state("loads") if store else None)
         self._held_at_start = _held_from_json(store.get_state("held") if store else None)
+        self.demand = DemandTracker(self.site.zone, self.window_s,
+                                    max_gap_s=max(120.0, 3 * self.settings.cycle_s))
+        self.demand.restore(store.get_state("demand") if store else None)
 
     def _save_events(self, text: str) -> None:
         self._pending_states["events"] = text
@@ -257,8 +325,18 @@ class ControlLoop:
         self.cycles += 1
         self._take_commands(now)
         self._advance_events(now)
-        snapshot = build_snapshot(self.plant, self.settings, now, self.tariff, self.memory,
-                                  self.commanded)
+        grid = self.site.grid_meter()
+        grid_w = None if grid is None else self.plant.value(grid.name, "power_w")
+        if grid_w is not None and self.demand.add(now, grid_w):
+            self._pending_states["demand"] = self.demand.to_json()
+        snapshot = build_snapshot(
+            self.plant, self.settings, now, self.tariff, self.memory, self.commanded,
+            self.demand.state(now, billed=self.bill.basis is BasicChargeBasis.DEMAND),
+            self._heat_pump_running_w)
+        for heat_pump in snapshot.heat_pumps:  # what blocking it takes off the grid
+            if heat_pump.sg_ready_state != strategies.SG_BLOCKED and (
+                    heat_pump.power_w or 0.0) > 100.0:
+                self._heat_pump_running_w[heat_pump.name] = heat_pump.power_w or 0.0
         if snapshot.grid_w is not None:
             self.grid_history.append((now, snapshot.grid_w))
         context = self._context(snapshot)
@@ -301,22 +379,42 @@ class ControlLoop:
     def _advance_events(self, now: float) -> None:
         for transition, event in self.book.tick(now):
             if transition == "started" and event.kind == "reduction":
-                baseline, method = self._baseline(event, now)
-                self.book.update(event.id, baseline_kw=baseline)
-                log.info("event %s started: baseline %s kW (%s)", event.id,
-                         "unknown" if baseline is None else f"{baseline:.1f}", method)
+                inputs = self._baseline_inputs(event)
+                baseline = self._baseline(inputs)
+                reference, _ = just_before(inputs)
+                self.book.update(event.id, baseline_kw=baseline.kw,
+                                 baseline_method=baseline.method.value,
+                                 baseline_coverage=round(baseline.coverage, 4),
+                                 baseline_quality=baseline.quality.value,
+                                 baseline_note=baseline.note, reference_kw=reference)
+                (log.info if baseline.quality is BaselineQuality.GOOD else log.warning)(
+                    "event %s started: baseline %s", event.id, baseline.describe())
             self._event_message(f"event_{transition}", event.id, now)
         self.book.prune(now)
 
-    def _baseline(self, event: DrEvent, now: float) -> tuple[float | None, str]:
+    def _baseline_inputs(self, event: DrEvent) -> BaselineInputs:
         grid = self.site.grid_meter()
-        history = self.store.windows if self.store else (lambda *a: [])
-        return baseline_kw(self.settings.baseline_method, samples=list(self.grid_history),
-                           history=history, series=grid.name if grid else "",
-                           start_s=event.begin_s, duration_s=event.duration_s,
-                           pre_event_s=self.settings.baseline_pre_event_s,
-                           days=self.settings.baseline_days, window_s=self.window_s,
-                           zone=self.site.zone)
+        calendar = self.tariff.calendar
+        zone = self.site.zone
+        event_days = frozenset(datetime.fromtimestamp(e.begin_s, zone).date()
+                               for e in self.book.events.values()
+                               if e.kind in ("reduction", "cap") and e.id != event.id
+                               and e.status not in ("cancelled", "opted_out"))
+        return BaselineInputs(
+            samples=list(self.grid_history),
+            history=self.store.windows if self.store else (lambda *a: []),
+            series=grid.name if grid else "", start_s=event.begin_s,
+            duration_s=event.duration_s, zone=zone,
+            working_day=lambda day: calendar.day_type(day) == fastcore.WORKDAY,
+            window_s=self.window_s, max_gap_s=max(60.0, 3 * self.settings.cycle_s),
+            event_days=event_days)
+
+    def _baseline(self, inputs: BaselineInputs) -> Baseline:
+        settings = self.settings
+        return choose_baseline(settings.baseline_method, inputs,
+                               pre_event_s=settings.baseline_pre_event_s,
+                               days=settings.baseline_days,
+                               min_coverage=settings.baseline_min_coverage)
 
     def _context(self, snapshot: Snapshot) -> Context:
         running = []
@@ -324,10 +422,16 @@ class ControlLoop:
             fraction = event.ramp_fraction(snapshot.now_s)
             limit = None
             if event.kind == "reduction":
-                base = event.baseline_kw
-                if base is None:  # no baseline: hold today's import minus the reduction
-                    base = (snapshot.grid_w or 0.0) / 1000.0
-                    self.book.update(event.id, baseline_kw=base)
+                if event.baseline_kw is None and event.reference_kw is None:
+                    # no sample at all before the event: today's import, now
+                    event = self.book.update(event.id, baseline_kw=(snapshot.grid_w or 0.0)
+                                             / 1000.0, baseline_method="just_before",
+                                             baseline_coverage=0.0,
+                                             baseline_quality="low") or event
+                # Held against the lower of the baseline and the import just before the
+                # event, so import falls by the reduction whatever the baseline says.
+                base = min(kw for kw in (event.baseline_kw, event.reference_kw)
+                           if kw is not None)
                 limit = (base - event.value * fraction) * 1000.0
             elif event.kind == "cap":
                 start = (snapshot.grid_w or 0.0)
@@ -627,39 +731,68 @@ class ControlLoop:
             event = running.event
             if event.kind not in ("reduction", "cap", "setpoint") or snapshot.grid_w is None:
                 continue
-            bucket = self._interval.setdefault(event.id, [])
+            bucket = self._interval.get(event.id)
             start = snapshot.now_s - (snapshot.now_s - event.begin_s) % interval
-            if bucket and bucket[0] != start:
+            if bucket is not None and bucket.start_s != start:
                 self._close_interval(event, bucket)
-                bucket.clear()
-            if not bucket:
-                bucket.append(start)
-            bucket.append(snapshot.grid_w / 1000.0)
-            bucket.append((running.limit_w or 0.0) / 1000.0)
+                bucket = None
+            if bucket is None:
+                bucket = self._interval[event.id] = _Interval(start)
+            bucket.actual_kw.append(snapshot.grid_w / 1000.0)
+            bucket.limit_kw.append((running.limit_w or 0.0) / 1000.0)
+            bucket.requested_kw.append(event.value * event.ramp_fraction(snapshot.now_s))
         for event_id in [k for k in self._interval if k not in
                          {r.event.id for r in context.events}]:
             finished = self.book.events.get(event_id)
-            if finished is not None and self._interval[event_id]:
+            if finished is not None:
                 self._close_interval(finished, self._interval[event_id])
+                if finished.kind == "reduction":
+                    self._settle(finished)
             del self._interval[event_id]
 
-    def _close_interval(self, event: DrEvent, bucket: list[float]) -> None:
-        start, values = bucket[0], bucket[1:]
-        actual = float(np.mean(values[0::2]))
-        limit = float(np.mean(values[1::2]))
+    def _close_interval(self, event: DrEvent, bucket: _Interval) -> None:
+        start = bucket.start_s
+        actual = float(np.mean(bucket.actual_kw))
+        limit = float(np.mean(bucket.limit_kw))
+        duration = max(0.0, min(self.settings.performance_interval_s, event.end_s - start))
         record: dict[str, Any] = {"event_id": event.id, "kind": event.kind,
-                                  "interval_start": start, "actual_kw": round(actual, 3),
-                                  "limit_kw": round(limit, 3)}
+                                  "interval_start": start, "duration_s": round(duration, 3),
+                                  "actual_kw": round(actual, 3), "limit_kw": round(limit, 3)}
         if event.kind == "reduction" and event.baseline_kw is not None:
-            requested = event.baseline_kw - limit
             record.update(baseline_kw=round(event.baseline_kw, 3),
-                          target_kw=round(requested, 3),
+                          baseline_method=event.baseline_method,
+                          baseline_quality=event.baseline_quality,
+                          target_kw=round(float(np.mean(bucket.requested_kw)), 3),
                           delivered_kw=round(event.baseline_kw - actual, 3))
+            if event.reference_kw is not None:
+                record.update(reference_kw=round(event.reference_kw, 3),
+                              reduction_kw=round(event.reference_kw - actual, 3))
         self.performance.setdefault(event.id, []).append(record)
         if self.store is not None:
             self.store.record_performance(record)
         self._emit([Outgoing(f"{self.topic_prefix}/dr/performance",
                              {"ts": round(self.clock(), 3), **record})])
+
+    def _settle(self, event: DrEvent) -> None:
+        """The event's settlement estimate: stored, published, logged."""
+        records = (self.store.performance(event.id) if self.store is not None
+                   else self.performance.get(event.id, []))
+        result = settle(event.id, event.value, records, self.settings.settlement,
+                        interval_s=self.settings.performance_interval_s,
+                        baseline={"kw": event.baseline_kw, "method": event.baseline_method,
+                                  "coverage": event.baseline_coverage,
+                                  "quality": event.baseline_quality})
+        if result is None:
+            log.warning("event %s: no settlement estimate (no baseline)", event.id)
+            return
+        body = result.to_dict()
+        self._pending_states[f"settlement:{event.id}"] = json.dumps(body)
+        self._emit([Outgoing(f"{self.topic_prefix}/dr/settlement",
+                             {"ts": round(self.clock(), 3), **body})])
+        log.info("event %s settled: declared %.1f kW, delivered %.1f kW (%.0f %%), "
+                 "payment %.2f CNY, penalty %.2f CNY", event.id, result.declared_kw,
+                 result.delivered_kw, 100 * result.response_ratio, result.payment_cny,
+                 result.penalty_cny)
 
     def _event_message(self, kind: str, event_id: str, now: float, *, detail: str = "") -> None:
         body: dict[str, Any] = {"ts": round(now, 3), "type": kind, "id": event_id}
@@ -668,7 +801,14 @@ class ControlLoop:
             body.update(kind=event.kind, target=event.target, value=event.value,
                         begin=event.begin_s, end=event.end_s, status=event.status)
             if event.baseline_kw is not None:
-                body["baseline_kw"] = round(event.baseline_kw, 3)
+                body.update(baseline_kw=round(event.baseline_kw, 3),
+                            baseline_method=event.baseline_method,
+                            baseline_coverage=event.baseline_coverage,
+                            baseline_quality=event.baseline_quality)
+                if event.baseline_note:
+                    body["baseline_note"] = event.baseline_note
+            if event.reference_kw is not None:
+                body["reference_kw"] = round(event.reference_kw, 3)
         if detail:
             body["detail"] = detail
         self._emit([Outgoing(f"{self.topic_prefix}/events", body)])

@@ -11,6 +11,8 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from fastcore import Period
+
 
 class Level(enum.IntEnum):
     """Precedence: a lower value wins an actuator."""
@@ -91,6 +93,15 @@ class HeatPumpState:
     indoor_c: float | None
     outdoor_c: float | None
     rated_w: float | None
+    running_w: float | None = None  # its draw when last seen running (before a block)
+
+    @property
+    def blocked_draw_w(self) -> float:
+        """What it would draw if we had not blocked it: its draw when last seen running,
+        else half its rating (a compressor's usual part load), else 0."""
+        if self.running_w is not None:
+            return self.running_w
+        return (self.rated_w or 0.0) * 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,13 +121,48 @@ class DcBusState:
 
 
 @dataclass(frozen=True, slots=True)
+class TariffStretch:
+    """A stretch of time in one time-of-use period (UNIX s, CNY/kWh)."""
+
+    start_s: float
+    end_s: float
+    period: Period
+    price_cny_per_kwh: float
+
+    @property
+    def hours(self) -> float:
+        return (self.end_s - self.start_s) / 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class DemandState:
+    """The demand (需量) picture: the open 15-min window's import so far, the month's
+    highest completed-window demand, and whether the site's basic charge is on it."""
+
+    window_start_s: float
+    window_s: float
+    window_kwh: float  # import in the open window so far
+    month_peak_kw: float | None  # highest completed window this month
+    billed: bool  # basic charge on demand (需量电费)
+
+    def allowed_w(self, limit_kw: float, now_s: float) -> float:
+        """The import (W) that keeps this window's average at ``limit_kw`` if held for
+        the rest of the window (≥ 0)."""
+        remaining_s = self.window_start_s + self.window_s - now_s
+        if remaining_s <= 1.0:
+            return limit_kw * 1000.0
+        budget_kwh = limit_kw * self.window_s / 3600.0 - self.window_kwh
+        return max(0.0, budget_kwh * 3.6e6 / remaining_s)
+
+
+@dataclass(frozen=True, slots=True)
 class Snapshot:
     """Everything a strategy may look at, for one cycle."""
 
     now_s: float
     local_hour: float
     weekday: int
-    tou_period: str  # sharp, peak, flat, valley
+    period: Period  # the time-of-use period in force (its tier: 尖峰 … 深谷)
     grid_w: float | None  # site import (+) / export (−) at the grid meter
     pv_w: float  # total PV production
     batteries: tuple[BatteryState, ...] = ()
@@ -126,6 +172,9 @@ class Snapshot:
     loads: tuple[LoadState, ...] = ()
     #: What the controller currently commands, by actuator (from the last cycle).
     commanded: Mapping[Actuator, float | int | bool | None] = field(default_factory=dict)
+    #: The tariff from now on, about a day ahead, in time order.
+    tariff_ahead: tuple[TariffStretch, ...] = ()
+    demand: DemandState | None = None
 
     def load(self, name: str) -> LoadState:
         for load in self.loads:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from controller.control.baseline import BaselineMethod
+from controller.control.settlement import SettlementRules
 from drivers.schema import Node
 from drivers.site import SiteSpec
 
@@ -36,9 +38,11 @@ class ControlSettings:
     thermal_surplus_kw: float = 15.0  # PV surplus that starts pre-heating/cooling
     preheat_s: float = 3600.0  # boost this long before a known event
     thermal_hours_per_k: float = 1.0  # building inertia estimate for flexibility reports
-    baseline_method: str = "pre_event"  # pre_event, similar_days
+    baseline_method: BaselineMethod = BaselineMethod.REALTIME_15MIN
     baseline_pre_event_s: float = 3600.0
     baseline_days: int = 10
+    baseline_min_coverage: float = 0.9  # a baseline covering less of its window is low-quality
+    settlement: SettlementRules = field(default_factory=SettlementRules)
     performance_interval_s: float = 60.0
     flexibility_interval_s: float = 60.0
     dc_bands: dict[float, tuple[float, float, float]] = field(
@@ -69,8 +73,10 @@ _KEYS: dict[str, Any] = {
     "comfort_max_c": (5.0, 35.0), "safety_min_c": (0.0, 40.0), "safety_max_c": (0.0, 40.0),
     "heat_pump_priority": (1, 10), "thermal_surplus_kw": (0.0, 1e6),
     "preheat_s": (0.0, 86400.0), "thermal_hours_per_k": (0.01, 100.0),
-    "baseline_method": ("pre_event", "similar_days"), "baseline_pre_event_s": (300.0, 86400.0),
-    "baseline_days": (1, 30), "performance_interval_s": (10.0, 3600.0),
+    "baseline_method": tuple(m.value for m in BaselineMethod
+                             if m is not BaselineMethod.JUST_BEFORE),
+    "baseline_pre_event_s": (300.0, 86400.0), "baseline_days": (1, 30),
+    "baseline_min_coverage": (0.1, 1.0), "performance_interval_s": (10.0, 3600.0),
     "flexibility_interval_s": (5.0, 3600.0),
 }
 
@@ -80,7 +86,7 @@ def control_settings(site: SiteSpec) -> ControlSettings:
     node = site.section("control")
     if node is None:
         return ControlSettings()
-    node.only((*_KEYS, "dc_bands"))
+    node.only((*_KEYS, "dc_bands", "settlement"))
     values: dict[str, object] = {}
     for key, rule in _KEYS.items():
         child = node.get(key)
@@ -90,6 +96,8 @@ def control_settings(site: SiteSpec) -> ControlSettings:
             values[key] = child.bool()
         elif isinstance(rule[0], str):
             values[key] = child.str(choices=rule)
+            if key == "baseline_method":
+                values[key] = BaselineMethod(values[key])
         elif isinstance(rule[0], int) and isinstance(rule[1], int):
             values[key] = child.int(min=rule[0], max=rule[1])
         else:
@@ -108,6 +116,10 @@ def control_settings(site: SiteSpec) -> ControlSettings:
                  settings.comfort_min_c)
     _check_order(node, "comfort_max_c", settings.comfort_max_c, "safety_max_c",
                  settings.safety_max_c)
+    settlement = node.get("settlement")
+    if settlement is not None:
+        values["settlement"] = _settlement(settlement)
+        settings = ControlSettings(**values)  # type: ignore[arg-type]
     bands = node.get("dc_bands")
     if bands is not None:
         parsed = dict(settings.dc_bands)
@@ -125,6 +137,20 @@ def control_settings(site: SiteSpec) -> ControlSettings:
             parsed[nominal] = (low, restore, high)
         settings = ControlSettings(**{**values, "dc_bands": parsed})  # type: ignore[arg-type]
     return settings
+
+
+def _settlement(node: Node) -> SettlementRules:
+    """``[control.settlement]``: the programme's payment and penalty rules."""
+    node.only(("clearing_price_cny_per_kwh", "min_ratio", "max_paid_ratio", "penalty_factor"))
+    default = SettlementRules()
+
+    def number(key: str, low: float, high: float) -> float:
+        child = node.get(key)
+        return float(getattr(default, key)) if child is None else child.float(min=low, max=high)
+
+    return SettlementRules(number("clearing_price_cny_per_kwh", 0.0, 1000.0),
+                           number("min_ratio", 0.0, 1.0), number("max_paid_ratio", 1.0, 10.0),
+                           number("penalty_factor", 0.0, 100.0))
 
 
 def _check_order(node: Node, low_key: str, low: float, high_key: str, high: float) -> None:

@@ -32,6 +32,7 @@ from controller.control.model import (
     Level,
     Proposal,
     Snapshot,
+    TariffStretch,
 )
 from controller.control.settings import ControlSettings
 
@@ -128,7 +129,7 @@ def counterfactual_import_w(snapshot: Snapshot, context: Context) -> float | Non
     for heat_pump in snapshot.heat_pumps:
         actuator = Actuator("sg_ready", heat_pump.name)
         if snapshot.commanded.get(actuator) == SG_BLOCKED:
-            total += (heat_pump.rated_w or 0.0) * 0.5  # a blocked compressor's usual draw
+            total += heat_pump.blocked_draw_w
     return total
 
 
@@ -160,7 +161,7 @@ def _shed_candidates(snapshot: Snapshot, context: Context, decision: Decision, o
             if not decision.free(actuator) or heat_pump.power_w is None:
                 continue
             ours = snapshot.commanded.get(actuator) == SG_BLOCKED
-            power_kw = ((heat_pump.rated_w or 0.0) * 0.5 if ours else heat_pump.power_w) / 1000
+            power_kw = (heat_pump.blocked_draw_w if ours else heat_pump.power_w) / 1000
             # Hysteresis: start blocking only 0.5 K inside the comfort band, keep blocking
             # until its edge — so the heat pump does not toggle at the boundary.
             margin = 0.0 if ours else HYSTERESIS_K
@@ -383,19 +384,31 @@ def event_limits(snapshot: Snapshot, context: Context, decision: Decision
 
 
 def peak_shaving(snapshot: Snapshot, context: Context, decision: Decision) -> list[Proposal]:
-    """Hold the configured import cap: battery first, then shedding."""
+    """Hold the configured import cap: battery first, then shedding.
+
+    With the basic charge on demand (需量电费, the month's highest 15-min average), the
+    cap is the 15-min average, not the instant: the limit is what keeps the open window's
+    average at the cap for the rest of the window; and a cap below the month's peak so far
+    is raised to that peak — shaving under it saves nothing this month and only wears
+    the battery."""
     cap_kw = context.settings.import_cap_kw
     if cap_kw is None:
         return []
-    return hold_import(snapshot, context, decision, limit_w=cap_kw * 1000.0, two_sided=False,
+    limit_w = cap_kw * 1000.0
+    demand = snapshot.demand
+    if demand is not None and demand.billed:
+        target_kw = max(cap_kw, demand.month_peak_kw or 0.0)
+        limit_w = demand.allowed_w(target_kw, snapshot.now_s)
+    return hold_import(snapshot, context, decision, limit_w=limit_w, two_sided=False,
                        level=Level.SITE, owner="peak_shaving", horizon_s=PEAK_HORIZON_S,
                        floor_soc=context.settings.reserve_soc_pct)
 
 
 def battery_goal(snapshot: Snapshot, context: Context, decision: Decision) -> list[Proposal]:
     """PV self-consumption, with time-of-use arbitrage when configured: charge from
-    surplus, cover import from the battery, and (arbitrage) charge in the valley and
-    discharge in peak/sharp periods — all within the SoC limits and the import cap."""
+    surplus, cover import from the battery, and (arbitrage) charge in 深谷 and 低谷 —
+    cheapest hours first — and discharge in 尖峰 and 高峰 — dearest hours first — holding
+    in 平段; all within the SoC limits and the import cap."""
     settings = context.settings
     if settings.battery_mode == "idle" or snapshot.grid_w is None:
         return []
@@ -407,20 +420,7 @@ def battery_goal(snapshot: Snapshot, context: Context, decision: Decision) -> li
     target = uncontrolled  # self-consumption: cover import, absorb export
     reason = "self-consumption"
     if settings.battery_mode == "tou_arbitrage":
-        if snapshot.tou_period == "valley":
-            ceiling = settings.max_soc_pct
-            need_wh = sum(max(0.0, (ceiling - (b.soc_pct or 0.0)) / 100.0 * (b.capacity_wh or 0))
-                          for b in free)
-            hours_left = _hours_left_in_valley(snapshot.local_hour)
-            rate = need_wh / max(hours_left, 0.25)
-            target = min(target, -rate)
-            reason = "valley charging"
-        elif snapshot.tou_period in ("peak", "sharp"):
-            target = max(0.0, uncontrolled)
-            reason = f"{snapshot.tou_period} discharge"
-        else:  # flat: keep the charge for the expensive hours, absorb surplus only
-            target = min(0.0, uncontrolled)
-            reason = "holding for peak"
+        target, reason = _arbitrage(snapshot, settings, free, uncontrolled)
     if decision.max_import_w is not None:
         # Never charge so hard that import exceeds a cap set above us.
         target = max(target, uncontrolled - decision.max_import_w)
@@ -432,18 +432,71 @@ def battery_goal(snapshot: Snapshot, context: Context, decision: Decision) -> li
     return proposals
 
 
-def _hours_left_in_valley(local_hour: float) -> float:
-    """Rough hours to the end of the night valley (ends 07:00–08:00 in most schemes)."""
-    end = 7.0
-    return (end - local_hour) % 24 or 0.25
+def _arbitrage(snapshot: Snapshot, settings: ControlSettings, batteries: list[BatteryState],
+               uncontrolled_w: float) -> tuple[float, str]:
+    """(battery target W, + discharge; reason) for time-of-use arbitrage."""
+    tier = snapshot.period.tier
+    stretch = _stretch_ahead(snapshot, cheap=tier.cheap)
+    if tier.cheap:
+        need_wh = sum(max(0.0, (settings.max_soc_pct - (b.soc_pct or 0.0)) / 100.0
+                          * (b.capacity_wh or 0.0)) for b in batteries)
+        rate_w = sum(_charge_room_w(b, settings.max_soc_pct) for b in batteries)
+        power = _allocate(stretch, need_wh, rate_w, snapshot.now_s, cheapest_first=True)
+        return min(min(0.0, uncontrolled_w), -power), f"{snapshot.period} charging"
+    if tier.dear:
+        energy_wh = sum(max(0.0, ((b.soc_pct or 0.0) - settings.reserve_soc_pct) / 100.0
+                            * (b.capacity_wh or 0.0)) for b in batteries)
+        draw_w = min(max(0.0, uncontrolled_w), sum(_discharge_room_w(b, settings.reserve_soc_pct)
+                                                   for b in batteries))
+        power = _allocate(stretch, energy_wh, draw_w, snapshot.now_s, cheapest_first=False)
+        return max(0.0, min(uncontrolled_w, power)), f"{snapshot.period} discharge"
+    # flat: keep the charge for the dear hours, absorb surplus only
+    return min(0.0, uncontrolled_w), "holding for the peak"
+
+
+def _stretch_ahead(snapshot: Snapshot, *, cheap: bool) -> list[TariffStretch]:
+    """The tariff stretches from now on while the tier stays cheap (or dear)."""
+    out: list[TariffStretch] = []
+    for item in snapshot.tariff_ahead:
+        if item.end_s <= snapshot.now_s:
+            continue
+        if (item.period.tier.cheap if cheap else item.period.tier.dear):
+            out.append(item)
+        else:
+            break
+    return out
+
+
+def _allocate(stretch: list[TariffStretch], energy_wh: float, power_w: float, now_s: float,
+              *, cheapest_first: bool) -> float:
+    """Power (W) for now when ``energy_wh`` is spread over ``stretch`` at up to
+    ``power_w``, filling the cheapest (or dearest) stretches first; now's stretch gets
+    what is left for it, spread over its remaining time. Without a tariff outlook: all of
+    ``power_w`` while there is energy to move."""
+    if energy_wh <= 0 or power_w <= 0:
+        return 0.0
+    if not stretch:
+        return power_w
+    current = stretch[0]
+    ranked = sorted(stretch, key=lambda s: s.price_cny_per_kwh,
+                    reverse=not cheapest_first)
+    left = energy_wh
+    for item in ranked:
+        hours = (item.end_s - max(item.start_s, now_s)) / 3600.0
+        if item is current:
+            return min(power_w, left / max(hours, 0.25)) if left > 0 else 0.0
+        left -= power_w * 0.9 * max(0.0, hours)  # 10 % margin: the later stretch may be short
+    return 0.0
 
 
 def thermal_storage(snapshot: Snapshot, context: Context, decision: Decision
                     ) -> list[Proposal]:
-    """Store heat (or cold) in the building: SG-Ready 3 on PV surplus, or before a known
-    event (4 if the event is close), while indoor is inside the comfort band."""
+    """Store heat (or cold) in the building while the room has room in the comfort band:
+    SG-Ready 3 on PV surplus or in the cheap hours (深谷/低谷 — the midday valley in
+    spring, autumn and winter), and before a known event (4 if the event is close)."""
     settings = context.settings
     surplus = snapshot.grid_w is not None and -snapshot.grid_w > settings.thermal_surplus_kw * 1000
+    cheap = snapshot.period.tier.cheap
     soon = [e for e in context.upcoming if e.kind in ("reduction", "cap")]
     proposals = []
     for heat_pump in snapshot.heat_pumps:
@@ -468,6 +521,9 @@ def thermal_storage(snapshot: Snapshot, context: Context, decision: Decision
         elif surplus:
             proposals.append(Proposal(actuator, SG_BOOST, Level.SITE, "thermal_storage",
                                       "PV surplus"))
+        elif cheap:
+            proposals.append(Proposal(actuator, SG_BOOST, Level.SITE, "thermal_storage",
+                                      f"storing in {snapshot.period}"))
     return proposals
 
 

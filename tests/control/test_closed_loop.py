@@ -6,8 +6,10 @@ is asserted is what the building really did, not what the controller believes.""
 from __future__ import annotations
 
 import itertools
+import json
 import statistics
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -15,7 +17,8 @@ from closed_loop import ClosedLoop, at
 
 from controller.control.events import DrEvent
 from controller.control.settings import ControlSettings
-from controller.store import Store
+from controller.store import Outgoing, Store
+from fastcore import Tier
 
 
 async def test_a_simulated_day_runs_in_well_under_a_minute() -> None:
@@ -34,6 +37,8 @@ async def test_a_simulated_day_runs_in_well_under_a_minute() -> None:
 async def test_dr_reduction_delivers_at_least_95_percent(tmp_path: Path) -> None:
     loop = ClosedLoop.build("2026-06-22T12:00:00", ControlSettings(cycle_s=5.0),
                             store=Store(tmp_path / "s.sqlite"), soc_pct=40.0)
+    published: list[Outgoing] = []
+    loop.loop.publish = published.extend  # the uplink's side of the loop
     start = at("2026-06-22T14:00:00")
     loop.event(DrEvent("dr-1", "reduction", "site", start, 3600.0, 60.0))
     await loop.run(4 * 3600)
@@ -46,16 +51,33 @@ async def test_dr_reduction_delivers_at_least_95_percent(tmp_path: Path) -> None
     actual = statistics.fmean(loop.trace.grid_kw[i] for i in during)
     delivered = baseline - actual
     assert delivered >= 0.95 * 60.0, (baseline, actual)
-    # The baseline is what the site imported before the event (pre-event average).
-    before = loop.between(start - 3600, start)
+    # The baseline is the load in the 15 minutes before control (real-time DR), fully
+    # covered by two hours of history.
+    assert (event.baseline_method, event.baseline_quality) == ("realtime_15min", "good")
+    assert event.baseline_coverage is not None
+    assert event.baseline_coverage > 0.99
+    before = loop.between(start - 900, start)
     assert baseline == pytest.approx(statistics.fmean(loop.trace.grid_kw[i] for i in before),
-                                     rel=0.05)
+                                     rel=0.02)
     # Performance was recorded per interval, and loads came back after the event.
     records = loop.loop.store.performance("dr-1") if loop.loop.store else []
     assert len(records) >= 55
     assert all(r["target_kw"] == pytest.approx(60.0) for r in records)
     after = loop.between(start + 3600 + 600, start + 3600 + 1800)
     assert all(loop.trace.shed[i] == 0 for i in after)
+    # The settlement estimate went out on the uplink and into the store.
+    settlements = [m.body for m in published if m.topic.endswith("/dr/settlement")]
+    assert len(settlements) == 1
+    estimate = settlements[0]
+    assert (estimate["event_id"], estimate["declared_kw"]) == ("dr-1", 60.0)
+    assert estimate["response_ratio"] >= 0.95
+    assert estimate["duration_h"] == pytest.approx(1.0)
+    assert estimate["payment_cny"] == pytest.approx(
+        min(estimate["delivered_kw"], 72.0) * 1.0 * 2.0, rel=1e-3)
+    assert estimate["penalty_cny"] == 0.0
+    assert loop.loop.store is not None
+    assert json.loads(loop.loop.store.get_state("settlement:dr-1") or "{}") == {
+        k: v for k, v in estimate.items() if k != "ts"}
 
 
 async def test_restore_is_staggered_to_avoid_a_rebound_peak() -> None:
@@ -148,29 +170,76 @@ async def test_pv_self_consumption_charges_from_surplus_and_covers_the_evening()
     assert min(trace.soc) >= ControlSettings().reserve_soc_pct - 0.2
 
 
-async def test_tou_arbitrage_charges_in_the_valley_and_discharges_in_the_peak() -> None:
-    loop = ClosedLoop.build("2026-06-23T01:00:00",
-                            ControlSettings(cycle_s=30.0, battery_mode="tou_arbitrage",
-                                            battery_revert_s=120, inverter_revert_s=120,
-                                            relay_watchdog_s=300),
-                            soc_pct=25)
+def tiers(loop: ClosedLoop) -> list[Tier]:
+    calendar, zone = loop.loop.tariff.calendar, loop.loop.site.zone
+    return [calendar.period_at(datetime.fromtimestamp(t, zone)).tier for t in loop.trace.t]
+
+
+ARBITRAGE = ControlSettings(cycle_s=30.0, battery_mode="tou_arbitrage", battery_revert_s=120,
+                            inverter_revert_s=120, relay_watchdog_s=300)
+
+
+async def test_tou_arbitrage_charges_in_the_deep_valley_on_a_shandong_winter_day() -> None:
+    """2 December, Shandong 2024: 平段 until 10:00, 低谷 10–11, 深谷 11–14, 低谷 14–15,
+    尖峰 16–19, 高峰 19–21. The battery holds in 平段 (no discharge at 09:00), waits
+    through 低谷 for the cheaper 深谷, charges there, and discharges in 尖峰 first."""
+    loop = ClosedLoop.build("2026-12-02T08:00:00", ARBITRAGE, soc_pct=25)
+    await loop.run(14 * 3600)
+    trace, tier = loop.trace, tiers(loop)
+    morning = loop.between(at("2026-12-02T08:00:00"), at("2026-12-02T10:00:00"))
+    assert max(abs(trace.battery_kw[i]) for i in morning) < 1.0
+    charged = [(tier[i], -trace.battery_kw[i]) for i in range(len(trace.t))
+               if trace.battery_kw[i] < 0]
+    deep = sum(kw for t, kw in charged if t is Tier.DEEP_VALLEY)
+    assert deep >= 0.9 * sum(kw for _, kw in charged)
+    in_deep = [i for i, t in enumerate(tier) if t is Tier.DEEP_VALLEY]
+    assert statistics.fmean(trace.battery_kw[i] for i in in_deep) < -30
+    assert trace.soc[in_deep[-1]] > 90
+    sharp = [i for i, t in enumerate(tier) if t is Tier.SHARP]
+    assert statistics.fmean(trace.battery_kw[i] for i in sharp) > 30
+    # (the first sample of a 平段 shows the setpoint of the cycle before it)
+    assert all(trace.battery_kw[i] <= 0.5 for i in range(1, len(tier))
+               if tier[i] is Tier.FLAT and tier[i - 1] is Tier.FLAT)
+    assert max(trace.soc) <= 95.5
+    assert min(trace.soc) >= 19.8
+
+
+async def test_tou_arbitrage_charges_in_the_summer_night_valley() -> None:
+    """23 June: 低谷 00–06 (no 深谷 in summer), 高峰 16–17, 尖峰 17–22."""
+    loop = ClosedLoop.build("2026-06-23T01:00:00", ARBITRAGE, soc_pct=25)
     await loop.run(22 * 3600)
-    trace = loop.trace
-    tariff = loop.loop.tariff
-    periods = []
-    for t in trace.t:
-        local = __import__("datetime").datetime.fromtimestamp(t, loop.loop.site.zone)
-        periods.append(("sharp", "peak", "flat", "valley")[
-            tariff.period_at(local.month, local.hour * 60 + local.minute)])
-    valley = [i for i, p in enumerate(periods) if p == "valley" and trace.soc[i] < 90]
+    trace, tier = loop.trace, tiers(loop)
+    valley = [i for i, t in enumerate(tier) if t is Tier.VALLEY and trace.soc[i] < 90]
     assert valley
     assert statistics.fmean(trace.battery_kw[i] for i in valley) < -10
-    expensive = [i for i, p in enumerate(periods) if p in ("peak", "sharp")
-                 and trace.soc[i] > 21]
+    expensive = [i for i, t in enumerate(tier) if t.dear and trace.soc[i] > 21]
     assert expensive
     assert statistics.fmean(trace.battery_kw[i] for i in expensive) > 10
     assert max(trace.soc) <= 95.5
     assert min(trace.soc) >= 19.8
+
+
+@pytest.mark.parametrize("after_s", [25.0, 600.0, 7200.0])
+async def test_a_shed_at_any_time_after_start_up_lowers_import_by_the_request(
+        after_s: float) -> None:
+    """The issue's demo case: 2 December 09:00, the gateway just started, a 40 kW shed.
+    Grid import must fall by at least 95 % of 40 kW against the load just before the
+    command — not merely against a baseline built from seconds of start-up."""
+    loop = ClosedLoop.build("2026-12-02T09:00:00", ControlSettings())
+    await loop.run(after_s)
+    command_s = loop.clock.now()
+    before_kw = loop.trace.grid_kw[-2]  # the meter's last reading before the command
+    loop.event(DrEvent("shed", "reduction", "site", command_s, 600.0, 40.0))
+    await loop.run(600.0)
+    during = loop.between(command_s + 5, command_s + 600)
+    assert before_kw - statistics.fmean(loop.trace.grid_kw[i] for i in during) >= 0.95 * 40
+    event = loop.loop.book.events["shed"]
+    assert event.reference_kw == pytest.approx(before_kw, abs=0.5)
+    if after_s < 900:  # not enough history for the 15 minutes before control
+        assert (event.baseline_method, event.baseline_quality) == ("just_before", "low")
+        assert "too little history for realtime_15min" in event.baseline_note
+    else:
+        assert (event.baseline_method, event.baseline_quality) == ("realtime_15min", "good")
 
 
 async def test_thermal_storage_pre_conditions_before_a_known_event() -> None:

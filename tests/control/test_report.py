@@ -46,5 +46,11 @@ def test_report_prints_the_event_and_writes_a_plot(tmp_path: Path) -> None:
                           result.stdout)
     assert delivered is not None, result.stdout
     assert int(delivered.group(1)) >= 95
+    assert "baseline realtime_15min (good quality)" in result.stdout
+    assert "settlement estimate, event dr-report" in result.stdout
+    ratio = re.search(r"response ratio\s+│\s+(\d+) %", result.stdout)
+    assert ratio is not None, result.stdout
+    assert int(ratio.group(1)) >= 95
+    assert re.search(r"penalty\s+│\s+0\.00 CNY", result.stdout)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert pedf_report(site).stdout.strip() == "dr-report"

@@ -13,14 +13,18 @@ from controller.control.model import (
     Actuator,
     BatteryState,
     DcBusState,
+    DemandState,
     HeatPumpState,
     InverterState,
     Level,
     LoadState,
     Snapshot,
+    TariffStretch,
 )
 from controller.control.settings import ControlSettings
 from controller.control.strategies import Context, RunningEvent, compose
+from fastcore import Period
+from fastcore._tariff import DEEP_VALLEY, FLAT, PEAK, SHARP, VALLEY
 
 NOW = 1_782_100_000.0
 BATTERY = Actuator("battery", "bat")
@@ -37,7 +41,7 @@ def snapshot(*, grid_w: float = 100_000.0, soc: float = 60.0, battery_w: float =
              loads: tuple[LoadState, ...] = (), indoor_c: float = 22.0,
              outdoor_c: float = 5.0, **changes: object) -> Snapshot:
     base = Snapshot(
-        now_s=NOW, local_hour=10.0, weekday=1, tou_period="flat", grid_w=grid_w, pv_w=30_000.0,
+        now_s=NOW, local_hour=10.0, weekday=1, period=FLAT, grid_w=grid_w, pv_w=30_000.0,
         batteries=(BatteryState("bat", soc, battery_w, 100_000.0, 100_000.0, 200_000.0),),
         heat_pumps=(HeatPumpState("hp", 2, 20_000.0, indoor_c, outdoor_c, 45_000.0),),
         inverters=(InverterState("inv", 30_000.0, 100_000.0, None),),
@@ -194,3 +198,96 @@ def test_event_book_modify_cancel_release_and_persistence() -> None:
 def test_settings_refuse_timeouts_the_loop_cannot_refresh() -> None:
     with pytest.raises(ValueError, match="battery_revert_s must be at least 3"):
         ControlSettings(cycle_s=30.0, battery_revert_s=30)
+
+
+# -- five tiers and the demand charge -------------------------------------------------------
+
+HOUR = 3600.0
+
+
+def stretches(*spec: tuple[float, float, Period]) -> tuple[TariffStretch, ...]:
+    """(start h, end h, period) relative to NOW, priced at the Shandong example prices."""
+    return tuple(TariffStretch(NOW + a * HOUR, NOW + b * HOUR, p, SHANDONG_PRICES[p.name])
+                 for a, b, p in spec)
+
+
+SHANDONG_PRICES = {"sharp": 1.3, "peak": 1.105, "flat": 0.65, "valley": 0.195,
+                   "deep_valley": 0.065}
+WINTER_MIDDAY = stretches((0, 1, VALLEY), (1, 4, DEEP_VALLEY), (4, 5, VALLEY), (5, 6, FLAT),
+                          (6, 9, SHARP), (9, 11, PEAK), (11, 24, FLAT))
+ARBITRAGE = ControlSettings(battery_mode="tou_arbitrage")
+
+
+def test_arbitrage_waits_in_the_valley_for_a_deep_valley_that_suffices() -> None:
+    """25 % → 95 % of 200 kWh is 140 kWh: the 3 h of 深谷 at 100 kW hold it."""
+    valley = snapshot(soc=25.0, period=VALLEY, tariff_ahead=WINTER_MIDDAY)
+    assert compose(valley, Context(ARBITRAGE), strategies.ALL).claims[BATTERY].value == 0.0
+    deep = snapshot(soc=25.0, period=DEEP_VALLEY, tariff_ahead=WINTER_MIDDAY[1:])
+    proposal = compose(deep, Context(ARBITRAGE), strategies.ALL).claims[BATTERY]
+    assert proposal.value == pytest.approx(-140_000.0 / 3)  # spread over the 深谷
+    assert proposal.reason == "deep_valley (深谷) charging"
+
+
+def test_arbitrage_charges_in_the_valley_what_the_deep_valley_cannot_take() -> None:
+    short = stretches((0, 1, VALLEY), (1, 2, DEEP_VALLEY), (2, 24, FLAT))
+    valley = snapshot(soc=25.0, period=VALLEY, tariff_ahead=short)
+    # 140 kWh needed, 90 kWh fit in the one hour of 深谷: 50 kWh in this hour of 低谷
+    assert compose(valley, Context(ARBITRAGE), strategies.ALL).claims[BATTERY].value == (
+        pytest.approx(-50_000.0))
+
+
+def test_arbitrage_keeps_the_charge_for_sharp_hours_and_holds_in_flat() -> None:
+    ahead = stretches((0, 1, PEAK), (1, 4, SHARP), (4, 24, FLAT))
+    peak = snapshot(grid_w=100_000.0, soc=50.0, period=PEAK, tariff_ahead=ahead)
+    # 60 kWh above the 20 % reserve all go to the 3 h of 尖峰 at 100 kW: none now
+    assert compose(peak, Context(ARBITRAGE), strategies.ALL).claims[BATTERY].value == 0.0
+    sharp = snapshot(grid_w=100_000.0, soc=50.0, period=SHARP, tariff_ahead=ahead[1:])
+    assert compose(sharp, Context(ARBITRAGE), strategies.ALL).claims[BATTERY].value == (
+        pytest.approx(20_000.0))  # 60 kWh over 3 h
+    flat = snapshot(grid_w=100_000.0, soc=90.0, period=FLAT, tariff_ahead=ahead[2:])
+    assert compose(flat, Context(ARBITRAGE), strategies.ALL).claims[BATTERY].value == 0.0
+
+
+def test_thermal_storage_preheats_in_the_cheap_midday_valley() -> None:
+    cheap = snapshot(indoor_c=21.0, outdoor_c=2.0, period=DEEP_VALLEY)
+    proposal = compose(cheap, Context(ControlSettings()), strategies.ALL).claims[
+        Actuator("sg_ready", "hp")]
+    assert (proposal.value, proposal.reason) == (strategies.SG_BOOST, "storing in deep_valley "
+                                                                       "(深谷)")
+    dear = snapshot(indoor_c=21.0, outdoor_c=2.0, period=SHARP)
+    assert compose(dear, Context(ControlSettings()), strategies.ALL).claims[
+        Actuator("sg_ready", "hp")].value == strategies.SG_NORMAL
+
+
+def demand(month_peak_kw: float | None, window_kwh: float, *, billed: bool = True
+           ) -> DemandState:
+    """A 15-min window half gone (450 s left)."""
+    return DemandState(NOW - 450.0, 900.0, window_kwh, month_peak_kw, billed)
+
+
+@pytest.mark.parametrize(("state", "battery_w"), [
+    (None, 50_000.0),  # no demand picture: the cap, instantly
+    (demand(120.0, 15.0, billed=False), 50_000.0),  # capacity billing: the cap, instantly
+    (demand(120.0, 15.0), 30_000.0),  # 需量: the month already peaked at 120 kW
+    (demand(80.0, 10.0), 30_000.0),  # 80 kW so far: 120 kW for the rest averages the cap
+    (demand(120.0, 20.0), 70_000.0),  # 160 kW so far: 80 kW for the rest averages 120 kW
+])
+def test_peak_shaving_keeps_the_months_demand_charge_in_mind(state: DemandState | None,
+                                                             battery_w: float) -> None:
+    settings = ControlSettings(import_cap_kw=100.0, battery_mode="idle")
+    snap = snapshot(grid_w=150_000.0, soc=80.0, demand=state)
+    assert compose(snap, Context(settings), strategies.ALL).claims[BATTERY].value == (
+        pytest.approx(battery_w))
+
+
+def test_a_blocked_heat_pump_counts_with_its_draw_before_the_block() -> None:
+    """A gateway need not poll the rated power: the draw seen before the block counts,
+    so the heat pump stays blocked instead of toggling every cycle."""
+    blocked = HeatPumpState("hp", 1, 0.0, 22.0, 5.0, None, running_w=14_000.0)
+    snap = snapshot(grid_w=100_000.0, soc=6.0, heat_pumps=(blocked,),
+                    commanded={Actuator("sg_ready", "hp"): strategies.SG_BLOCKED})
+    context = Context(ControlSettings(), events=(event("cap", 100.0, 100.0),))
+    assert strategies.counterfactual_import_w(snap, context) == pytest.approx(
+        100_000.0 + 14_000.0)  # grid + the blocked heat pump
+    decision = compose(snap, context, strategies.ALL)
+    assert decision.claims[Actuator("sg_ready", "hp")].value == strategies.SG_BLOCKED

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 import json
 import math
 from datetime import UTC, datetime
@@ -10,16 +12,18 @@ from typing import Any
 
 import numpy as np
 import pytest
+from calendars import DAY_TYPES, SHANDONG
 
 from fastcore import (
     ANOMALY_KINDS,
-    PERIOD_FLAT,
-    PERIOD_PEAK,
-    PERIOD_SHARP,
-    PERIOD_VALLEY,
-    SHANDONG_COMMERCIAL_EXAMPLE,
+    MAX_PERIODS,
+    STANDARD_PERIODS,
+    DayLayout,
+    Holiday,
+    Period,
     TariffCalendar,
     TariffSeason,
+    Tier,
 )
 from fastcore._common import RING_WINDOWS
 
@@ -144,48 +148,105 @@ def test_demand_counts_full_window_length_even_with_gaps(meter_impl: ModuleType)
 # ------------------------------------------------------------------ time of use
 
 
-def test_tou_buckets_of_a_spring_day(meter_impl: ModuleType) -> None:
-    agg = meter_impl.MeterAggregator(1, tariff=SHANDONG_COMMERCIAL_EXAMPLE)
-    day = local_midnight_utc(2024, 4, 10)
-    feed(agg, 0, day + np.arange(0, 86400 + 1, 60.0), 1000.0)
-    totals = agg.totals()
-    hours = {PERIOD_SHARP: 0.0, PERIOD_PEAK: 6.0, PERIOD_FLAT: 6.0, PERIOD_VALLEY: 12.0}
-    prices = SHANDONG_COMMERCIAL_EXAMPLE.seasons[2].prices_cny_per_kwh
-    for period, h in hours.items():
-        assert totals.tou_import_wh[0, period] == pytest.approx(1000 * h)
-        assert totals.tou_cost_cny[0, period] == pytest.approx(h * prices[period])
-    assert totals.tou_import_wh[0].sum() == pytest.approx(totals.import_wh[0])
-    assert totals.cost_cny[0] == pytest.approx(sum(h * prices[p] for p, h in hours.items()))
+def tou_hours(agg: Any, calendar: TariffCalendar) -> dict[str, float]:
+    """Import per period (kWh) of load 0: hours at a constant 1 kW."""
+    row = agg.totals().tou_import_wh[0]
+    return {p.name: round(float(row[i]) / 1000.0, 9) for i, p in enumerate(calendar.periods)}
 
 
-def test_tou_seasonal_variant(meter_impl: ModuleType) -> None:
-    agg = meter_impl.MeterAggregator(1, tariff=SHANDONG_COMMERCIAL_EXAMPLE)
-    day = local_midnight_utc(2024, 7, 15)  # summer: sharp 18:00-20:00
-    feed(agg, 0, day + np.arange(0, 86400 + 1, 120.0), 500.0)
-    tou = agg.totals().tou_import_wh[0]
-    assert tou[PERIOD_SHARP] == pytest.approx(1000.0)
-    assert tou[PERIOD_PEAK] == pytest.approx(2000.0)
-    assert tou[PERIOD_VALLEY] == pytest.approx(4000.0)
+# Shandong 2024 (hand-counted from the notice's table; all other hours are 平段):
+SPRING_WEDNESDAY = {"sharp": 3.0, "peak": 2.0, "flat": 14.0, "valley": 2.0, "deep_valley": 3.0}
+SUMMER_MONDAY = {"sharp": 5.0, "peak": 1.0, "flat": 12.0, "valley": 6.0, "deep_valley": 0.0}
+WINTER_MONDAY = {"sharp": 3.0, "peak": 2.0, "flat": 14.0, "valley": 2.0, "deep_valley": 3.0}
+
+
+@pytest.mark.parametrize(("day", "hours"), [
+    (dt.date(2024, 4, 10), SPRING_WEDNESDAY),  # 尖峰 17–20, 高峰 20–22, 深谷 11–14
+    (dt.date(2024, 7, 15), SUMMER_MONDAY),  # 低谷 00–06, 高峰 16–17, 尖峰 17–22, no 深谷
+    (dt.date(2024, 12, 2), WINTER_MONDAY),  # 深谷 11–14, 尖峰 16–19, 高峰 19–21
+])
+def test_tou_buckets_and_cost_of_a_shandong_day(meter_impl: ModuleType, day: dt.date,
+                                                 hours: dict[str, float]) -> None:
+    agg = meter_impl.MeterAggregator(1, tariff=SHANDONG)
+    midnight = local_midnight_utc(day.year, day.month, day.day)
+    feed(agg, 0, midnight + np.arange(0, 86400 + 1, 60.0), 1000.0)
+    assert tou_hours(agg, SHANDONG) == hours
+    prices = SHANDONG.season(day.month).prices
+    expected = sum(h * prices[name] for name, h in hours.items() if h)
+    assert agg.totals().cost_cny[0] == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize(("day", "cost"), [
+    # 2 December at 10 kW: 30 kWh 尖峰 × 1.30 + 20 × 1.105 + 140 × 0.65 + 20 × 0.195
+    # + 30 深谷 × 0.065 = 39 + 22.1 + 91 + 3.9 + 1.95
+    (dt.date(2024, 12, 2), 157.95),
+    # 15 July at 10 kW: 50 kWh 尖峰 × 1.30 + 10 × 1.105 + 120 × 0.65 + 60 低谷 × 0.195
+    # = 65 + 11.05 + 78 + 11.7 (no 深谷 in summer)
+    (dt.date(2024, 7, 15), 165.75),
+])
+def test_day_cost_by_hand(meter_impl: ModuleType, day: dt.date, cost: float) -> None:
+    """Illustrative prices of the shipped calendar: 1.30, 1.105, 0.65, 0.195, 0.065."""
+    agg = meter_impl.MeterAggregator(1, tariff=SHANDONG)
+    midnight = local_midnight_utc(day.year, day.month, day.day)
+    feed(agg, 0, midnight + np.arange(0, 86400 + 1, 30.0), 10_000.0)
+    assert agg.totals().cost_cny[0] == pytest.approx(cost, rel=1e-12)
+
+
+def test_day_types_weekends_holidays_and_work_days(meter_impl: ModuleType) -> None:
+    """DAY_TYPES: weekends all 平段; 2024-12-31 a holiday (falls back to the weekend
+    layout); 2025-01-01..03 deep-valley holidays (深谷 10–15); Sunday 2025-01-05 a 调休
+    work day (the season's layout)."""
+    expected = {
+        dt.date(2024, 12, 30): WINTER_MONDAY,
+        dt.date(2024, 12, 31): {"flat": 24.0},
+        dt.date(2025, 1, 1): {"flat": 19.0, "deep_valley": 5.0},
+        dt.date(2025, 1, 4): {"flat": 24.0},  # Saturday
+        dt.date(2025, 1, 5): WINTER_MONDAY,  # Sunday worked
+    }
+    for day, hours in expected.items():
+        agg = meter_impl.MeterAggregator(1, tariff=DAY_TYPES)
+        midnight = local_midnight_utc(day.year, day.month, day.day)
+        feed(agg, 0, midnight + np.arange(0, 86400 + 1, 120.0), 1000.0)
+        got = {name: h for name, h in tou_hours(agg, DAY_TYPES).items() if h}
+        assert got == {name: h for name, h in hours.items() if h}, day
+
+
+def test_sixteen_periods_are_booked_each_in_its_own_bucket(meter_impl: ModuleType) -> None:
+    periods = tuple(Period(f"p{k}", f"时段{k}", Tier.FLAT) for k in range(MAX_PERIODS))
+    layout = DayLayout.of({f"p{k}": f"{k:02d}:00-{k + 1:02d}:00" for k in range(15)},
+                          others="p15")
+    calendar = TariffCalendar("sixteen", seasons=(TariffSeason(
+        "all", tuple(range(1, 13)), tuple((p.name, 0.1 * k) for k, p in enumerate(periods)),
+        layout),), periods=periods)
+    agg = meter_impl.MeterAggregator(1, tariff=calendar)
+    midnight = local_midnight_utc(2024, 5, 6)
+    feed(agg, 0, midnight + np.arange(0, 86400 + 1, 60.0), 1000.0)
+    assert list(tou_hours(agg, calendar).values()) == [1.0] * 15 + [9.0]
+    assert agg.totals().cost_cny[0] == pytest.approx(
+        sum(0.1 * k for k in range(15)) + 9 * 1.5, rel=1e-12)
+    state = json.loads(json.dumps(agg.state()))
+    assert np.array_equal(meter_impl.MeterAggregator.from_state(state).totals().tou_import_wh,
+                          agg.totals().tou_import_wh)
 
 
 def test_interval_across_a_period_boundary_is_split(meter_impl: ModuleType) -> None:
-    agg = meter_impl.MeterAggregator(1, tariff=SHANDONG_COMMERCIAL_EXAMPLE)
+    agg = meter_impl.MeterAggregator(1, tariff=SHANDONG)
     day = local_midnight_utc(2024, 4, 10)
-    # 06:59:00 -> 07:01:00 ramps 0 -> 2 kW; valley until 07:00, flat after
-    feed(agg, 0, [day + 7 * 3600 - 60, day + 7 * 3600 + 60], [0.0, 2000.0])
+    # 10:59:00 -> 11:01:00 ramps 0 -> 2 kW; 低谷 until 11:00, 深谷 after
+    feed(agg, 0, [day + 11 * 3600 - 60, day + 11 * 3600 + 60], [0.0, 2000.0])
     tou = agg.totals().tou_import_wh[0]
-    assert tou[PERIOD_VALLEY] == pytest.approx(1000 * 60 / 2 / 3600)
-    assert tou[PERIOD_FLAT] == pytest.approx((1000 + 2000) * 60 / 2 / 3600)
+    assert tou[SHANDONG.index("valley")] == pytest.approx(1000 * 60 / 2 / 3600)
+    assert tou[SHANDONG.index("deep_valley")] == pytest.approx((1000 + 2000) * 60 / 2 / 3600)
 
 
 def test_utc_offset_moves_periods(meter_impl: ModuleType) -> None:
-    utc_day = datetime(2024, 4, 10, tzinfo=UTC).timestamp()  # 08:00 in China
-    china = meter_impl.MeterAggregator(1, tariff=SHANDONG_COMMERCIAL_EXAMPLE)
-    utc = meter_impl.MeterAggregator(1, tariff=SHANDONG_COMMERCIAL_EXAMPLE, utc_offset_s=0)
+    utc_time = datetime(2024, 4, 10, 3, tzinfo=UTC).timestamp()  # 11:00 in China
+    china = meter_impl.MeterAggregator(1, tariff=SHANDONG)
+    utc = meter_impl.MeterAggregator(1, tariff=SHANDONG, utc_offset_s=0)
     for agg in (china, utc):
-        feed(agg, 0, [utc_day + 60, utc_day + 120], 1000.0)
-    assert china.totals().tou_import_wh[0, PERIOD_FLAT] > 0  # 08:01 local
-    assert utc.totals().tou_import_wh[0, PERIOD_VALLEY] > 0  # 00:01 local
+        feed(agg, 0, [utc_time + 60, utc_time + 120], 1000.0)
+    assert china.totals().tou_import_wh[0, SHANDONG.index("deep_valley")] > 0  # 11:01 local
+    assert utc.totals().tou_import_wh[0, SHANDONG.index("flat")] > 0  # 03:01 local
 
 
 # ------------------------------------------------------------------- carbon, site
@@ -321,7 +382,7 @@ def _stream(n: int, seed: int) -> list[tuple[Any, Any, Any]]:
 
 def test_state_round_trip_is_json_and_lossless(meter_impl: ModuleType) -> None:
     roles = ["grid", "pv", "battery", "consumer", "consumer"]
-    kwargs: dict[str, Any] = {"roles": roles, "tariff": SHANDONG_COMMERCIAL_EXAMPLE}
+    kwargs: dict[str, Any] = {"roles": roles, "tariff": DAY_TYPES}
     whole = meter_impl.MeterAggregator(5, **kwargs)
     first = meter_impl.MeterAggregator(5, **kwargs)
     stream = _stream(5, 1)
@@ -445,35 +506,75 @@ def test_invalid_configuration_raises(meter_impl: ModuleType, kwargs: dict[str, 
 # ------------------------------------------------------------------ tariff calendar
 
 
-def test_tariff_calendar_validation() -> None:
-    prices = (1.0, 0.8, 0.5, 0.2)
-    with pytest.raises(ValueError, match="both"):
-        TariffSeason("x", (1,), prices, peak=("08:00-12:00",), flat=("11:00-24:00",),
-                     valley=("00:00-08:00",))
-    with pytest.raises(ValueError, match="no period"):
-        TariffSeason("x", (1,), prices, peak=("08:00-12:00",), valley=("00:00-08:00",))
-    with pytest.raises(ValueError, match="HH:MM"):
-        TariffSeason("x", (1,), prices, flat=("0800-2400",))
-    season = TariffSeason("all", tuple(range(1, 12)), prices, flat=("00:00-24:00",))
-    with pytest.raises(ValueError, match=r"months \[12\]"):
-        TariffCalendar(seasons=(season,))
+def _season(layout: DayLayout, months: tuple[int, ...] = tuple(range(1, 13))) -> TariffSeason:
+    prices = tuple((p.name, 1.0 - 0.2 * k) for k, p in enumerate(STANDARD_PERIODS))
+    return TariffSeason("x", months, prices, layout)
 
 
-def test_tariff_calendar_dict_round_trip_and_chinese_names() -> None:
-    data = SHANDONG_COMMERCIAL_EXAMPLE.to_dict()
-    assert TariffCalendar.from_dict(json.loads(json.dumps(data))) == (
-        SHANDONG_COMMERCIAL_EXAMPLE)
-    zh = TariffCalendar.from_dict({"seasons": [{
-        "months": list(range(1, 13)),
-        "prices_cny_per_kwh": {"尖峰": 1.2, "高峰": 1.0, "平段": 0.6, "低谷": 0.3},
-        "高峰": ["08:00-22:00"], "低谷": "22:00-08:00"}]})
-    assert zh.period_at(5, 8 * 60) == PERIOD_PEAK
-    assert zh.period_at(5, 23 * 60) == PERIOD_VALLEY
-    assert zh.price_cny_per_kwh(5, PERIOD_SHARP) == 1.2
+@pytest.mark.parametrize(("make", "message"), [
+    (lambda: _season(DayLayout.of({"peak": "08:00-12:00", "flat": "11:00-24:00",
+                                   "valley": "00:00-08:00"})), "11:00 is in both peak and flat"),
+    (lambda: _season(DayLayout.of({"peak": "08:00-12:00", "valley": "00:00-08:00"})),
+     "12:00 is in no period"),
+    (lambda: _season(DayLayout.of({"flat": "0800-2400"})), "HH:MM"),
+    (lambda: _season(DayLayout.of({"flat": "00:00-24:00"}), tuple(range(1, 12))),
+     r"months \[12\]"),
+    (lambda: _season(DayLayout.of({"lunch": "11:00-13:00"}, others="flat")),
+     "unknown period 'lunch'"),
+    (lambda: dataclasses.replace(SHANDONG, holidays=(Holiday(dt.date(2024, 5, 1), "x"),)),
+     "day type 'x' has no layout"),
+    (lambda: dataclasses.replace(SHANDONG, holidays=(Holiday(dt.date(2024, 5, 1)),),
+                                 workdays=(dt.date(2024, 5, 1),)), "both a holiday and"),
+])
+def test_tariff_calendar_validation(make: Any, message: str) -> None:
+    def build() -> None:
+        made = make()
+        if isinstance(made, TariffSeason):
+            TariffCalendar("t", seasons=(made,))
+
+    with pytest.raises(ValueError, match=message):
+        build()
 
 
-def test_example_calendar_is_labelled_illustrative() -> None:
-    assert "illustrative" in SHANDONG_COMMERCIAL_EXAMPLE.name
+def test_a_calendar_takes_at_most_sixteen_periods() -> None:
+    periods = tuple(Period(f"p{k}", f"时段{k}", Tier.FLAT) for k in range(MAX_PERIODS + 1))
+    with pytest.raises(ValueError, match=r"1\.\.16 periods"):
+        TariffCalendar("t", seasons=(), periods=periods)
+
+
+def test_a_price_is_needed_for_every_period_a_season_uses() -> None:
+    season = TariffSeason("x", tuple(range(1, 13)), (("flat", 0.5),),
+                          DayLayout.of({"valley": "00:00-06:00"}, others="flat"))
+    with pytest.raises(ValueError, match="no price for period 'valley'"):
+        TariffCalendar("t", seasons=(season,))
+
+
+def test_tariff_calendar_dict_round_trip_and_lookups() -> None:
+    assert TariffCalendar.from_dict(json.loads(json.dumps(DAY_TYPES.to_dict()))) == DAY_TYPES
+    local = datetime(2024, 12, 2, 11, 30)
+    assert SHANDONG.period_at(local) == SHANDONG.period("深谷")
+    assert SHANDONG.period_at(local).tier is Tier.DEEP_VALLEY
+    assert SHANDONG.price_at(local) == SHANDONG.price(12, "deep_valley")
+    assert SHANDONG.period("尖峰").name == "sharp"
+
+
+def test_state_version_1_is_read(meter_impl: ModuleType) -> None:
+    """A state saved by version 1 (four periods, the old calendar format) restores."""
+    old_calendar = {"name": "old", "seasons": [{
+        "name": "all", "months": list(range(1, 13)),
+        "prices_cny_per_kwh": [1.2, 1.0, 0.6, 0.3], "sharp": [], "peak": ["08:00-22:00"],
+        "flat": [], "valley": ["22:00-08:00"]}]}
+    legacy = TariffCalendar.from_dict(old_calendar)
+    assert [p.name for p in legacy.periods] == ["sharp", "peak", "flat", "valley"]
+    assert legacy.period_at(datetime(2024, 5, 1, 23)).name == "valley"
+    agg = meter_impl.MeterAggregator(1, tariff=legacy)
+    feed(agg, 0, local_midnight_utc(2024, 5, 1) + np.arange(0, 7201, 60.0), 1000.0)
+    state = agg.state()
+    state.update(version=1)
+    state["config"]["tariff"] = old_calendar
+    restored = meter_impl.MeterAggregator.from_state(state)
+    assert restored.totals().tou_import_wh[0].tolist() == [0.0, 0.0, 0.0, 2000.0]
+    assert restored.totals().cost_cny[0] == pytest.approx(0.6)
 
 
 def test_anomaly_kinds_are_stable() -> None:

@@ -66,6 +66,17 @@ async def test_windows_are_summarised_kept_and_survive_a_restart(tmp_path: Path)
     assert sum(last["loads"]["grid_meter"]["tou_import_kwh"].values()) == pytest.approx(
         grid["import_kwh"], rel=1e-6)
     assert [kw for _, kw in history][-1] == pytest.approx(grid["demand_kw"], rel=1e-6)
+    # five tiers, the bill so far, and which tariff and carbon factor were used
+    assert list(grid["tou_import_kwh"]) == ["sharp", "peak", "flat", "valley", "deep_valley"]
+    assert last["tariff"].startswith("Shandong 2024")
+    assert (last["carbon_factor"]["id"], last["carbon_factor"]["year"]) == ("north_china", 2023)
+    bill = last["bill"]
+    assert bill["energy_cny"] == pytest.approx(grid["cost_cny"], abs=0.01)
+    assert bill["basic_charge"]["basis"] == "demand"
+    assert bill["basic_charge"]["quantity"] == pytest.approx(last["site"]["peak_demand_kw"],
+                                                             abs=1e-3)
+    assert last["site"]["reactive_kvarh"] > 0  # the grid meter's reactive energy, for 力调
+    assert 0.5 < bill["power_factor"] <= 1.0
     assert saved is not None
     store = Store(tmp_path / "state.sqlite")
     restored = MeteringFeed(spec, store, app.gateway.bus, "t")
