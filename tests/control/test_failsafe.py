@@ -118,9 +118,9 @@ async def test_what_does_not_revert_is_handed_back_when_control_stops(tmp_path: 
     when the control loop stops, it writes the release steps — normal operation."""
     loop = ClosedLoop.build("2026-06-22T10:00:00", SETTINGS, store=Store(tmp_path / "s.db"))
     heat_pump = loop.simulated.model.heat_pumps["heat_pump"]
-    loop.event(DrEvent("dr-4", "reduction", "site", loop.clock.now() + 10, 3600.0, 70.0))
+    loop.event(DrEvent("sg-4", "sg_ready", "heat_pump", loop.clock.now() + 10, 3600.0, 1))
     await loop.run(60)
-    assert heat_pump.sg_ready_state == 1  # blocked for the event
+    assert heat_pump.sg_ready_state == 1  # blocked by the utility's command
     task = asyncio.create_task(loop.loop.run())
     # the running loop takes over from the manual cycles
     await wait_until(lambda: loop.loop.cycles >= 13, what="a cycle of the running loop")
@@ -135,7 +135,7 @@ async def test_a_setting_left_held_by_a_crash_is_released_at_the_next_start(
     store_path = tmp_path / "state.sqlite"
     first = ClosedLoop.build("2026-06-22T10:00:00", SETTINGS, store=Store(store_path))
     heat_pump = first.simulated.model.heat_pumps["heat_pump"]
-    first.event(DrEvent("dr-5", "reduction", "site", first.clock.now() + 10, 600.0, 70.0))
+    first.event(DrEvent("sg-5", "sg_ready", "heat_pump", first.clock.now() + 10, 600.0, 1))
     await first.run(60)  # cycles only: the process "dies" without running its hand-back
     assert heat_pump.sg_ready_state == 1
     advance_without_controller(first, 1200)  # the event is long over; nobody is in charge

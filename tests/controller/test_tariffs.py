@@ -230,7 +230,7 @@ def test_carbon_of_a_day_by_hand() -> None:
 def with_metering(tmp_path: Path, metering: str) -> Path:
     text = EXAMPLE.read_text(encoding="utf-8")
     start = text.index("[metering]")
-    end = text.index("[[devices]]")
+    end = text.index("[[lines]]")
     path = tmp_path / "site.toml"
     path.write_text(text[:start] + metering + "\n" + text[end:], encoding="utf-8")
     return path

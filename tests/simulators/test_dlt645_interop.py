@@ -250,7 +250,8 @@ async def test_their_meter_answers_requests_for_other_addresses() -> None:
         device = dlt645_site(tcp_line(port), {"meter_a": METER_A}).devices["meter_a"]
         (value,) = await read_device(device, ["import_energy"])
     assert value.value is None
-    assert value.error == "meter refused function 11H: other error (ERR 01H)"
+    assert value.error == ("address 202400000101 read DI 00-01-00-00: "
+                           "meter refused function 11H: other error (ERR 01H)")
 
 
 @pytest.mark.parametrize(("password", "accepted"), [("02000000", True), ("02123456", False)])
