@@ -49,10 +49,24 @@ KINDS: dict[str, KindSpec] = {
     "meter": KindSpec(
         required=frozenset({"power_w", "import_wh", "export_wh"}),
         optional=(
-            rf"{_PHASES}power_w", r"l[123]_voltage_v", r"l[123]_current_a",
-            r"reactive_power_var", r"apparent_power_va", r"power_factor", r"frequency_hz",
-            r"import_varh", r"export_varh", r"demand_w", r"max_demand_w",
-            r"(import|export)_t[1-4]_wh", r"combined_wh", r"l[123]_power_factor",
+            # instantaneous, per phase and total (+ import / − export)
+            rf"{_PHASES}(power_w|reactive_power_var|apparent_power_va|power_factor|"
+            r"phase_angle_deg)",
+            r"l[123]_voltage_v", r"(l1_l2|l2_l3|l3_l1)_voltage_v", r"voltage_v",
+            r"line_voltage_v", r"l[123]_current_a", r"current_a", r"current_sum_a",
+            r"neutral_current_a", r"frequency_hz",
+            # energies: totals, per phase, four quadrants, tariffs
+            rf"{_PHASES}(import|export|total)_(wh|varh)", r"q[1-4]_varh",
+            r"apparent_energy_vah", r"charge_ah", r"(import|export)_t[1-4]_wh",
+            r"combined_wh", r"net_(import|export)_wh",
+            # demand (rolling windows) and its maxima
+            r"(max_)?demand_w", r"(max_)?apparent_demand_va",
+            r"(max_)?(l[123]|neutral)_current_demand_a",
+            # harmonic distortion
+            r"(l[123]|l1_l2|l2_l3|l3_l1)_voltage_thd_pct", r"l[123]_current_thd_pct",
+            r"(line_)?voltage_thd_pct", r"current_thd_pct",
+            # transformer ratios the meter applies (primary = secondary × ratio) and clock
+            r"ct_ratio", r"pt_ratio", r"clock_(year|month|day|hour|minute|second)",
         ),
     ),
     "inverter": KindSpec(

@@ -41,7 +41,7 @@ __all__ = [
     "register_map",
     "registers_to_bytes",
     "scale_factor_value",
-    "with_scale_factors",
+    "with_dependencies",
 ]
 
 #: SunSpec limits scale factors to -10..10; anything else is treated as invalid.
@@ -263,7 +263,8 @@ def decode_points(device_map: DeviceMap[Point], points: Iterable[Point],
     """Decode ``points`` from ``image``, resolving scale factors from the same image.
 
     Points whose registers are missing from the image are left out of the result;
-    points that decode to "not implemented" map to None.
+    points that decode to "not implemented" map to None. Points with transformer
+    ``ratios`` come out on the primary side (multiplied by the ratios read with them).
     """
     values: dict[str, Value] = {}
     for point in points:
@@ -278,7 +279,7 @@ def decode_points(device_map: DeviceMap[Point], points: Iterable[Point],
                 raw = decode_raw(sf_point, sf_registers)
                 sf = scale_factor_value(raw if isinstance(raw, int) else None)
         values[point.name] = decode(point, registers, sf)
-    return values
+    return device_map.primary(values)
 
 
 def register_map(device_map: AnyMap) -> DeviceMap[Point]:
@@ -288,11 +289,13 @@ def register_map(device_map: AnyMap) -> DeviceMap[Point]:
     return cast(DeviceMap[Point], device_map)
 
 
-def with_scale_factors(device_map: DeviceMap[Point], names: Sequence[str]) -> list[Point]:
-    """The named points plus the scale-factor points they depend on (deduplicated).
-    Raises KeyError naming the map for an unknown point."""
+def with_dependencies(device_map: DeviceMap[Point], names: Sequence[str]) -> list[Point]:
+    """The named points plus the points their values depend on, deduplicated: the
+    scale factors they are scaled by and the transformer ratios they are multiplied
+    by (read in the same plan, every poll, as the device may change them). Raises
+    KeyError naming the map for an unknown point."""
     seen: dict[str, Point] = {}
-    for name in names:
+    for name in device_map.with_ratios(names):
         point = device_map.point(name)
         seen[point.name] = point
         if point.scale_factor is not None:

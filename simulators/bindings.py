@@ -10,6 +10,7 @@ exception 03 (illegal data value), changing nothing.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
@@ -18,7 +19,15 @@ from typing import Protocol
 from drivers.points import Value
 from simulators.physics.battery import BatteryModel
 from simulators.physics.dcbus import DcBus
-from simulators.physics.grid import mains_frequency_hz, mains_voltage_v, phase_values
+from simulators.physics.grid import (
+    current_thd_pct,
+    line_voltage_v,
+    mains_frequency_hz,
+    mains_voltage_v,
+    neutral_current_a,
+    phase_values,
+    voltage_thd_pct,
+)
 from simulators.physics.heatpump import HeatPump
 from simulators.physics.loads import RelayModule
 from simulators.physics.pv import PvInverter
@@ -47,35 +56,97 @@ def _number(value: Value) -> float:
 
 @dataclass
 class MeterBinding:
+    """A meter's quantities by capability name (drivers/capabilities.py, kind "meter"),
+    primary side: per phase and in total, energies, demand, distortion, the transformer
+    ratios and the meter's clock. A map serves what its registers carry; the protocol
+    adapters turn points with ``ratios`` into secondary values."""
+
     meter: MeterModel
     clock: Callable[[], float]
     zone: tzinfo | None = None
 
     def values(self) -> dict[str, Value]:
         t = self.clock()
-        phases = self.meter.phases(t)
-        counter = self.meter.counter
+        meter, counter = self.meter, self.meter.counter
+        phases = meter.phases(t)
+        apparent = sum(p.apparent_va for p in phases)
+        power_factor = abs(counter.power_w) / apparent if apparent > 0 else 1.0
+        voltage_thd = [voltage_thd_pct(t, k) for k in (1, 2, 3)]
         values: dict[str, Value] = {
             "power_w": counter.power_w,
             "import_wh": counter.import_wh,
             "export_wh": counter.export_wh,
-            "reactive_power_var": self.meter.reactive_var,
-            "apparent_power_va": sum(p.apparent_va for p in phases),
-            "power_factor": phases[0].power_factor,
+            "total_wh": counter.import_wh + counter.export_wh,
+            "combined_wh": counter.import_wh + counter.export_wh,  # 正向 + 反向 (default)
+            "net_import_wh": max(0.0, counter.import_wh - counter.export_wh),
+            "net_export_wh": max(0.0, counter.export_wh - counter.import_wh),
+            "reactive_power_var": meter.reactive_var,
+            "apparent_power_va": apparent,
+            "power_factor": power_factor if counter.power_w >= 0 else -power_factor,
+            "phase_angle_deg": math.degrees(math.atan2(meter.reactive_var, counter.power_w))
+            if apparent > 0 else 0.0,
             "frequency_hz": mains_frequency_hz(t),
-            "demand_w": self.meter.demand_w,
-            "max_demand_w": self.meter.max_demand_w,
+            "voltage_v": sum(p.voltage_v for p in phases) / 3,
+            "current_a": sum(p.current_a for p in phases) / 3,
+            "current_sum_a": sum(p.current_a for p in phases),
+            "neutral_current_a": neutral_current_a(tuple(phases)),
+            "import_varh": meter.import_varh,
+            "export_varh": meter.export_varh,
+            "total_varh": meter.import_varh + meter.export_varh,
+            "apparent_energy_vah": meter.apparent_vah,
+            "charge_ah": meter.charge_ah,
+            "demand_w": meter.demand_w,
+            "max_demand_w": meter.max_demand_w,
+            "apparent_demand_va": meter.apparent_demand_va,
+            "max_apparent_demand_va": meter.max_apparent_demand_va,
+            "neutral_current_demand_a": meter.current_demand_a[3],
+            "max_neutral_current_demand_a": meter.max_current_demand_a[3],
+            "voltage_thd_pct": sum(voltage_thd) / 3,
+            "ct_ratio": meter.ct_ratio,
+            "pt_ratio": meter.pt_ratio,
         }
-        for index, phase in enumerate(phases, start=1):
-            values[f"l{index}_voltage_v"] = phase.voltage_v
-            values[f"l{index}_current_a"] = phase.current_a
-            values[f"l{index}_power_w"] = phase.power_w
-            values[f"l{index}_power_factor"] = phase.power_factor
-        meter = self.meter
+        for quadrant, varh in enumerate(meter.quadrant_varh, start=1):
+            values[f"q{quadrant}_varh"] = varh
+        line_thd = []
+        for index, phase in enumerate(phases):
+            prefix = f"l{index + 1}_"
+            counters = meter.phase_counters[index]
+            values.update({
+                prefix + "voltage_v": phase.voltage_v,
+                prefix + "current_a": phase.current_a,
+                prefix + "power_w": phase.power_w,
+                prefix + "reactive_power_var": phase.reactive_var,
+                prefix + "apparent_power_va": phase.apparent_va,
+                prefix + "power_factor": phase.power_factor,
+                prefix + "phase_angle_deg": phase.phase_angle_deg,
+                prefix + "import_wh": counters.import_wh,
+                prefix + "export_wh": counters.export_wh,
+                prefix + "total_wh": counters.import_wh + counters.export_wh,
+                prefix + "import_varh": counters.import_varh,
+                prefix + "export_varh": counters.export_varh,
+                prefix + "total_varh": counters.import_varh + counters.export_varh,
+                prefix + "current_demand_a": meter.current_demand_a[index],
+                "max_" + prefix + "current_demand_a": meter.max_current_demand_a[index],
+                prefix + "voltage_thd_pct": voltage_thd[index],
+                prefix + "current_thd_pct": current_thd_pct(t, index + 1, phase.current_a),
+            })
+        for (a, b), name in zip(((0, 1), (1, 2), (2, 0)), ("l1_l2", "l2_l3", "l3_l1"),
+                                strict=True):
+            values[f"{name}_voltage_v"] = line_voltage_v(phases[a], phases[b])
+            line_thd.append((voltage_thd[a] + voltage_thd[b]) / 2)
+            values[f"{name}_voltage_thd_pct"] = line_thd[-1]
+        values["line_voltage_v"] = sum(
+            line_voltage_v(phases[a], phases[b]) for a, b in ((0, 1), (1, 2), (2, 0))) / 3
+        values["line_voltage_thd_pct"] = sum(line_thd) / 3
+        values["current_thd_pct"] = sum(current_thd_pct(t, k + 1, p.current_a)
+                                        for k, p in enumerate(phases)) / 3
         for tariff in range(4):
             values[f"import_t{tariff + 1}_wh"] = meter.tariff_import_wh[tariff]
             values[f"export_t{tariff + 1}_wh"] = meter.tariff_export_wh[tariff]
-        values["combined_wh"] = counter.import_wh + counter.export_wh  # 正向 + 反向 (default)
+        now = datetime.fromtimestamp(t, self.zone)
+        values.update({"clock_year": now.year % 100, "clock_month": now.month,
+                       "clock_day": now.day, "clock_hour": now.hour,
+                       "clock_minute": now.minute, "clock_second": now.second})
         return values
 
     def extra_points(self) -> dict[str, Value]:

@@ -132,8 +132,10 @@ def build_site(spec: SiteSpec, *, start_s: float | None = None,
             meter = MeterModel(_measures(params, spec, device))
             meter.counter.import_wh = _float(params, "import_wh", 5_000_000.0, 0, 1e12)
             meter.counter.export_wh = _float(params, "export_wh", 100_000.0, 0, 1e12)
+            meter.ct_ratio = _float(params, "ct_ratio", 1.0, 1, 9999)
+            meter.pt_ratio = _float(params, "pt_ratio", 1.0, 0.1, 999.9)
             meter.tariff_of = meter_tariff(zone)
-            meter.seed_tariffs()
+            meter.seed_history()
             model.meters[device.name] = meter
             bindings[device.name] = MeterBinding(meter, lambda: model.t_s, zone)
         elif kind == "sub_meter":
@@ -247,7 +249,7 @@ def _dc_bus_config(node: Node | None) -> DcBusConfig:
 
 def _measures(node: Node | None, spec: SiteSpec, device: DeviceSpec) -> frozenset[str] | None:
     if node is not None:
-        node.only(("measures", "import_wh", "export_wh"))
+        node.only(("measures", "import_wh", "export_wh", "ct_ratio", "pt_ratio"))
     child = None if node is None else node.get("measures")
     if child is None:
         if device.role == "feeder":
