@@ -159,10 +159,16 @@ def _device_map(root: Node, device: Node, model: str, kind: str, protocol: Proto
     controls and watchdog, pacing, simulation constants."""
     simulation = root.get("simulation")
     quantities: dict[str, str] = {}
+    phases = 3
     if simulation is not None:
-        simulation.only(("constants", "quantities"))
+        simulation.only(("constants", "quantities", "phases"))
         constants.update(_constants(simulation.get("constants"), points))
         quantities = _quantities(simulation.get("quantities"), kind, points)
+        phases_node = simulation.get("phases")
+        if phases_node is not None:
+            phases = phases_node.int(min=1, max=3)
+            if phases == 2:
+                raise _error(phases_node, "1 or 3 phases")
     _check_ratios(root, points)
     capabilities = _capabilities(root, kind, points)
     watchdog = _watchdog(root.get("watchdog"), points, capabilities)
@@ -182,6 +188,7 @@ def _device_map(root: Node, device: Node, model: str, kind: str, protocol: Proto
         pacing=_pacing(device.get("pacing")),
         sim_constants=constants,
         sim_quantities=quantities,
+        sim_phases=phases,
     )
 
 

@@ -375,6 +375,8 @@ class DeviceMap(Generic[P]):
     #: Points a simulated device fills from its physics by quantity name (the kind's
     #: capability vocabulary) although they are not the map's capability for it.
     sim_quantities: Mapping[str, str] = field(default_factory=dict)
+    #: Phases a simulated meter of this model measures (3, or 1 for a single-phase meter).
+    sim_phases: int = 3
     #: Modbus: ranges the device answers where no point is mapped (they read zero).
     reserved: tuple[AddressRange, ...] = ()
     #: Modbus: register ranges that answer what another table answers.

@@ -129,7 +129,8 @@ def build_site(spec: SiteSpec, *, start_s: float | None = None,
             model.dc_buses[device.name] = bus
             bindings[device.name] = DcBusBinding(bus)
         elif kind == "meter":
-            meter = MeterModel(_measures(params, spec, device))
+            meter = MeterModel(_measures(params, spec, device),
+                               phases_wired=device.device_map.sim_phases)
             meter.counter.import_wh = _float(params, "import_wh", 5_000_000.0, 0, 1e12)
             meter.counter.export_wh = _float(params, "export_wh", 100_000.0, 0, 1e12)
             meter.ct_ratio = _float(params, "ct_ratio", 1.0, 1, 9999)

@@ -84,12 +84,13 @@ def phase_shares(unix_s: float, phase_bias: float = 0.0) -> tuple[float, float, 
     return first, second, 1.0 - first - second
 
 
-def split_phases(power_w: float, reactive_var: float, unix_s: float
+def split_phases(power_w: float, reactive_var: float, unix_s: float, wired: int = 3
                  ) -> tuple[PhaseValues, PhaseValues, PhaseValues]:
     """``power_w`` and ``reactive_var`` of a three-phase load, split over its phases
-    (:func:`phase_shares`); the phase powers add up to the totals exactly."""
-    p_shares = phase_shares(unix_s)
-    q_shares = phase_shares(unix_s, 0.7)
+    (:func:`phase_shares`); the phase powers add up to the totals exactly. A
+    single-phase meter (``wired`` = 1) carries everything on L1."""
+    p_shares = phase_shares(unix_s) if wired == 3 else (1.0, 0.0, 0.0)
+    q_shares = phase_shares(unix_s, 0.7) if wired == 3 else (1.0, 0.0, 0.0)
     powers = [power_w * share for share in p_shares[:2]]
     powers.append(power_w - sum(powers))
     reactive = [reactive_var * share for share in q_shares[:2]]

@@ -87,6 +87,7 @@ class MeterModel:
     max_demand_at_s: float | None = None  # end of the window that set the maximum
     ct_ratio: float = 1.0
     pt_ratio: float = 1.0
+    phases_wired: int = 3  # 1: a single-phase meter, everything on L1
     #: Per phase L1, L2, L3: energies since installation.
     phase_counters: tuple[PhaseCounters, PhaseCounters, PhaseCounters] = field(
         default_factory=lambda: (PhaseCounters(), PhaseCounters(), PhaseCounters()))
@@ -140,7 +141,8 @@ class MeterModel:
     def phases(self, unix_s: float) -> list[PhaseValues]:
         """The three phases at ``unix_s`` carrying the last step's power and reactive
         power (primary side)."""
-        return list(split_phases(self.counter.power_w, self.reactive_var, unix_s))
+        return list(split_phases(self.counter.power_w, self.reactive_var, unix_s,
+                                 self.phases_wired))
 
     @property
     def import_varh(self) -> float:

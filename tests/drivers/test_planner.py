@@ -134,11 +134,14 @@ def test_gap_across_unreadable_range_splits() -> None:
 # Requests per poll of every point of each shipped map: coalesced vs one per point. The
 # figures are golden: a change means a map or the planner changed, on purpose or not.
 EXPECTED_FULL_POLL = {
+    "adl400": 6,  # 14 points; max_gap 0, only the confirmed addresses are served
+    "adw300": 4,  # 12 points; max_gap 0, only evcc's addresses are served
     "dc-bus-converter": 2,  # 14 points
-    "dtsu666": 13,  # 38 points; max_gap 0: the vendor does not promise gaps are readable
+    "ddsu666": 3,  # 10 points: 0x0006, 0x2000-0x200F (reserved 0x200C), 0x4000-0x400B
+    "dtsu666": 5,  # 59 points: the keyboard words (2 reads), 0x101E, 0x2000, 0x4000 blocks
     "esp32-submeter": 2,  # 30 points
     "relay16": 2,  # 18 points (16 coils in one FC 1 read)
-    "sdm630": 19,  # 88 points; max_gap 0, at most 80 registers per read
+    "sdm630": 9,  # 92 points; the input table answered as a whole, at most 80 per read
     "sg-ready-heatpump": 2,  # 15 points
     "sunspec-battery": 2,  # 96 points
     "sunspec-inverter": 3,  # 194 points
