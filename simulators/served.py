@@ -45,13 +45,14 @@ class SimulatedDevice:
         return self._live_values()
 
     def _live_values(self) -> dict[str, Value]:
-        """Every point's value as the device reports it: constants, written settings,
-        the physics by capability and by ``[simulation.quantities]``, and points with
-        transformer ``ratios`` on the secondary side (the physics is the primary)."""
+        """Every point's value as the device reports it: constants, the physics by
+        capability and by ``[simulation.quantities]``, points with transformer ``ratios``
+        on the secondary side (the physics is the primary, seen through the site's
+        transformers), then the settings written to the device (a ratio programmed into
+        a meter changes what it reports as its ratio, not what its inputs see)."""
         self.refresh()
         device_map = self.device_map
         values: dict[str, Value] = dict(device_map.sim_constants)
-        values.update(self.settings)
         points = device_map.points
         quantities = self.binding.values()
         for capability, value in quantities.items():
@@ -62,7 +63,9 @@ class SimulatedDevice:
             if quantity in quantities:
                 values[name] = quantities[quantity]
         values.update({k: v for k, v in self.binding.extra_points().items() if k in points})
-        return device_map.secondary(values)
+        values = device_map.secondary(values)
+        values.update(self.settings)
+        return values
 
     def write_value(self, point_name: str, value: Value) -> str | None:
         """Apply a write of ``value`` (engineering units) to ``point_name`` after the

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import re
+import shutil
 import socket
 import time
 import tomllib
@@ -169,6 +170,25 @@ async def polling(spec: SiteSpec, serial_ports: Mapping[str, str] | None = None
             stop.set()
             await run
 
+
+
+MBPOLL = shutil.which("mbpoll")
+
+
+async def mbpoll(*args: str) -> str:
+    """Run mbpoll (the Debian package, an independent Modbus client) with ``args``; its
+    output, stdout and stderr together."""
+    assert MBPOLL is not None, "mbpoll is missing: run .ci/system-packages --check-or-install"
+    process = await asyncio.create_subprocess_exec(
+        MBPOLL, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    output, _ = await asyncio.wait_for(process.communicate(), 20)
+    return output.decode()
+
+
+def polled_values(output: str) -> dict[int, float]:
+    """mbpoll's ``[reference]: value`` lines (numbers, NaN included) by reference."""
+    return {int(ref): float(value) for ref, value in
+            re.findall(r"^\[(\d+)\]:\s+(\S+)", output, flags=re.M)}
 
 
 def crc16(frame: bytes) -> bytes:
