@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 from typing import Protocol
 
@@ -64,9 +64,20 @@ class MeterBinding:
     meter: MeterModel
     clock: Callable[[], float]
     zone: tzinfo | None = None
+    _cache: tuple[tuple[float, ...], dict[str, Value]] | None = field(
+        default=None, init=False, repr=False)
 
     def values(self) -> dict[str, Value]:
-        t = self.clock()
+        """Every quantity now; computed once per simulation instant and meter state (a
+        poll reads many points of one meter at one instant)."""
+        meter, counter = self.meter, self.meter.counter
+        key = (self.clock(), counter.import_wh, counter.export_wh, counter.power_w,
+               meter.reactive_var, meter.ct_ratio, meter.pt_ratio)
+        if self._cache is None or self._cache[0] != key:
+            self._cache = (key, self._compute(key[0]))
+        return dict(self._cache[1])
+
+    def _compute(self, t: float) -> dict[str, Value]:
         meter, counter = self.meter, self.meter.counter
         phases = meter.phases(t)
         apparent = sum(p.apparent_va for p in phases)
@@ -111,13 +122,8 @@ class MeterBinding:
         for index, phase in enumerate(phases):
             prefix = f"l{index + 1}_"
             counters = meter.phase_counters[index]
+            values.update(phase.quantities(prefix))
             values.update({
-                prefix + "voltage_v": phase.voltage_v,
-                prefix + "current_a": phase.current_a,
-                prefix + "power_w": phase.power_w,
-                prefix + "reactive_power_var": phase.reactive_var,
-                prefix + "apparent_power_va": phase.apparent_va,
-                prefix + "power_factor": phase.power_factor,
                 prefix + "phase_angle_deg": phase.phase_angle_deg,
                 prefix + "import_wh": counters.import_wh,
                 prefix + "export_wh": counters.export_wh,
@@ -456,13 +462,8 @@ class SubMeterBinding:
             phase = phase_values(load.power_w, load.config.power_factor, t, 1)
             total += load.power_w
             prefix = f"ch{number}_"
+            values.update(phase.quantities(prefix))
             values.update({
-                prefix + "voltage_v": phase.voltage_v,
-                prefix + "current_a": phase.current_a,
-                prefix + "power_w": phase.power_w,
-                prefix + "apparent_power_va": phase.apparent_va,
-                prefix + "reactive_power_var": phase.reactive_var,
-                prefix + "power_factor": phase.power_factor if load.power_w else 1.0,
                 prefix + "import_wh": channel.counter.import_wh,
                 prefix + "export_wh": channel.counter.export_wh,
             })

@@ -29,6 +29,15 @@ class PhaseValues:
     apparent_va: float
     power_factor: float
 
+    def quantities(self, prefix: str) -> dict[str, float]:
+        """This phase's values by capability name, each name prefixed (``"l1_"``,
+        ``"ch2_"``)."""
+        return {prefix + "voltage_v": self.voltage_v, prefix + "current_a": self.current_a,
+                prefix + "power_w": self.power_w,
+                prefix + "reactive_power_var": self.reactive_var,
+                prefix + "apparent_power_va": self.apparent_va,
+                prefix + "power_factor": self.power_factor}
+
     @property
     def phase_angle_deg(self) -> float:
         """Angle of the current behind the voltage (°): atan2(Q, P), 0 at unity power
