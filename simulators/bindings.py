@@ -284,7 +284,7 @@ class HeatPumpBinding:
         if capability == "sg_ready_state":
             if number not in (1, 2, 3, 4):
                 raise ValueError("SG-Ready state must be 1–4")
-            self.heat_pump.sg_ready_state = int(number)
+            self.heat_pump.sg_ready_state = int(number)  # ValueError when wired to contacts
         elif capability == "flow_setpoint_c":
             self.heat_pump.flow_setpoint_c = number
         elif capability == "indoor_setpoint_c":
@@ -303,6 +303,8 @@ class RelayBinding:
         values: dict[str, Value] = {
             f"channel_{i}_on": on for i, on in enumerate(self.relay.states, start=1)
         }
+        for i, closed in enumerate(self.relay.safe_states, start=1):
+            values[f"channel_{i}_safe_on"] = 1 if closed else 0
         values["watchdog_s"] = self.relay.watchdog_s
         values["watchdog_tripped"] = self.relay.trips
         return values
@@ -311,7 +313,12 @@ class RelayBinding:
         return {}
 
     def write(self, capability: str, value: Value) -> None:
-        if capability.startswith("channel_") and capability.endswith("_on"):
+        if capability.startswith("channel_") and capability.endswith("_safe_on"):
+            number = _number(value)
+            if number not in (0, 1):
+                raise ValueError("a safe state is 0 (open) or 1 (closed)")
+            self.relay.set_safe_state(int(capability[8:-8]), bool(number))
+        elif capability.startswith("channel_") and capability.endswith("_on"):
             self.relay.write_channel(int(capability[8:-3]), bool(value))
         elif capability == "watchdog_s":
             self.relay.set_watchdog(_number(value))
