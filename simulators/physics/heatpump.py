@@ -66,6 +66,7 @@ class HeatPump:
         self.cop = 0.0
         self.energy_wh = energy_wh
         self.thermal_energy_wh = energy_wh * 3.0
+        self.compressor_s = 0.0  # compressor running time
 
     @property
     def sg_ready_state(self) -> int:
@@ -159,6 +160,8 @@ class HeatPump:
         delta = cfg.flow_design_delta_k * abs(self.thermal_w) / capacity
         self.return_c = self.flow_c - delta if mode == MODE_HEATING else self.flow_c + delta
         used = self.electric_w * dt / 3600.0
+        if running:
+            self.compressor_s += dt
         self.energy_wh += used
         self.thermal_energy_wh += abs(self.thermal_w) * dt / 3600.0
         return used
