@@ -124,6 +124,10 @@ def build_site(spec: SiteSpec, *, start_s: float | None = None,
             channels = relay_channel_count(device.device_map.capabilities)
             relay = RelayModule(channels, start)
             relay.watchdog_s = _float(params, "watchdog_s", 0.0, 0, 3600)
+            # A commissioned module: the channels the site lists in safe_open fall open
+            # (watchdog and power-on state); the gateway keeps them so.
+            relay.safe_states = [c not in device.safe_open for c in range(1, channels + 1)]
+            relay.states = list(relay.safe_states)
             model.relays[device.name] = relay
             bindings[device.name] = RelayBinding(relay)
         elif kind == "dc_bus":

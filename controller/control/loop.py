@@ -121,13 +121,18 @@ class LoadMemory:
             log.error("saved load state unreadable: starting afresh")
             return cls()
 
-    def sg_changed(self, heat_pump: str, state: int, now_s: float) -> None:
-        """Record that ``heat_pump`` is in SG-Ready ``state`` from ``now_s`` (a change
-        starts its dwell; a block starts the blocking clock)."""
+    def sg_changed(self, heat_pump: str, state: int, now_s: float, *,
+                   moved: bool = True) -> None:
+        """Record that ``heat_pump`` is in SG-Ready ``state`` from ``now_s``: a change
+        starts its dwell (``moved`` False: the heat pump was in that state already, as
+        when the gateway first confirms it — no dwell), a block the blocking clock."""
         if self.sg_state.get(heat_pump) == state:
             return
         self.sg_state[heat_pump] = state
-        self.sg_since[heat_pump] = now_s
+        if moved:
+            self.sg_since[heat_pump] = now_s
+        else:
+            self.sg_since.pop(heat_pump, None)
         if state == strategies.SG_BLOCKED:
             self.blocked_since[heat_pump] = now_s
         else:
@@ -677,7 +682,8 @@ class ControlLoop:
             def sg_effect() -> None:
                 self.commanded[actuator] = sg_state
                 self.last_written[actuator] = now
-                self.memory.sg_changed(actuator.name, sg_state, now)
+                self.memory.sg_changed(actuator.name, sg_state, now,
+                                       moved=current != sg_state)
             return target, writes, sg_effect
         if actuator.kind == "inverter_limit":
             inverter = Inverter(site.devices[actuator.name].device_map,
