@@ -284,12 +284,7 @@ def _codes(node: Node, point_type: PointType) -> dict[int, float]:
     low, high = point_type.integer_range
     codes: dict[int, float] = {}
     for key, child in codes_node.items():
-        try:
-            code = int(key, 0)
-        except ValueError:
-            raise _error(child, f'keys that are raw codes {low}–{high}, e.g. "2"') from None
-        if not low <= code <= high:
-            raise _error(child, f"a raw code {low}–{high}")
+        code = _int_key(key, child, low, high, "raw codes")
         meaning = child.float()
         if meaning in codes.values():
             raise _error(child, "a value no other code stands for")
@@ -340,14 +335,19 @@ def _labels(node: Node | None, low: int, high: int) -> dict[int, str]:
         return {}
     labels: dict[int, str] = {}
     for key, child in node.items():
-        try:
-            code = int(key, 0)
-        except ValueError:
-            raise _error(child, f'keys that are integers {low}–{high}, e.g. "1"') from None
-        if not low <= code <= high:
-            raise _error(child, f"a key {low}–{high}")
-        labels[code] = child.str()
+        labels[_int_key(key, child, low, high, "integers")] = child.str()
     return labels
+
+
+def _int_key(key: str, child: Node, low: int, high: int, what: str) -> int:
+    """A table key that must be an integer ``low``–``high`` (decimal or 0x…)."""
+    try:
+        code = int(key, 0)
+    except ValueError:
+        raise _error(child, f'keys that are {what} {low}–{high}, e.g. "1"') from None
+    if not low <= code <= high:
+        raise _error(child, f"a key {low}–{high}")
+    return code
 
 
 def _sentinels(node: Node | None, point_type: PointType, default_on: bool) -> tuple[int, ...]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import re
+import shutil
 import socket
 import time
 import tomllib
@@ -253,8 +254,6 @@ class Mosquitto:
 
     def __init__(self, folder: Path, *, tls: bool = False, port: int | None = None,
                  users: dict[str, str] | None = None, acl: str | None = None) -> None:
-        import shutil
-
         self.binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
         assert Path(self.binary).exists(), (
             "mosquitto is missing: .ci/system-packages --check-or-install")
@@ -393,3 +392,13 @@ def with_writable_point(spec: SiteSpec, device: str, point: str, folder: Path, *
     devices = dict(spec.devices)
     devices[device] = dataclasses.replace(original, model=model, device_map=device_map)
     return dataclasses.replace(spec, devices=devices)
+
+
+async def mbpoll(*args: str) -> str:
+    """Run mbpoll (the Debian package, a third-party Modbus client); its output."""
+    program = shutil.which("mbpoll")
+    assert program is not None, "mbpoll is missing: run .ci/system-packages --check-or-install"
+    process = await asyncio.create_subprocess_exec(
+        program, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    output, _ = await asyncio.wait_for(process.communicate(), 20)
+    return output.decode()

@@ -5,14 +5,11 @@ that leaves the contacts open (normal operation). Socket-free, on a manual clock
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import dataclasses
 import itertools
 from pathlib import Path
 
 from closed_loop import ClosedLoop, at
-from tests_support import wait_until
 
 from controller.control.events import DrEvent
 from controller.control.facts import control_warnings
@@ -61,14 +58,6 @@ def changes(loop: ClosedLoop) -> list[tuple[float, int]]:
         if not out or out[-1][1] != state:
             out.append((t, state))
     return out
-
-
-def advance_without_controller(loop: ClosedLoop, seconds: float) -> None:
-    model = loop.simulated.model
-    end = loop.clock.now() + seconds
-    while loop.clock.now() < end:
-        loop.clock.advance(5.0)
-        model.advance(loop.clock.now())
 
 
 def mean(values: list[float]) -> float:
@@ -161,7 +150,7 @@ async def test_a_dead_gateway_leaves_the_contacts_open_and_the_loads_on() -> Non
     await loop.run(1400)  # the heat pump pre-conditions (4), dwells 600 s, then blocks
     assert heat_pump.sg_ready_state == 1
     assert not all(relay.states[:3])  # loads shed as well
-    advance_without_controller(loop, 90)  # the gateway dies: nobody refreshes the watchdog
+    loop.advance_without_controller(90)  # the gateway dies: nobody refreshes the watchdog
     assert relay.trips >= 1
     assert contacts(loop) == (False, False)  # SG contacts fall open: normal
     assert heat_pump.sg_ready_state == 2
@@ -174,12 +163,7 @@ async def test_stopping_control_hands_the_contacts_back(tmp_path: Path) -> None:
     heat_pump = loop.simulated.model.heat_pumps["heat_pump"]
     await loop.run(60)
     assert heat_pump.sg_ready_state == 3
-    cycles = loop.loop.cycles
-    task = asyncio.create_task(loop.loop.run())
-    await wait_until(lambda: loop.loop.cycles > cycles, what="a cycle of the running loop")
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    await loop.stop_running()
     assert contacts(loop) == (False, False)
     assert heat_pump.sg_ready_state == 2
 
@@ -204,12 +188,7 @@ async def test_the_midea_register_stores_heat_blocks_and_is_handed_back(
     seen = changes(loop)
     for (t0, _), (t1, _) in itertools.pairwise(seen[1:]):  # the gateway's changes
         assert t1 - t0 >= 600.0 - SETTINGS.cycle_s, seen
-    cycles = loop.loop.cycles
-    task = asyncio.create_task(loop.loop.run())
-    await wait_until(lambda: loop.loop.cycles > cycles, what="a cycle of the running loop")
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    await loop.stop_running()
     assert heat_pump.sg_ready_state == 2  # failsafe "gateway": released on stop
 
 

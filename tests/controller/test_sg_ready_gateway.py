@@ -7,10 +7,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-import shutil
 from pathlib import Path
 
-from tests_support import example_on_free_ports, polling, simulated, wait_until
+from tests_support import example_on_free_ports, mbpoll, polling, simulated, wait_until
 
 from controller.control.events import DrEvent
 from controller.control.loop import ControlLoop, sg_ready_state
@@ -20,7 +19,6 @@ from controller.inbox import CommandInbox
 from drivers.site import load_site
 
 SITE = Path(__file__).resolve().parents[1] / "control" / "sites" / "sg-contacts.toml"
-MBPOLL = shutil.which("mbpoll")
 
 
 async def test_the_gateway_drives_the_contacts_and_hands_them_back(tmp_path: Path) -> None:
@@ -60,14 +58,6 @@ async def test_the_gateway_drives_the_contacts_and_hands_them_back(tmp_path: Pat
 def polled(output: str) -> dict[int, int]:
     return {int(ref): int(value) for ref, value in
             re.findall(r"^\[(\d+)\]:\s+(-?\d+)", output, flags=re.M)}
-
-
-async def mbpoll(*args: str) -> str:
-    assert MBPOLL is not None, "mbpoll is missing: run .ci/system-packages --check-or-install"
-    process = await asyncio.create_subprocess_exec(
-        MBPOLL, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
-    output, _ = await asyncio.wait_for(process.communicate(), 20)
-    return output.decode()
 
 
 async def test_mbpoll_reads_the_midea_heat_pump_at_its_table_addresses(
