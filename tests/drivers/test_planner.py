@@ -137,7 +137,8 @@ EXPECTED_FULL_POLL = {
     "dc-bus-converter": 2,  # 14 points
     "dtsu666": 13,  # 38 points; max_gap 0: the vendor does not promise gaps are readable
     "esp32-submeter": 2,  # 30 points
-    "relay16": 2,  # 18 points (16 coils in one FC 1 read)
+    "midea-mthermal-r290": 3,  # 21 points: settings 1–16, operating 100–151, status 189
+    "relay16": 2,  # 34 points (16 coils in one FC 1 read; 18 registers from 4096)
     "sdm630": 19,  # 88 points; max_gap 0, at most 80 registers per read
     "sg-ready-heatpump": 2,  # 15 points
     "sunspec-battery": 2,  # 96 points
