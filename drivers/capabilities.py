@@ -16,6 +16,7 @@ Sign conventions (all powers in W):
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 
@@ -91,18 +92,23 @@ KINDS: dict[str, KindSpec] = {
                                                 "charge_limit_pct")},
     ),
     "heat_pump": KindSpec(
-        required=frozenset({"sg_ready_state", "power_w"}),
+        # SG-Ready may be a register (sg_ready_state) or, physically, two contacts on
+        # the terminal block driven by a relay module (the site file wires them).
+        required=frozenset({"power_w"}),
         optional=(
-            r"energy_wh", r"thermal_energy_wh", r"thermal_power_w", r"flow_setpoint_c",
-            r"flow_temp_c", r"return_temp_c", r"outdoor_temp_c", r"indoor_temp_c",
-            r"indoor_setpoint_c", r"operating_mode", r"cop", r"rated_power_w",
+            r"sg_ready_state", r"energy_wh", r"thermal_energy_wh", r"thermal_power_w",
+            r"flow_setpoint_c", r"flow_temp_c", r"return_temp_c", r"outdoor_temp_c",
+            r"indoor_temp_c", r"indoor_setpoint_c", r"operating_mode", r"cop", r"rated_power_w",
         ),
         controls={"sg_ready": ControlSpec("SG-Ready state 1–4", "sg_ready_state"),
                   "flow_setpoint": ControlSpec("°C", "flow_setpoint_c")},
     ),
     "relay": KindSpec(
         required=frozenset(),
-        optional=(r"channel_[0-9]+_on", r"watchdog_s", r"watchdog_tripped"),
+        # channel_N_safe_on: the state channel N takes when the watchdog trips (True =
+        # closed), on modules that let it be set per channel.
+        optional=(r"channel_[0-9]+_on", r"channel_[0-9]+_safe_on", r"watchdog_s",
+                  r"watchdog_tripped"),
     ),
     "dc_bus": KindSpec(
         required=frozenset({"bus_voltage_v", "power_w"}),
@@ -124,3 +130,11 @@ KINDS: dict[str, KindSpec] = {
         ),
     ),
 }
+
+
+_CHANNEL = re.compile(r"channel_([0-9]+)_on")
+
+
+def relay_channel_count(capabilities: Mapping[str, str] | Iterable[str]) -> int:
+    """How many channels a relay map offers: its ``channel_N_on`` capabilities."""
+    return sum(1 for name in capabilities if _CHANNEL.fullmatch(name))

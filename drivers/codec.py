@@ -160,6 +160,8 @@ def decode(point: Point, registers: Sequence[int] | Sequence[bool],
             return None
     elif raw in point.not_implemented:
         return None
+    if point.codes:
+        return point.codes.get(int(raw))
     if point.scale_factor is not None:
         if scale_factor is None:
             return None
@@ -182,6 +184,8 @@ def encode(point: Point, value: Value, scale_factor: int | None = None) -> list[
     if isinstance(value, str | bool):
         raise WriteRangeError(f"{point.name}: expected a number, got {value!r}")
     raw: int | float
+    if point.codes:
+        return encode_raw(point, _code_of(point, value))
     if point.scale_factor is not None:
         if scale_factor is None:
             raise WriteRangeError(
@@ -214,6 +218,15 @@ def encode_write(point: Point, value: Value, scale_factor: int | None = None) ->
     if point.type is PointType.BOOL:
         return encode_raw(point, bool(value))
     return encode(point, value, scale_factor)
+
+
+def _code_of(point: Point, value: float) -> int:
+    """The raw code of ``value`` in the point's lookup table."""
+    for code, meaning in point.codes.items():
+        if meaning == value:
+            return code
+    allowed = ", ".join(f"{meaning:g}" for meaning in sorted(point.codes.values()))
+    raise WriteRangeError(f"{point.name}: {value:g} is none of its coded values ({allowed})")
 
 
 def _sentinel(point: Point) -> int | float | str | bool:

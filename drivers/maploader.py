@@ -90,7 +90,7 @@ _DEVICE_KEYS = ("model", "kind", "protocol", "manufacturer", "description", "doc
                 "pacing")
 _POINT_KEYS = ("name", "table", "address", "type", "length", "word_order", "byte_order",
                "scale", "offset", "scale_factor", "unit", "access", "min", "max",
-               "not_implemented", "enum", "bits", "description", "ratios")
+               "not_implemented", "enum", "bits", "codes", "description", "ratios")
 
 
 def _error(node: Node, expected: str) -> MapError:
@@ -284,6 +284,7 @@ def _point(node: Node, word_order: Order, byte_order: Order, use_sentinels: bool
     if bits_node is not None and point_type not in (PointType.BITS16, PointType.BITS32):
         raise _error(bits_node, "no bits table (only bits16/bits32 points have one)")
     bit_count = 32 if point_type is PointType.BITS32 else 16
+    codes = _codes(node, point_type)
     return Point(
         name=name,
         table=table,
@@ -305,6 +306,7 @@ def _point(node: Node, word_order: Order, byte_order: Order, use_sentinels: bool
         bits=_labels(bits_node, 0, bit_count - 1),
         description=_str_or(node.get("description"), ""),
         ratios=_ratio_names(node),
+        codes=codes,
     )
 
 
@@ -338,6 +340,30 @@ def _quantities(node: Node | None, kind: str, points: Mapping[str, PointBase]
                          "drivers/capabilities.py)")
         quantities[name] = quantity
     return quantities
+
+
+def _codes(node: Node, point_type: PointType) -> dict[int, float]:
+    """``codes``: a table of raw codes and the engineering values they stand for, for
+    devices that encode a quantity by lookup rather than by scale."""
+    codes_node = node.get("codes")
+    if codes_node is None:
+        return {}
+    if point_type not in (PointType.U16, PointType.S16, PointType.U32, PointType.S32):
+        raise _error(codes_node, "no codes table (only u16, s16, u32 and s32 points have one)")
+    for key in ("scale", "offset", "scale_factor"):
+        if node.has(key):
+            raise _error(node.req(key), f"no {key} on a point with a codes table")
+    low, high = point_type.integer_range
+    codes: dict[int, float] = {}
+    for key, child in codes_node.items():
+        code = _int_key(key, child, low, high, "raw codes")
+        meaning = child.float()
+        if meaning in codes.values():
+            raise _error(child, "a value no other code stands for")
+        codes[code] = meaning
+    if not codes:
+        raise _error(codes_node, "at least one code")
+    return codes
 
 
 def _unit(node: Node) -> str:
@@ -381,14 +407,19 @@ def _labels(node: Node | None, low: int, high: int) -> dict[int, str]:
         return {}
     labels: dict[int, str] = {}
     for key, child in node.items():
-        try:
-            code = int(key, 0)
-        except ValueError:
-            raise _error(child, f'keys that are integers {low}–{high}, e.g. "1"') from None
-        if not low <= code <= high:
-            raise _error(child, f"a key {low}–{high}")
-        labels[code] = child.str()
+        labels[_int_key(key, child, low, high, "integers")] = child.str()
     return labels
+
+
+def _int_key(key: str, child: Node, low: int, high: int, what: str) -> int:
+    """A table key that must be an integer ``low``–``high`` (decimal or 0x…)."""
+    try:
+        code = int(key, 0)
+    except ValueError:
+        raise _error(child, f'keys that are {what} {low}–{high}, e.g. "1"') from None
+    if not low <= code <= high:
+        raise _error(child, f"a key {low}–{high}")
+    return code
 
 
 def _sentinels(node: Node | None, point_type: PointType, default_on: bool) -> tuple[int, ...]:

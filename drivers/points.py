@@ -235,6 +235,10 @@ class Point(PointBase):
     scale_factor: str | None = None
     #: Raw values meaning "not implemented" (decode to None); the first is canonical.
     not_implemented: tuple[int, ...] = ()
+    #: A lookup table instead of scaling: raw code → engineering value (evcc's "map"
+    #: source). A raw value not in the table decodes to None; a value not in it cannot
+    #: be written.
+    codes: Mapping[int, float] = field(default_factory=dict)
 
     @property
     def count(self) -> int:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 from typing import Protocol
 
+from drivers.devices import SG_READY_CONTACTS
 from drivers.points import Value
 from simulators.physics.battery import BatteryModel
 from simulators.physics.dcbus import DcBus
@@ -28,7 +29,7 @@ from simulators.physics.grid import (
     phase_values,
     voltage_thd_pct,
 )
-from simulators.physics.heatpump import HeatPump
+from simulators.physics.heatpump import MODE_AUTO, MODE_COOLING, MODE_HEATING, MODE_OFF, HeatPump
 from simulators.physics.loads import RelayModule
 from simulators.physics.pv import PvInverter
 from simulators.physics.site import MeterModel, SimLoad, SubMeterChannelModel
@@ -350,18 +351,36 @@ class HeatPumpBinding:
         }
 
     def extra_points(self) -> dict[str, Value]:
-        hp = self.heat_pump
+        hp, cfg = self.heat_pump, self.heat_pump.config
         running = hp.electric_w > 0
-        status = (running * 1) | ((hp.thermal_w > 0) * 2) | ((hp.thermal_w < 0) * 4) | (
+        heating, cooling = hp.thermal_w > 0, hp.thermal_w < 0
+        status = (running * 1) | (heating * 2) | (cooling * 4) | (
             (hp.sg_ready_state == 1) * 8)
-        return {"status": status}
+        sg_signal, evu_signal = SG_READY_CONTACTS[hp.sg_ready_state]
+        return {
+            "status": status,  # the reference profile (sg-ready-heatpump)
+            # Midea M-Thermal (midea-mthermal-r290): its table's codes
+            "mode_setting": {MODE_AUTO: 1, MODE_HEATING: 3, MODE_COOLING: 2}.get(hp.mode, 1),
+            "power_zone1": 0 if hp.mode == MODE_OFF else 1,
+            # modelled: an inverter compressor between 20 and 90 Hz with the load
+            "compressor_frequency": 20 + 70 * hp.electric_w / cfg.rated_electric_w
+            if running else 0,
+            "operating_state": 3 if heating else 2 if cooling else 0,
+            "t1_total_outlet": hp.flow_c,
+            "compressor_hours": hp.compressor_s,
+            # the nameplate's heating capacity in whole kW, taken as 3 × the electric rating
+            "unit_capacity": round(cfg.rated_electric_w * 3.0 / 1000.0) * 1000.0,
+            "current_error": 0,
+            "status_1": (sg_signal << 10) | (evu_signal << 11),
+            "status_2": 1 << 7,  # 3-phase supply; temperatures in whole °C (bit 8 = 0)
+        }
 
     def write(self, capability: str, value: Value) -> None:
         number = _number(value)
         if capability == "sg_ready_state":
             if number not in (1, 2, 3, 4):
                 raise ValueError("SG-Ready state must be 1–4")
-            self.heat_pump.sg_ready_state = int(number)
+            self.heat_pump.sg_ready_state = int(number)  # ValueError when wired to contacts
         elif capability == "flow_setpoint_c":
             self.heat_pump.flow_setpoint_c = number
         elif capability == "indoor_setpoint_c":
@@ -380,6 +399,8 @@ class RelayBinding:
         values: dict[str, Value] = {
             f"channel_{i}_on": on for i, on in enumerate(self.relay.states, start=1)
         }
+        for i, closed in enumerate(self.relay.safe_states, start=1):
+            values[f"channel_{i}_safe_on"] = 1 if closed else 0
         values["watchdog_s"] = self.relay.watchdog_s
         values["watchdog_tripped"] = self.relay.trips
         return values
@@ -388,7 +409,12 @@ class RelayBinding:
         return {}
 
     def write(self, capability: str, value: Value) -> None:
-        if capability.startswith("channel_") and capability.endswith("_on"):
+        if capability.startswith("channel_") and capability.endswith("_safe_on"):
+            number = _number(value)
+            if number not in (0, 1):
+                raise ValueError("a safe state is 0 (open) or 1 (closed)")
+            self.relay.set_safe_state(int(capability[8:-8]), bool(number))
+        elif capability.startswith("channel_") and capability.endswith("_on"):
             self.relay.write_channel(int(capability[8:-3]), bool(value))
         elif capability == "watchdog_s":
             self.relay.set_watchdog(_number(value))

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
+from drivers.capabilities import relay_channel_count
+from drivers.devices import sg_ready_from_contacts
 from drivers.schema import ConfigError, Node
 from drivers.site import DeviceSpec, SiteSpec
 from simulators.bindings import (
@@ -119,9 +121,13 @@ def build_site(spec: SiteSpec, *, start_s: float | None = None,
             model.heat_pumps[device.name] = heat_pump
             bindings[device.name] = HeatPumpBinding(heat_pump)
         elif kind == "relay":
-            channels = sum(1 for c in device.device_map.capabilities if c.startswith("channel_"))
+            channels = relay_channel_count(device.device_map.capabilities)
             relay = RelayModule(channels, start)
             relay.watchdog_s = _float(params, "watchdog_s", 0.0, 0, 3600)
+            # A commissioned module: the channels the site lists in safe_open fall open
+            # (watchdog and power-on state); the gateway keeps them so.
+            relay.safe_states = [c not in device.safe_open for c in range(1, channels + 1)]
+            relay.states = list(relay.safe_states)
             model.relays[device.name] = relay
             bindings[device.name] = RelayBinding(relay)
         elif kind == "dc_bus":
@@ -159,11 +165,31 @@ def build_site(spec: SiteSpec, *, start_s: float | None = None,
         if load.meter is not None:
             meter_name, channel = load.meter
             sub_meter_channels[meter_name][channel] = SubMeterChannelModel(load.name)
+    _wire_sg_ready(spec, model)
     model.sub_meters = sub_meter_channels
     for name, meter_channels in sub_meter_channels.items():
         bindings[name] = SubMeterBinding(meter_channels, model.loads, lambda: model.t_s)
     _check_measures(site)
     return site
+
+
+def _wire_sg_ready(spec: SiteSpec, model: SiteModel) -> None:
+    """Heat pumps whose SG-Ready terminals the site wires to relay channels follow those
+    contacts (the label's truth table), not their register."""
+    for device in spec.devices.values():
+        wiring = device.sg_ready
+        if wiring is None or wiring.relay is None or wiring.contacts is None:
+            continue
+        relay = model.relays[wiring.relay]
+        first, second = wiring.contacts
+
+        def contacts(relay: RelayModule = relay, first: int = first,
+                     second: int = second) -> int:
+            state = sg_ready_from_contacts(relay.states[first - 1], relay.states[second - 1])
+            assert state is not None  # both contacts are always known here
+            return state
+
+        model.heat_pumps[device.name].sg_input = contacts
 
 
 def _start(section: Node | None, zone: ZoneInfo) -> float | None:

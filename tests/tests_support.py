@@ -62,14 +62,14 @@ def distinct_free_ports(count: int) -> list[int]:
             sock.close()
 
 
-def example_on_free_ports(tmp_path: Path) -> Path:
-    """The example site with every TCP port replaced by a distinct free one and its RS-485
-    lines linked inside ``tmp_path``."""
-    text = EXAMPLE.read_text(encoding="utf-8")
+def example_on_free_ports(tmp_path: Path, source: Path = EXAMPLE) -> Path:
+    """The example site (or the site file ``source``) with every TCP port replaced by a
+    distinct free one and its RS-485 lines linked inside ``tmp_path``."""
+    text = source.read_text(encoding="utf-8")
     ports = sorted(set(re.findall(r"^port = (\d+)$", text, flags=re.M)))
     for old, new in zip(ports, distinct_free_ports(len(ports)), strict=True):
         text = re.sub(rf"^port = {old}$", f"port = {new}", text, flags=re.M)
-    text = re.sub(r'serial_port = "/tmp/pedf-(rs485-\d+)"',
+    text = re.sub(r'serial_port = "/tmp/pedf-([\w.-]*rs485[\w.-]*)"',
                   lambda m: f'serial_port = "{tmp_path / m.group(1)}"', text)
     path = tmp_path / "site.toml"
     path.write_text(text, encoding="utf-8")
@@ -273,8 +273,6 @@ class Mosquitto:
 
     def __init__(self, folder: Path, *, tls: bool = False, port: int | None = None,
                  users: dict[str, str] | None = None, acl: str | None = None) -> None:
-        import shutil
-
         self.binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
         assert Path(self.binary).exists(), (
             "mosquitto is missing: .ci/system-packages --check-or-install")
@@ -414,3 +412,4 @@ def with_writable_point(spec: SiteSpec, device: str, point: str, folder: Path, *
     devices = dict(spec.devices)
     devices[device] = dataclasses.replace(original, model=model, device_map=device_map)
     return dataclasses.replace(spec, devices=devices)
+

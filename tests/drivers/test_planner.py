@@ -140,7 +140,8 @@ EXPECTED_FULL_POLL = {
     "ddsu666": 3,  # 10 points: 0x0006, 0x2000-0x200F (reserved 0x200C), 0x4000-0x400B
     "dtsu666": 5,  # 59 points: the keyboard words (2 reads), 0x101E, 0x2000, 0x4000 blocks
     "esp32-submeter": 2,  # 30 points
-    "relay16": 2,  # 18 points (16 coils in one FC 1 read)
+    "midea-mthermal-r290": 3,  # 21 points: settings 1–16, operating 100–151, status 189
+    "relay16": 2,  # 34 points (16 coils in one FC 1 read; 18 registers from 4096)
     "sdm630": 9,  # 92 points; the input table answered as a whole, at most 80 per read
     "sg-ready-heatpump": 2,  # 15 points
     "sunspec-battery": 2,  # 96 points
