@@ -27,7 +27,7 @@ publishes signed (HMAC-SHA256) commands at QoS 1 to ``<prefix>/commands``, alter
 
 Each command therefore causes exactly one coil write (+ read-back) on each of the 50
 devices. **Latency** = from just before ``client.publish`` (t0) to the moment the control
-loop got the *last* of the 50 verified :class:`~controller.poller.WriteResult`\\ s with the
+loop got the *last* of the 50 verified :class:`~controller.scheduler.WriteResult`\\ s with the
 command's value (``Gateway.execute`` is wrapped on the instance to timestamp results; the
 controller code is not changed). The next command goes 1.2–2.0 s (random, fixed seed)
 after the previous one completed, so commands land at every phase of the 1 s control
@@ -78,7 +78,7 @@ from controller.commands import Command, sign_hmac
 from controller.config import uplink_settings
 from controller.control.loop import ControlLoop
 from controller.operator import build_command
-from controller.poller import WriteResult
+from controller.scheduler import WriteResult
 from controller.uplink import CommandChannel
 from drivers.devices import Write
 from drivers.site import SiteSpec, load_site
