@@ -29,7 +29,6 @@ never swallowed.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import time
@@ -40,6 +39,7 @@ from dataclasses import dataclass, field
 
 from controller.bus import ReadingBus
 from controller.lines import BadFrameError, Line, LinkError, LinkTimeoutError
+from controller.wakeup import Wakeup
 from drivers.devices import Write
 from drivers.points import PollGroup, Value, WriteRangeError
 from drivers.protocol import DeviceAnswerError, Driver, Exchange, FrameError, Operation
@@ -150,7 +150,7 @@ class LineScheduler:
     wall_clock: Callable[[], float] = time.time
     max_pending_writes: int = 64
     _writes: deque[_PendingWrite] = field(default_factory=deque)
-    _wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+    _wakeup: Wakeup = field(default_factory=Wakeup)  # woken when a write is queued
     _last_device: DevicePoller | None = None
     _by_name: dict[str, DevicePoller] = field(default_factory=dict)
 
@@ -185,10 +185,7 @@ class LineScheduler:
                 if self._writes:
                     wait = min(wait, self._write_wait(now))
                 if wait > 0:
-                    self._wakeup.clear()
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(wait):
-                            await self._wakeup.wait()
+                    await self._wakeup.wait(wait)
                     continue
                 await self._poll(device, schedule)
         finally:
@@ -332,7 +329,7 @@ class LineScheduler:
             future.set_result(self._failed(pending, "write queue full"))
             return future
         self._writes.append(pending)
-        self._wakeup.set()
+        self._wakeup.wake()
         return future
 
     def _write_wait(self, now: float) -> float:
