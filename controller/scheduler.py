@@ -54,6 +54,13 @@ BACKOFF_BASE_S = 1.0
 __all__ = ["DeviceHealth", "DevicePoller", "GroupSchedule", "LineScheduler", "WriteResult"]
 
 
+#: Polls start in one of this many slots per second (per interval, when shorter), at
+#: the same instants on every line of a gateway: each slot's devices wake the event loop
+#: once, together, instead of once each. At 1 Hz, wake-ups rather than polls are most
+#: of the gateway's CPU (benchmarks/bench_controller.py).
+PHASE_SLOTS = 10
+
+
 @dataclass
 class GroupSchedule:
     group: PollGroup
@@ -111,10 +118,10 @@ class DevicePoller:
 
     @classmethod
     def create(cls, spec: DeviceSpec, driver: Driver, now: float) -> DevicePoller:
-        # A fixed phase per device spreads the first polls (and so every later cycle)
-        # over up to a second, instead of every device asking in the same instant.
-        phase = zlib.crc32(spec.name.encode()) / 0xFFFF_FFFF
-        groups = [GroupSchedule(group, next_due=now + phase * min(group.interval_s, 1.0))
+        # A fixed slot per device spreads the polls over PHASE_SLOTS instants a second
+        # (or an interval, if shorter), instead of every device asking in the same one.
+        slot = zlib.crc32(spec.name.encode()) * PHASE_SLOTS // 0x1_0000_0000 / PHASE_SLOTS
+        groups = [GroupSchedule(group, next_due=now + slot * min(group.interval_s, 1.0))
                   for group in spec.groups.values()]
         for schedule in groups:
             driver.read(schedule.group.points)  # plan now: a bad map fails at start-up
@@ -159,9 +166,12 @@ class LineScheduler:
 
     @classmethod
     def for_devices(cls, line: Line, specs: Sequence[DeviceSpec], bus: ReadingBus,
-                    wall_clock: Callable[[], float] = time.time) -> LineScheduler:
-        """The scheduler of ``line`` for ``specs``, each with its protocol's driver."""
-        now = time.monotonic()
+                    wall_clock: Callable[[], float] = time.time, *,
+                    start: float | None = None) -> LineScheduler:
+        """The scheduler of ``line`` for ``specs``, each with its protocol's driver.
+        Polls are phased from ``start`` (monotonic s; default now): a gateway gives all
+        its lines the same start, so that their slots coincide."""
+        now = time.monotonic() if start is None else start
         return cls(str(line), line, [DevicePoller.create(s, driver_for(s), now) for s in specs],
                    bus, wall_clock)
 
