@@ -91,7 +91,10 @@ class _RtuExchange(ModbusExchange):
 
     def receive(self, buffer: bytearray) -> bool:
         self.answer = parse_rtu(self.request, buffer)
-        return self.answer is not None
+        if self.answer is None:
+            return False
+        buffer.clear()  # the answer was every byte since the request: used, not discarded
+        return True
 
 
 def exchange_for(request: Request, framing: Framing) -> ModbusExchange:
