@@ -54,7 +54,7 @@ from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusException
 from pymodbus.pdu import ModbusPDU
 
-from benchmarks.common import free_ports, print_table, verdict
+from benchmarks.common import free_ports, print_goals, print_table
 from controller.runtime import Gateway
 from drivers.codec import register_map, with_scale_factors
 from drivers.maploader import get_map, shipped_models
@@ -493,18 +493,17 @@ def part_coalescing() -> tuple[int, int]:
 def summary(cpu: Window, runs: Sequence[Run], coalescing: tuple[int, int]) -> None:
     mean_speedup, worst_speedup = speedups(runs)
     overall = coalescing[0] / coalescing[1]
-    print("\n-- summary (figures from this run; the machine is shared, read them as such)")
-    print_table(
-        ["goal", "measured", "verdict"],
-        [[f"controller CPU at 1 Hz ≤ {CPU_GOAL:.2f} of a core",
-          f"{cpu.cpu_per_wall:.3f} ({cpu.requests_per_s:.0f} req/s, "
-          f"{cpu.polls_failed} failed polls)", verdict(cpu.cpu_per_wall <= CPU_GOAL)],
-         [f"requests/s vs naive pymodbus loop ≥ {SPEEDUP_GOAL:g}×",
-          f"{mean_speedup:.1f}× mean (worst pair {worst_speedup:.1f}×)",
-          verdict(mean_speedup >= SPEEDUP_GOAL)],
-         [f"coalescing ≥ {COALESCING_GOAL:g}× fewer requests",
-          f"{overall:.1f}× ({coalescing[0]} → {coalescing[1]})",
-          verdict(overall >= COALESCING_GOAL)]])
+    print_goals([
+        (f"controller CPU at 1 Hz ≤ {CPU_GOAL:.2f} of a core",
+         cpu.cpu_per_wall <= CPU_GOAL,
+         f"{cpu.cpu_per_wall:.3f} ({cpu.requests_per_s:.0f} req/s, "
+         f"{cpu.polls_failed} failed polls)"),
+        (f"requests/s vs naive pymodbus loop ≥ {SPEEDUP_GOAL:g}×",
+         mean_speedup >= SPEEDUP_GOAL,
+         f"{mean_speedup:.1f}× mean (worst pair {worst_speedup:.1f}×)"),
+        (f"coalescing ≥ {COALESCING_GOAL:g}× fewer requests",
+         overall >= COALESCING_GOAL, f"{overall:.1f}× ({coalescing[0]} → {coalescing[1]})"),
+    ])
 
 
 def main() -> None:
