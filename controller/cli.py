@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import signal
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -137,10 +138,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         "report": cmd_report, "tariff": cmd_tariff,
     }
     try:
-        return handlers[args.command](args)
+        status = handlers[args.command](args)
+        sys.stdout.flush()  # a closed pipe shows here, inside the handler below
     except ConfigError as exc:
         print(f"pedf {args.command}: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `pedf maps | head`: the reader has all it wanted
+        _silence_stdout()
+        return 128 + signal.SIGPIPE
+    return status
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's final flush cannot fail again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 def _logging(args: argparse.Namespace, site: SiteSpec | None, default_level: str) -> None:
