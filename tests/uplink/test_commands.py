@@ -14,7 +14,8 @@ from tests_support import EXAMPLE
 from controller.commands import CommandRejectedError, Verifier, sign_ed25519, sign_hmac, validate
 from controller.inbox import CommandInbox
 from controller.store import Store
-from controller.uplink import CommandChannel, Topics, UplinkStats
+from controller.channel import CommandChannel
+from controller.uplink import Topics, UplinkStats
 from drivers.site import SiteSpec, load_site
 
 KEY = b"test-key"
@@ -140,9 +141,9 @@ def test_channel_queues_once_replies_and_audits(site: SiteSpec, tmp_path: Path) 
     store = Store(tmp_path / "s.sqlite")
     inbox = CommandInbox()
     handler = channel(site, store, inbox)
-    replies = handler.handle(signed(command()), response_topic="operator/replies/7",
+    replies = handler.handle(signed(command()), response_topic="pedf/jinan-office/replies/op-7",
                              correlation=b"\x07")
-    assert [r.topic for r in replies] == ["pedf/jinan-office/replies", "operator/replies/7"]
+    assert [r.topic for r in replies] == ["pedf/jinan-office/replies", "pedf/jinan-office/replies/op-7"]
     assert replies[0].body["status"] == "accepted"
     assert replies[1].correlation == b"\x07"
     again = handler.handle(signed(command()))  # the same command again: idempotent
