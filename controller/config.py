@@ -255,6 +255,29 @@ def _check_listeners(settings: UplinkSettings, given: Given) -> None:
                           "metrics_password_file (basic auth)", "metrics_host")
 
 
+def listeners(settings: UplinkSettings) -> list[tuple[str, str]]:
+    """What ``pedf run`` will listen on: (host:port, what and who may use it)."""
+    found: list[tuple[str, str]] = []
+    if not settings.enabled:
+        return found
+    if settings.host is None:
+        who = (f"{len(settings.broker_users)} user(s) from the site file" if
+               settings.broker_users else f"anonymous clients may read {settings.topic_prefix}"
+               f"/# and publish {settings.topic_prefix}/commands")
+        found.append((_address(settings.embedded_host, settings.port),
+                      f"MQTT broker (embedded): {who}"))
+    if settings.metrics_port is not None:
+        auth = "basic auth" if settings.metrics_username else "no auth"
+        found.append((_address(settings.metrics_host, settings.metrics_port),
+                      f"Prometheus metrics ({auth})"))
+    return found
+
+
+def _address(host: str, port: int) -> str:
+    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return where if is_loopback(host) else f"{where} (beyond this machine)"
+
+
 def check_site(path: Path | str) -> SiteSpec:
     """Load ``path`` and validate every section the gateway owns. Raises ConfigError.
     (The ``[simulation]`` section belongs to the simulators: ``pedf check`` validates it
