@@ -99,6 +99,9 @@ class CommandChannel:
             batch = await asyncio.to_thread(self.store.pending_inbound, BATCH)
             if batch:
                 await self._wait_for_room()
+                room = self.inbox.room()
+                if room > 0:  # no more than fit: the rest waits its turn, not refused
+                    batch = batch[:room]
                 try:
                     await asyncio.to_thread(self.process, batch)
                 except OSError as exc:  # StoreWriteError: still recorded, try again

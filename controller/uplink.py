@@ -91,6 +91,7 @@ class Topics:
 @dataclass
 class UplinkStats:
     connected: bool = False
+    subscribed: bool = False  # to the command topic, on the current connection
     connects: int = 0
     published: int = 0
     acknowledged: int = 0
@@ -299,7 +300,7 @@ class Publisher:
             else:
                 delay = backoff.next()
             finally:
-                self.stats.connected = False
+                self.stats.connected = self.stats.subscribed = False
             await asyncio.sleep(delay)
 
     def _client(self) -> GatewayClient:
@@ -337,6 +338,7 @@ class Publisher:
                 await hook(client)
             if self.on_recorded is not None:
                 await client.subscribe(self.topics.commands, qos=1)
+                self.stats.subscribed = True
             async with asyncio.TaskGroup() as group:
                 group.create_task(self._publish_loop(client), name="uplink publish")
                 if self.on_recorded is not None:

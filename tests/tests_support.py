@@ -15,6 +15,9 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
 
 from controller.runtime import Gateway, with_serial_ports
 from controller.scheduler import DeviceHealth
@@ -30,15 +33,46 @@ ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "jinan-office.toml"
 
 
-async def wait_until(condition: Callable[[], object], *, timeout_s: float = 10.0,
-                     poll_s: float = 0.01, what: str = "") -> None:
-    """Wait until ``condition()`` is true, checking every ``poll_s``; fail the test after
-    ``timeout_s`` naming ``what`` (a deadline, never a fixed sleep before an assert)."""
+# -- waiting on a condition ----------------------------------------------------------
+
+
+def _missed(what: str | Callable[[], str], timeout_s: float) -> AssertionError:
+    text = what() if callable(what) else what
+    return AssertionError(f"{text}: not within {timeout_s:g} s")
+
+
+async def eventually(condition: Callable[[], T], *, timeout_s: float = 10.0,
+                     what: str | Callable[[], str] = "the condition",
+                     interval_s: float = 0.05) -> T:
+    """Wait until ``condition()`` returns something truthy, and return it. The test fails
+    (naming ``what``, which may be a function giving the state at that moment) when that
+    takes longer than ``timeout_s``: a deadline, not a pace — on a loaded machine the
+    wait only gets longer. The one way tests wait for something to happen."""
     deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout_s:g} s: {what or condition}")
-        await asyncio.sleep(poll_s)
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise _missed(what, timeout_s)
+        await asyncio.sleep(interval_s)
+
+
+def eventually_sync(condition: Callable[[], T], *, timeout_s: float = 10.0,
+                    what: str | Callable[[], str] = "the condition",
+                    interval_s: float = 0.05) -> T:
+    """:func:`eventually` for tests without an event loop (subprocesses)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise _missed(what, timeout_s)
+        time.sleep(interval_s)
+
+
+# -- ports and site files -------------------------------------------------------------
 
 
 def free_port() -> int:
@@ -272,7 +306,8 @@ class Mosquitto:
     persistence so stop/start keeps queued messages like a real broker restart."""
 
     def __init__(self, folder: Path, *, tls: bool = False, port: int | None = None,
-                 users: dict[str, str] | None = None, acl: str | None = None) -> None:
+                 users: dict[str, str] | None = None, acl: str | None = None,
+                 extra: tuple[str, ...] = ()) -> None:
         self.binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
         assert Path(self.binary).exists(), (
             "mosquitto is missing: .ci/system-packages --check-or-install")
@@ -304,6 +339,7 @@ class Mosquitto:
         if acl is not None:
             (folder / "acl").write_text(acl)
             lines.append(f"acl_file {folder / 'acl'}")
+        lines += extra  # more settings, e.g. max_packet_size
         if tls:
             lines += [f"listener {self.tls_port} 127.0.0.1",
                       f"cafile {self.certs['ca']}", f"certfile {self.certs['server_cert']}",
@@ -314,20 +350,26 @@ class Mosquitto:
     def start(self) -> Mosquitto:
         import contextlib
         import subprocess
-        import time
 
-        self.process = subprocess.Popen([self.binary, "-c", str(self.config)],
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 10
-        while True:
+        process = subprocess.Popen([self.binary, "-c", str(self.config)],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.process = process
+
+        def listening() -> bool:
+            if process.poll() is not None:
+                _, errors = process.communicate()
+                raise AssertionError(f"mosquitto did not start: {errors.decode()}")
             with contextlib.suppress(OSError), socket.create_connection(
                     ("127.0.0.1", self.port), 0.2):
-                return self
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                self.process.kill()
-                _, errors = self.process.communicate()
-                raise AssertionError(f"mosquitto did not start: {errors.decode()}")
-            time.sleep(0.05)
+                return True
+            return False
+
+        try:
+            eventually_sync(listening, timeout_s=10, what="mosquitto listening")
+        except AssertionError:
+            process.kill()
+            raise
+        return self
 
     def stop(self) -> None:
         import subprocess
