@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -19,7 +18,7 @@ from typing import Any
 from openleadr import OpenADRServer, hooks, objects, utils
 from openleadr.messaging import create_message, parse_message, validate_xml_schema
 from sim_plant import SimPlant
-from tests_support import EXAMPLE, example_on_free_ports, free_port
+from tests_support import EXAMPLE, eventually, example_on_free_ports, free_port
 
 from controller.control.events import DrEvent
 from controller.control.loop import ControlLoop
@@ -187,10 +186,8 @@ async def running_utility(**kwargs: Any) -> AsyncIterator[Utility]:
 
 async def until(condition: Callable[[], bool], timeout_s: float = 10.0,
                 what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"{what}: not met within {timeout_s} s"
-        await asyncio.sleep(0.05)
+    """``tests_support.eventually`` with this suite's argument order."""
+    await eventually(condition, timeout_s=timeout_s, what=what)
 
 
 def site_with_openadr(tmp_path: Path, section: str, *, free_ports: bool = False) -> Path:
