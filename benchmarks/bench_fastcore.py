@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from benchmarks.common import Results
 from controller.tariffs import DEFAULT_TARIFF, load_tariff
 from fastcore import _meter_py, _shed_py
 from fastcore._common import (
@@ -285,7 +286,8 @@ def bench_aggregation() -> list[tuple[str, bool, str]]:
         ("aggregation >= 10x numpy", vs_numpy >= 10, f"{vs_numpy:.1f}x"),
         ("aggregation >= 20% of memcpy (per poll)", mem_poll >= 0.2, f"{mem_poll:.1%}"),
         ("aggregation >= 20% of memcpy (one batch)", mem_whole >= 0.2, f"{mem_whole:.1%}"),
-        ("numpy/twin results agree with kernel", agree and twin_agrees, ""),
+        ("numpy/twin results agree with kernel", agree and twin_agrees,
+         "agree" if agree and twin_agrees else "differ"),
     ]
 
 
@@ -347,15 +349,17 @@ def bench_shedding() -> list[tuple[str, bool, str]]:
     return goals
 
 
-def main() -> None:
+def main() -> Results:
+    results = Results()
     if _meter is None or _shed is None:
         print("compiled fastcore kernels are not built: nothing to compare "
               "(pip install . or python setup.py build_ext --inplace)")
-        return
-    goals = bench_aggregation() + bench_shedding()
-    print("\ngoals (ratios measured side by side in this run):")
-    for name, met, figure in goals:
-        print(f"  [{'met' if met else 'NOT MET':7}] {name:68} {figure}")
+        results.goal("compiled kernels built", False, "not built")
+        return results
+    for name, met, figure in bench_aggregation() + bench_shedding():
+        results.goal(name.strip(), met, figure)
+        results.figures[name.strip()] = figure  # ratios measured side by side in this run
+    return results
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from controller.commands import Decision, Verifier, decide
+from controller.commands import MAX_PAYLOAD_BYTES, Decision, Verifier, decide
 from controller.inbox import CommandInbox
 from controller.store import AuditEntry, Conclusion, InboundCommand, Outgoing, Store
 from controller.uplink import Topics, UplinkStats
@@ -168,6 +168,9 @@ class CommandChannel:
         def seen(command_id: str) -> tuple[str, str] | None:
             return decided.get(command_id) or self.store.seen_command(command_id)
 
+        if inbound.full_size > MAX_PAYLOAD_BYTES:  # recorded as its prefix only
+            return Decision("rejected", f"payload of {inbound.full_size} bytes exceeds "
+                                        f"{MAX_PAYLOAD_BYTES}")
         try:
             return decide(inbound.payload, site=self.site, verifier=self.verifier, now_s=now,
                           max_skew_s=self.max_skew_s, ratings=self.ratings, seen=seen,
@@ -179,7 +182,8 @@ class CommandChannel:
     def _conclusion(self, inbound: InboundCommand, decision: Decision,
                     now: float) -> Conclusion:
         audit = AuditEntry(decision.command_id, decision.command_type, inbound.source,
-                           decision.result, decision.reason, inbound.payload)
+                           decision.result, decision.reason, inbound.payload,
+                           inbound.full_size, inbound.full_sha256)
         remember = None
         if decision.result == "accepted" and decision.command is not None:
             remember = (decision.command.id, decision.command.digest, "accepted")

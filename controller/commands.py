@@ -33,6 +33,7 @@ from drivers.site import SiteSpec
 
 __all__ = [
     "COMMAND_TYPES",
+    "MAX_PAYLOAD_BYTES",
     "Command",
     "CommandRejectedError",
     "Decision",

@@ -76,7 +76,9 @@ CREATE TABLE IF NOT EXISTS inbound (
     source TEXT NOT NULL,
     payload BLOB NOT NULL,
     response_topic TEXT,
-    correlation BLOB
+    correlation BLOB,
+    size INTEGER NOT NULL,
+    sha256 TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS inbound_seen (
     fingerprint BLOB PRIMARY KEY,
@@ -122,6 +124,9 @@ OVERFLOW_REPORT_BYTES = 512
 AUDIT_PREFIX_BYTES = 512
 #: Audit reasons are cut to this many characters.
 MAX_REASON_CHARS = 300
+#: The largest command payload kept whole (``commands.MAX_PAYLOAD_BYTES``): a larger one
+#: is rejected for its size alone, so only its prefix, size and SHA-256 are recorded.
+MAX_RECORDED_BYTES = 16 * 1024
 #: How long the fingerprint of a recorded command is kept to recognise the broker's
 #: redelivery of it (longer than the MQTT session expiry of 1 h).
 REDELIVERY_WINDOW_S = 2 * 3600.0
@@ -190,7 +195,9 @@ class Dropped:
 
 @dataclass(frozen=True, slots=True)
 class InboundCommand:
-    """A command as it arrived, before it is decided; ``row`` once it is recorded."""
+    """A command as it arrived, before it is decided; ``row`` once it is recorded. A
+    payload over :data:`MAX_RECORDED_BYTES` comes back from the store cut to its prefix,
+    with the whole one's ``size`` and ``sha256``."""
 
     payload: bytes
     response_topic: str | None = None
@@ -198,6 +205,16 @@ class InboundCommand:
     source: str = "mqtt"
     received_s: float = 0.0
     row: int | None = None
+    size: int = -1  # of the payload as it arrived (-1: len(payload))
+    sha256: str = ""  # of the payload as it arrived ("": computed from payload)
+
+    @property
+    def full_size(self) -> int:
+        return len(self.payload) if self.size < 0 else self.size
+
+    @property
+    def full_sha256(self) -> str:
+        return self.sha256 or hashlib.sha256(self.payload).hexdigest()
 
     def fingerprint(self) -> bytes:
         """SHA-256 of everything that arrived (the same bytes again have the same one)."""
@@ -211,12 +228,17 @@ class InboundCommand:
 
 @dataclass(frozen=True, slots=True)
 class AuditEntry:
+    """One decision for the audit table; the payload is kept as its prefix, size and
+    SHA-256 (``size``/``sha256`` when ``payload`` is already a prefix)."""
+
     command_id: str | None
     command_type: str | None
     source: str
     result: str
     reason: str
     payload: bytes
+    size: int | None = None
+    sha256: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,6 +285,7 @@ class Store:
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA auto_vacuum=INCREMENTAL")  # new files give space back
         self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA journal_size_limit=4194304")  # the WAL shrinks back to 4 MiB
         self._db.execute(f"PRAGMA synchronous={synchronous.upper()}")
         self._next_seq = self._stored_bytes = 0  # set below, once the tables exist
         self._txn_seq = self._txn_bytes = 0
@@ -534,12 +557,8 @@ class Store:
 
     def dead_letters(self, limit: int = 100) -> list[dict[str, object]]:
         """The newest dead letters: ts, seq, topic, size, sha256, reason."""
-        with self._lock:
-            cursor = self._db.execute(
-                "SELECT ts, seq, topic, size, sha256, reason FROM dead_letters "
-                "ORDER BY id DESC LIMIT ?", (limit,))
-            names = [d[0] for d in cursor.description]
-            return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+        return self._dicts("SELECT ts, seq, topic, size, sha256, reason FROM dead_letters "
+                           "ORDER BY id DESC LIMIT ?", limit)
 
     def dead_letter_count(self) -> int:
         with self._lock:
@@ -561,11 +580,15 @@ class Store:
                         "SELECT 1 FROM inbound_seen WHERE fingerprint = ?",
                         (fingerprint,)).fetchone() is not None:
                     continue
+                payload = command.payload
+                kept = payload if len(payload) <= MAX_RECORDED_BYTES else \
+                    payload[:AUDIT_PREFIX_BYTES]
                 self._db.execute(
                     "INSERT INTO inbound(received, source, payload, response_topic, "
-                    "correlation) VALUES (?, ?, ?, ?, ?)",
-                    (command.received_s or now, command.source, command.payload,
-                     command.response_topic, command.correlation))
+                    "correlation, size, sha256) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (command.received_s or now, command.source, kept,
+                     command.response_topic, command.correlation, command.full_size,
+                     command.full_sha256))
                 self._db.execute("INSERT OR REPLACE INTO inbound_seen(fingerprint, received)"
                                  " VALUES (?, ?)", (fingerprint, now))
                 recorded += 1
@@ -575,11 +598,11 @@ class Store:
         """Recorded commands not decided yet, in arrival order."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT id, received, source, payload, response_topic, correlation "
-                "FROM inbound ORDER BY id LIMIT ?", (limit,)).fetchall()
+                "SELECT id, received, source, payload, response_topic, correlation, size, "
+                "sha256 FROM inbound ORDER BY id LIMIT ?", (limit,)).fetchall()
         return [InboundCommand(bytes(payload), topic, None if corr is None else bytes(corr),
-                               str(source), float(received), int(row))
-                for row, received, source, payload, topic, corr in rows]
+                               str(source), float(received), int(row), int(size), str(sha))
+                for row, received, source, payload, topic, corr, size, sha in rows]
 
     def inbound_depth(self) -> int:
         with self._lock:
@@ -690,7 +713,8 @@ class Store:
             (time.time(), entry.command_id, entry.command_type, entry.source, entry.result,
              entry.reason[:MAX_REASON_CHARS],
              entry.payload[:AUDIT_PREFIX_BYTES].decode("utf-8", "replace"),
-             hashlib.sha256(entry.payload).hexdigest(), len(entry.payload)))
+             entry.sha256 or hashlib.sha256(entry.payload).hexdigest(),
+             len(entry.payload) if entry.size is None else entry.size))
 
     def _prune_audit_rows(self) -> None:
         self._db.execute("DELETE FROM audit WHERE id <= (SELECT MAX(id) FROM audit) - ?",
@@ -699,10 +723,14 @@ class Store:
     def audit_rows(self, limit: int = 100) -> list[dict[str, object]]:
         """The newest audit rows: ts, command id and type, source, result, reason, and
         the payload's SHA-256, size and prefix."""
+        return self._dicts("SELECT ts, command_id, command_type, source, result, reason, "
+                           "payload_sha256, payload_size, payload FROM audit ORDER BY id DESC "
+                           "LIMIT ?", limit)
+
+    def _dicts(self, sql: str, *parameters: object) -> list[dict[str, object]]:
+        """Rows as dicts by column name."""
         with self._lock:
-            cursor = self._db.execute(
-                "SELECT ts, command_id, command_type, source, result, reason, payload_sha256,"
-                " payload_size, payload FROM audit ORDER BY id DESC LIMIT ?", (limit,))
+            cursor = self._db.execute(sql, parameters)
             names = [d[0] for d in cursor.description]
             return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 

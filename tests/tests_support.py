@@ -36,9 +36,20 @@ EXAMPLE = ROOT / "examples" / "jinan-office.toml"
 # -- waiting on a condition ----------------------------------------------------------
 
 
-def _missed(what: str | Callable[[], str], timeout_s: float) -> AssertionError:
-    text = what() if callable(what) else what
-    return AssertionError(f"{text}: not within {timeout_s:g} s")
+class _Deadline:
+    """When a wait for ``what`` must end; :meth:`met` fails the test past it."""
+
+    def __init__(self, timeout_s: float, what: str | Callable[[], str]) -> None:
+        self.timeout_s, self.what = timeout_s, what
+        self.at = time.monotonic() + timeout_s
+
+    def met(self, value: object) -> bool:
+        if value:
+            return True
+        if time.monotonic() >= self.at:
+            text = self.what() if callable(self.what) else self.what
+            raise AssertionError(f"{text}: not within {self.timeout_s:g} s")
+        return False
 
 
 async def eventually(condition: Callable[[], T], *, timeout_s: float = 10.0,
@@ -48,28 +59,20 @@ async def eventually(condition: Callable[[], T], *, timeout_s: float = 10.0,
     (naming ``what``, which may be a function giving the state at that moment) when that
     takes longer than ``timeout_s``: a deadline, not a pace — on a loaded machine the
     wait only gets longer. The one way tests wait for something to happen."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise _missed(what, timeout_s)
+    deadline = _Deadline(timeout_s, what)
+    while not deadline.met(value := condition()):  # noqa: ASYNC110 - polling is the job
         await asyncio.sleep(interval_s)
+    return value
 
 
 def eventually_sync(condition: Callable[[], T], *, timeout_s: float = 10.0,
                     what: str | Callable[[], str] = "the condition",
                     interval_s: float = 0.05) -> T:
     """:func:`eventually` for tests without an event loop (subprocesses)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise _missed(what, timeout_s)
+    deadline = _Deadline(timeout_s, what)
+    while not deadline.met(value := condition()):
         time.sleep(interval_s)
+    return value
 
 
 # -- ports and site files -------------------------------------------------------------

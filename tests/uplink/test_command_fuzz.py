@@ -147,4 +147,7 @@ def test_signed_commands_with_any_params_get_one_answer(
     body = sign_hmac(command_with({"type": command_type, "target": target,
                                    "params": params}), KEY)
     answer = check_one_reply(channel, json.dumps(body).encode())
-    assert answer["command_id"] == body["id"]
+    if answer["command_id"] is None:  # refused before its id was read: a number too long
+        assert str(answer["reason"]).startswith("invalid JSON: a number of")
+    else:
+        assert answer["command_id"] == body["id"]

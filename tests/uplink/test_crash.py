@@ -21,23 +21,17 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 import aiomqtt
-from tests_support import Mosquitto, eventually, with_uplink
-from uplink_support import PREFIX, building, collecting, out_of_order, signed_command
+from tests_support import Mosquitto, eventually
+from uplink_support import (
+    PREFIX,
+    building,
+    collecting,
+    out_of_order,
+    signed_command,
+    site_file_for_run,
+)
 
 COMMANDS = 3000
-
-
-def site_file(spec_file: str, port: int, state: Path) -> Path:
-    return with_uplink(Path(spec_file), f"""
-        [uplink]
-        host = "127.0.0.1"
-        port = {port}
-        protocol = "5"
-        [uplink.outbox]
-        path = "{state}"
-        [uplink.commands]
-        hmac_key = "jinan-demo-key-change-me"
-        """.replace("        ", ""))
 
 
 def count(state: Path, sql: str) -> int:
@@ -54,7 +48,7 @@ async def test_kill_9_during_a_command_burst_loses_no_command_and_no_seq(
         async with building(tmp_path) as (spec, _runner), \
                 collecting(broker.port, f"{PREFIX}/#") as collector:
             run = [sys.executable, "-m", "controller.cli", "run",
-                   str(site_file(spec.file, broker.port, state))]
+                   str(site_file_for_run(spec.file, broker.port, state))]
             env = {**os.environ, "PYTHONUNBUFFERED": "1"}
             with log.open("ab") as output:
                 first = await asyncio.create_subprocess_exec(*run, env=env, stderr=output)

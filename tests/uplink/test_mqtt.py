@@ -17,7 +17,7 @@ from typing import Any
 import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
-from tests_support import Mosquitto, eventually, free_port, with_uplink
+from tests_support import Mosquitto, eventually, free_port
 from uplink_support import (
     KEY,
     PREFIX,
@@ -28,6 +28,7 @@ from uplink_support import (
     gateway,
     out_of_order,
     settings_for,
+    site_file_for_run,
 )
 
 from controller.commands import sign_hmac
@@ -72,16 +73,7 @@ async def test_sigkill_mid_stream_then_restart_delivers_every_written_seq(
     try:
         async with building(tmp_path) as (spec, _runner), \
                 collecting(broker.port, "pedf/jinan-office/#") as collector:
-            site_file = with_uplink(Path(spec.file), f"""
-                [uplink]
-                host = "127.0.0.1"
-                port = {broker.port}
-                protocol = "5"
-                [uplink.outbox]
-                path = "{state}"
-                [uplink.commands]
-                hmac_key = "jinan-demo-key-change-me"
-                """.replace("    ", ""))
+            site_file = site_file_for_run(spec.file, broker.port, state)
             command = [sys.executable, "-m", "controller.cli", "run", str(site_file)]
             env = {**os.environ, "PYTHONUNBUFFERED": "1"}
             first = await asyncio.create_subprocess_exec(

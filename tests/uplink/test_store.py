@@ -170,7 +170,7 @@ def test_a_full_disk_loses_messages_but_no_sequence_number(tmp_path: Path) -> No
     assert store.append([message(4000)]) == ([], None)  # nothing raised
     store.set_state("k", "v" * 100_000)  # state writes fail quietly too
     with pytest.raises(StoreWriteError, match="disk full"):
-        store.record_inbound([(InboundCommand(b"x" * 50_000), False)])
+        store.record_inbound([(InboundCommand(b"x" * 16_000), False)] * 8)
     assert store.faults.lost_messages >= 1
     set_pragma(store, "max_page_count = 1073741823")
     again, _ = store.append([message(100)])
@@ -215,3 +215,13 @@ def test_a_store_written_before_audit_rows_were_bounded_is_cut_once(tmp_path: Pa
     assert row["payload"] == "y" * AUDIT_PREFIX_BYTES
     assert row["payload_sha256"] == hashlib.sha256(b"y" * 65_536).hexdigest()
     assert row["payload_size"] == 65_536
+
+
+def test_an_oversized_command_is_recorded_as_its_prefix(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.sqlite")
+    payload = b'{"id":"big","pad":"' + b"x" * 65_000 + b'"}'
+    store.record_inbound([(InboundCommand(payload), False)])
+    (recorded,) = store.pending_inbound()
+    assert recorded.payload == payload[:AUDIT_PREFIX_BYTES]
+    assert recorded.full_size == len(payload)
+    assert recorded.full_sha256 == hashlib.sha256(payload).hexdigest()

@@ -9,6 +9,7 @@ import contextlib
 import dataclasses
 import json
 import math
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Any
 import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
-from tests_support import eventually, example_on_free_ports
+from tests_support import eventually, example_on_free_ports, with_uplink
 
 from controller.app import App, assemble
 from controller.commands import sign_hmac
@@ -40,6 +41,7 @@ class Collector:
     port: int
     topic: str
     messages: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    arrived: list[float] = field(default_factory=list)  # monotonic time of each message
     client_id: str = "test-collector"
     subscribed: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -58,7 +60,10 @@ class Collector:
                             body = json.loads(payload)
                         except (ValueError, RecursionError):  # e.g. a poison command
                             body = {"unparsed": len(payload)}
+                        if not isinstance(body, dict):
+                            body = {"unparsed": len(payload)}
                         self.messages.append((str(message.topic), body))
+                        self.arrived.append(time.monotonic())
             except aiomqtt.MqttError:
                 await asyncio.sleep(0.2)  # the broker is away: try again
 
@@ -70,8 +75,9 @@ class Collector:
 
 
 @contextlib.asynccontextmanager
-async def collecting(port: int, topic: str) -> AsyncIterator[Collector]:
-    collector = Collector(port, topic)
+async def collecting(port: int, topic: str, client_id: str = "test-collector"
+                     ) -> AsyncIterator[Collector]:
+    collector = Collector(port, topic, client_id=client_id)
     task = asyncio.create_task(collector.run())
     try:
         async with asyncio.timeout(10):
@@ -81,6 +87,21 @@ async def collecting(port: int, topic: str) -> AsyncIterator[Collector]:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+def site_file_for_run(site_file: str | Path, port: int, state: Path) -> Path:
+    """The site file, rewritten for ``pedf run`` against the broker on ``port`` (MQTT 5)
+    with its store at ``state`` and the demo command key."""
+    return with_uplink(Path(site_file), f"""
+        [uplink]
+        host = "127.0.0.1"
+        port = {port}
+        protocol = "5"
+        [uplink.outbox]
+        path = "{state}"
+        [uplink.commands]
+        hmac_key = "{KEY.decode()}"
+        """.replace("        ", ""))
 
 
 def settings_for(site: SiteSpec, tmp_path: Path, port: int, **changes: Any) -> UplinkSettings:
