@@ -290,6 +290,7 @@ class Store:
         self._next_seq = self._stored_bytes = 0  # set below, once the tables exist
         self._txn_seq = self._txn_bytes = 0
         self._migrate_audit()
+        self._migrate_inbound()
         self._db.executescript(SCHEMA)
         self._next_seq = max(int(self._meta("next_seq", "1")), self._max_seq() + 1)
         self._stored_bytes = int(self._db.execute(
@@ -737,6 +738,14 @@ class Store:
     def audit_count(self) -> int:
         with self._lock:
             return int(self._db.execute("SELECT COUNT(*) FROM audit").fetchone()[0])
+
+    def _migrate_inbound(self) -> None:
+        """Inbound tables written before payloads had their size and hash: add them (-1
+        and "" mean "the payload's own")."""
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(inbound)")}
+        if columns and "size" not in columns:
+            self._db.execute("ALTER TABLE inbound ADD COLUMN size INTEGER NOT NULL DEFAULT -1")
+            self._db.execute("ALTER TABLE inbound ADD COLUMN sha256 TEXT NOT NULL DEFAULT ''")
 
     def _migrate_audit(self) -> None:
         """Stores written before audit rows were bounded: add the hash and size, cut the
