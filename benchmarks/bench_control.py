@@ -334,7 +334,7 @@ class Probe:
             self.writes_failed += 1
         if write.point != RELAY_POINT:
             return
-        value = bool(write.values[0])
+        value = bool(write.value)
         if result.ok:
             if self._state.get(device) == value:
                 self.redundant_writes += 1

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -63,7 +64,7 @@ def test_check_names_file_key_and_expectation(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def simulated_site(tmp_path: Path) -> tuple[Path, subprocess.Popen[str]]:
+def simulated_site(tmp_path: Path) -> Iterator[tuple[Path, subprocess.Popen[str]]]:
     """The example site on free ports, served by ``pedf sim site`` in another process."""
     site = example_on_free_ports(tmp_path)
     process = start("sim", "site", str(site), "--start", "2026-06-22T11:00:00")

@@ -25,7 +25,7 @@ from controller.control.loop import ControlLoop
 from controller.control.settings import control_settings
 from controller.inbox import CommandInbox
 from controller.openadr import Ven, ven_for
-from controller.store import Store
+from controller.store import Outgoing, Store
 from drivers.site import load_site
 from simulators.clock import ManualClock
 
@@ -248,9 +248,13 @@ def building(tmp_path: Path, openadr: str, *, store_path: Path | None = None
     clock = ManualClock(START)
     plant, _ = SimPlant.build(spec, clock.now, start_s=START)
     store = Store(store_path or tmp_path / "state.sqlite")
+
+    def publish(messages: list[Outgoing]) -> None:
+        store.append(messages)
+
     try:
         loop = ControlLoop(plant, control_settings(spec), CommandInbox(), store,
-                           publish=store.append, clock=clock.now)
+                           publish=publish, clock=clock.now)
         ven = ven_for(spec, loop)
         assert ven is not None
         yield Site(loop, ven, clock, store)

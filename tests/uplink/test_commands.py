@@ -255,6 +255,7 @@ async def test_a_full_inbox_waits_for_the_control_loop_before_refusing(
     try:
         while len(taken) < 3:  # a slow control loop takes one command at a time
             got = await eventually(inbox.get_nowait, what="a command in the inbox")
+            assert got is not None
             taken.append(got.id)
     finally:
         service.cancel()

@@ -45,8 +45,8 @@ async def test_windows_are_summarised_kept_and_survive_a_restart(tmp_path: Path)
         stop = asyncio.Event()
         task = asyncio.create_task(app.gateway.run(stop, [
             (name, service) for name, service in app.services if name == "metering"]))
-        store = app.store
-        assert store is not None
+        assert app.store is not None
+        store: Store = app.store
 
         def summaries_stored() -> int:
             return sum(m.topic.endswith("/metering/window") for m in store.pending(limit=1000))

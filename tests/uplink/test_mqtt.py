@@ -15,8 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import aiomqtt
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 from tests_support import Mosquitto, eventually, free_port
 from uplink_support import (
     KEY,
@@ -27,6 +25,7 @@ from uplink_support import (
     drained,
     gateway,
     out_of_order,
+    publish_command,
     settings_for,
     site_file_for_run,
 )
@@ -170,15 +169,12 @@ async def test_commands_over_mqtt5_and_nothing_written_when_rejected(tmp_path: P
                                           protocol=aiomqtt.ProtocolVersion.V5) as client:
                     await client.subscribe("pedf/jinan-office/replies/#", qos=1)
                     for index, payload in enumerate((good, bad, over, {"id": 3})):
-                        properties = Properties(PacketTypes.PUBLISH)
-                        properties.ResponseTopic = "pedf/jinan-office/replies/operator"
-                        properties.CorrelationData = bytes([index])
-                        await client.publish("pedf/jinan-office/commands",
-                                             json.dumps(payload).encode(), qos=1,
-                                             properties=properties)
+                        await publish_command(client, json.dumps(payload).encode(),
+                                              response_topic=f"{PREFIX}/replies/operator",
+                                              correlation=bytes([index]))
                     async with asyncio.timeout(10):
                         async for message in client.messages:
-                            body = json.loads(message.payload)  # type: ignore[arg-type]
+                            body = json.loads(message.payload)
                             if str(message.topic) == "pedf/jinan-office/replies":
                                 replies[str(body["command_id"])] = body
                             else:
@@ -236,7 +232,7 @@ async def test_tls_with_acl(tmp_path: Path) -> None:
                     async with asyncio.timeout(10):
                         async for message in client.messages:
                             assert str(message.topic) == "pedf/jinan-office/replies"
-                            assert json.loads(message.payload)["status"] == "accepted"  # type: ignore[arg-type]
+                            assert json.loads(message.payload)["status"] == "accepted"
                             break
                 assert app.stats.connected
             wrong_ca = dataclasses.replace(settings, tls=_tls(broker.certs["client_cert"]))

@@ -182,7 +182,7 @@ async def publish_command(client: aiomqtt.Client, payload: bytes, *,
     response topic and correlation data when given."""
     properties = None
     if response_topic is not None or correlation is not None:
-        properties = Properties(PacketTypes.PUBLISH)
+        properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
         if response_topic is not None:
             properties.ResponseTopic = response_topic
         if correlation is not None:
