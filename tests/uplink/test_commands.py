@@ -94,6 +94,13 @@ def test_a_good_command_validates(site: SiteSpec) -> None:
     (b"[1, 2]", "expected a JSON object"),
     (b"\xff\xfe", "not UTF-8"),
     (b"{" + b'"a":1,' * 5000 + b'"b":2}', "exceeds 16384"),
+    # what used to escape the parser (issue 14), and its kin
+    (b'{"id": "x", "params": {"kw": 1e400}}', "1e400 is out of range for a number"),
+    (b"[" * 5000 + b"]" * 5000, "nest deeper than 8"),
+    (b'{"id": "x", "kw": ' + b"9" * 5000 + b"}", "a number of 5000 characters"),
+    (b'{"id": "a", "id": "b"}', "duplicate key 'id'"),
+    (b'{"id": "x", "params": {"kw": 1, "kw": 2}}', "duplicate key 'kw'"),
+    (b'{"id": "\\ud800"}', "lone surrogate"),
 ])
 def test_bad_commands_are_rejected_with_a_reason(site: SiteSpec, payload: bytes,
                                                  reason: str) -> None:
