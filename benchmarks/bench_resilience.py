@@ -19,7 +19,7 @@ older tree (``PYTHONPATH=. python -m benchmarks resilience`` there, with this fi
    (SIGKILL) once a tenth is answered, the rest sent meanwhile, the gateway restarted.
    Figures: commands never answered (waiting until no reply came for 15 s), commands
    answered twice (two distinct reply ``seq``\\ s), sequence numbers missing at the
-   subscriber, and how long after the kill the last reply came.
+   subscriber, and how long after the restart the last command was answered.
 3. **Broker outage.** :data:`OUTAGE_S` s without the broker under steady telemetry.
    Figures: messages that arrived out of ``seq`` order within their topic, how long after
    the broker's return delivery resumed (the first message published after it), how long
@@ -98,6 +98,11 @@ class Bench:
         if not self.state.exists():
             return 1
         return self.count("SELECT COALESCE(MAX(value), 1) FROM meta WHERE key = 'next_seq'")
+
+    def waiting(self) -> set[int]:
+        """Sequence numbers still in the outbox: not lost, sent at the next start."""
+        with contextlib.closing(sqlite3.connect(self.state)) as db:
+            return {int(row[0]) for row in db.execute("SELECT seq FROM outbox")}
 
     def count(self, sql: str) -> int:
         with contextlib.closing(sqlite3.connect(self.state)) as db:
@@ -258,12 +263,15 @@ async def run_kill(bench: Bench, results: Results) -> None:
         await bench.process.wait()
         killed = time.monotonic()
         before_kill = len(answered())
-        await sending
+        await sending  # the rest is at the broker, for the gateway's session
         await bench.start_gateway()
+        restarted = time.monotonic()
         await until(lambda: len(answered()) == BURST, 120)
         await quiet_for(lambda: len(collector.on(replies)), 15.0, 120)
-        last_reply = max((at for at, _, body in arrivals(collector, replies)
-                          if body.get("command_id") in set(ids)), default=killed)
+        first_reply: dict[str, float] = {}  # a late duplicate delivery is not an answer
+        for at, _, body in arrivals(collector, replies):
+            first_reply.setdefault(str(body.get("command_id")), at)
+        last_reply = max((first_reply[i] for i in ids if i in first_reply), default=killed)
     last = bench.next_seq() - 1
     seqs_by_id: dict[str, set[int]] = defaultdict(set)
     for body in collector.on(replies):
@@ -271,15 +279,16 @@ async def run_kill(bench: Bench, results: Results) -> None:
             seqs_by_id[str(body["command_id"])].add(int(body["seq"]))
     unanswered = BURST - len(seqs_by_id)
     twice = sum(1 for seqs in seqs_by_id.values() if len(seqs) > 1)
-    missing = len(set(range(first, last + 1)) - set(collector.seqs()))
-    took = last_reply - killed
+    missing = len(set(range(first, last + 1)) - set(collector.seqs()) - bench.waiting())
+    took = last_reply - restarted
     print(f"  {before_kill} answered before the kill; after the restart: {unanswered} never "
           f"answered, {twice} answered twice; {missing} of {last - first + 1} seqs missing; "
-          f"the last reply {took:.1f} s after the kill")
+          f"the last command answered {took:.1f} s after the restart ({restarted - killed:.0f} s "
+          f"after the kill, the burst's publishing done)")
     results.figures.update({"kill_commands": BURST, "kill_answered_before": before_kill,
                             "kill_unanswered": unanswered, "kill_answered_twice": twice,
                             "kill_missing_seqs": missing, "kill_seqs": last - first + 1,
-                            "kill_last_reply_s": took})
+                            "kill_all_answered_after_restart_s": took})
     results.goal(f"kill -9: every one of {BURST} commands answered", unanswered == 0,
                  f"{unanswered} unanswered")
     results.goal("kill -9: no command answered twice", twice == 0, f"{twice} twice")

@@ -9,10 +9,10 @@ API:
   :meth:`GatewayClient.acknowledge` is called — after it was recorded;
 * incoming messages go to :attr:`GatewayClient.arrivals`, a **bounded** queue, as
   :class:`Arrival` with paho's DUP flag and packet id. MQTT 5 ``Receive Maximum`` (set
-  by the caller to the queue's size) keeps the broker from sending more unacknowledged
-  ones; if a broker sends more anyway (MQTT 3.1.1), the surplus stays unacknowledged and
-  :attr:`GatewayClient.overflowed` is set: the caller ends the session, and the broker
-  sends the rest again on the next one;
+  by the caller, well below the queue's size) keeps the broker from sending many more
+  unacknowledged ones; if a broker sends past the queue anyway (MQTT 3.1.1 has no such
+  limit), the surplus stays unacknowledged and :attr:`GatewayClient.overflowed` is set:
+  the caller ends the session, and the broker sends the rest again on the next one;
 * :meth:`GatewayClient.publish_checked` returns the broker's refusal (an MQTT 5 PUBACK
   reason code of 0x80 or more), so a refused message can be told from a delivered one;
 * the broker's Maximum Packet Size (MQTT 5 CONNACK) is kept in

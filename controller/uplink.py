@@ -280,7 +280,11 @@ class Publisher:
     decided: asyncio.Event | None = None  # set when recorded commands were decided
     on_connect: list[Callable[[aiomqtt.Client], Any]] = field(default_factory=list)
     publish_timeout_s: float = 15.0
-    incoming_limit: int = 64  # MQTT 5 receive maximum and the arrivals queue's size
+    receive_maximum: int = 64  # MQTT 5: unacknowledged commands the broker may send
+    #: The arrivals queue's size: mosquitto 2.0 was seen sending past the receive maximum
+    #: (up to about twice it) while PUBACKs are under way; beyond the queue the session
+    #: is ended so that the broker sends the rest again.
+    incoming_queue: int = 1024
     backoff: Backoff | None = None
 
     async def run(self) -> None:
@@ -311,7 +315,7 @@ class Publisher:
         if v5:
             properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             properties.SessionExpiryInterval = 3600  # keep our command subscription a while
-            properties.ReceiveMaximum = self.incoming_limit  # unacknowledged commands
+            properties.ReceiveMaximum = self.receive_maximum
         return GatewayClient(
             self.host, self.port, identifier=settings.client_id,
             username=settings.username, password=settings.password,
@@ -323,7 +327,7 @@ class Publisher:
             max_inflight_messages=settings.max_inflight,
             # Small replies must not wait behind the telemetry stream (Nagle).
             socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
-            incoming_limit=self.incoming_limit,
+            incoming_limit=self.incoming_queue,
         )
 
     async def _session(self) -> None:
@@ -347,9 +351,20 @@ class Publisher:
     # -- outgoing -----------------------------------------------------------------------
 
     async def _publish_loop(self, client: GatewayClient) -> None:
+        """Publish the outbox for as long as the connection lasts; when it ends (an
+        error, or the session's other task), the publishes in flight end with it."""
+        inflight: dict[asyncio.Task[str | None], int] = {}
+        try:
+            await self._publish_outbox(client, inflight)
+        finally:
+            for task in inflight:
+                task.cancel()
+            await asyncio.gather(*inflight, return_exceptions=True)
+
+    async def _publish_outbox(self, client: GatewayClient,
+                              inflight: dict[asyncio.Task[str | None], int]) -> None:
         drain = Drain(self.store)
         await drain.start()
-        inflight: dict[asyncio.Task[str | None], int] = {}
         acked: list[int] = []
         while True:
             if self.notify.is_set():  # the recorder stored more: look for it
@@ -377,9 +392,7 @@ class Publisher:
                     if isinstance(exc, ValueError):  # paho: not a topic or payload MQTT carries
                         await self._dead_letter(seq, f"MQTT cannot carry it: {exc}")
                     elif exc is not None:
-                        for other in inflight:
-                            other.cancel()
-                        raise exc
+                        raise exc  # the connection failed: the rest ends with it
                     elif (refused := task.result()) is not None:
                         await self._dead_letter(seq, f"the broker refused it: {refused}")
                     else:
