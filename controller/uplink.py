@@ -1,18 +1,19 @@
 """The MQTT uplink: telemetry out through a durable outbox, signed commands in.
 
-Three cooperating tasks (all supervised by the gateway):
+Cooperating tasks (all supervised by the gateway):
 
 * :class:`TelemetryRecorder` turns every reading batch into one telemetry message,
   device state changes into events, and a periodic health message, and writes them to
-  the outbox (:class:`~controller.store.Store`) before anything is sent;
-* :class:`Publisher` keeps a connection to the broker (reconnecting with backoff),
-  publishes the outbox at QoS 1 with up to ``max_inflight`` messages in flight, and
-  deletes a message only after its PUBACK. After a reconnect the backlog drains
-  **interleaved** with new messages (one old, one new), so live data is never starved;
-  each stream stays in sequence order;
-* :class:`CommandChannel` checks incoming commands (``controller.commands``), enforces
-  the persistent replay window, audits every decision, hands accepted commands to the
-  :class:`~controller.inbox.CommandInbox`, and replies through the outbox.
+  the outbox (:class:`~controller.store.Store`) before anything is sent; it reports
+  what storage faults lost once the store can write again;
+* :class:`Publisher` keeps a connection to the broker (reconnecting with a jittered,
+  capped backoff), publishes the outbox at QoS 1 with up to ``max_inflight`` messages in
+  flight — per topic in sequence order, topics in turn (:mod:`controller.drain`) — and
+  deletes a message only after its PUBACK; a message that can never be published goes
+  to the dead letters. It records incoming commands in the store before acknowledging
+  them to the broker (:mod:`controller.mqttclient`);
+* :class:`~controller.channel.CommandChannel` decides the recorded commands, audits and
+  answers them, and hands accepted ones to the control loop.
 
 The retained status message and the last will (``online``/``offline``) and Home Assistant
 discovery configs describe the connection, not data: they are published directly on
