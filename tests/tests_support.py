@@ -17,8 +17,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import TypeVar
 
-T = TypeVar("T")
-
 from controller.runtime import Gateway, with_serial_ports
 from controller.scheduler import DeviceHealth
 from drivers.maploader import load_map
@@ -28,6 +26,8 @@ from drivers.site import SiteSpec, parse_site
 from simulators.clock import ManualClock
 from simulators.runner import SiteRunner
 from simulators.sitefile import build_site
+
+T = TypeVar("T")
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "jinan-office.toml"
@@ -171,9 +171,9 @@ class Polling:
 
     async def until(self, condition: Callable[[], bool], what: str, *,
                     timeout_s: float = 10.0) -> None:
-        """:func:`wait_until`, reporting the devices' health on failure."""
+        """:func:`eventually`, reporting the devices' health on failure."""
         try:
-            await wait_until(condition, timeout_s=timeout_s, what=what)
+            await eventually(condition, timeout_s=timeout_s, what=what)
         except AssertionError as exc:
             raise AssertionError(f"{exc}; health {self.gateway.health()}") from None
 
