@@ -189,7 +189,7 @@ def test_golden_dtsu666_scaled_floats(irat: int, urat: int, ct: float, pt: float
 
 
 def test_a_ratio_the_device_does_not_report_makes_the_primary_value_unknown() -> None:
-    dtsu = get_map("dtsu666")
+    dtsu = register_map(get_map("dtsu666"))
     image = RegisterImage()
     image.store(Table.HOLDING, 0x0006, [0, 10])  # IrAt 0: not a ratio
     image.store(Table.HOLDING, 0x200C, [0x45A4, 0x1000])
