@@ -73,7 +73,14 @@ import aiomqtt
 import numpy as np
 
 from benchmarks.bench_controller import Simulator, process_cpu_s, simulator
-from benchmarks.common import Results, free_ports, mosquitto_class, print_table, verdict
+from benchmarks.common import (
+    Results,
+    free_ports,
+    mosquitto_class,
+    print_goals,
+    print_table,
+    verdict,
+)
 from controller.app import App, assemble
 from controller.channel import CommandChannel
 from controller.commands import Command, sign_hmac
@@ -773,4 +780,4 @@ def main() -> Results:
 
 
 if __name__ == "__main__":
-    main()
+    print_goals(main().goals)

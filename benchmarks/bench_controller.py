@@ -54,7 +54,7 @@ from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusException
 from pymodbus.pdu import ModbusPDU
 
-from benchmarks.common import Results, free_ports, print_table
+from benchmarks.common import Results, free_ports, print_goals, print_table
 from controller.runtime import Gateway
 from drivers.codec import register_map, with_dependencies
 from drivers.maploader import get_map, shipped_models
@@ -522,4 +522,4 @@ def main() -> Results:
 
 
 if __name__ == "__main__":
-    main()
+    print_goals(main().goals)

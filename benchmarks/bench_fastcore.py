@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from benchmarks.common import Results
+from benchmarks.common import Results, print_goals
 from controller.tariffs import DEFAULT_TARIFF, load_tariff
 from fastcore import _meter_py, _shed_py
 from fastcore._common import (
@@ -368,4 +368,4 @@ def main() -> Results:
 
 
 if __name__ == "__main__":
-    main()
+    print_goals(main().goals)

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import Results, free_ports
+from benchmarks.common import Results, free_ports, print_goals
 
 REPO = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location(
@@ -257,4 +257,4 @@ def main() -> Results:
 
 
 if __name__ == "__main__":
-    main()
+    print_goals(main().goals)

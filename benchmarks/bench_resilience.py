@@ -53,7 +53,7 @@ from typing import Any
 
 import aiomqtt
 
-from benchmarks.common import REPO, Results, helpers_of_the_tests
+from benchmarks.common import REPO, Results, helpers_of_the_tests, print_goals
 from controller.commands import sign_hmac
 from controller.operator import build_command
 from drivers.site import load_site
@@ -373,6 +373,4 @@ def main() -> Results:
 
 
 if __name__ == "__main__":
-    from benchmarks.common import print_goals
-
     print_goals(main().goals)

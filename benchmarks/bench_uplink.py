@@ -84,7 +84,7 @@ from typing import Any
 
 import aiomqtt
 
-from benchmarks.common import Results, mosquitto_class, print_table, verdict
+from benchmarks.common import Results, mosquitto_class, print_goals, print_table, verdict
 from controller.bus import ReadingBus
 from controller.config import UplinkSettings
 from controller.store import Outgoing, Store
@@ -912,4 +912,4 @@ def main() -> Results:
 
 
 if __name__ == "__main__":
-    main()
+    print_goals(main().goals)
