@@ -271,6 +271,7 @@ class MeteringFeed:
     _counters: dict[tuple[str, str], tuple[int, str]] = field(init=False)
     _last_window: float = math.nan
     _month: tuple[int, int] | None = None
+    _saving: asyncio.Future[None] | None = None  # the window being written, if any
     reactive: ReactiveEnergy = field(init=False)
     _reactive_point: tuple[str, str] | None = field(init=False)
 
@@ -359,6 +360,10 @@ class MeteringFeed:
                 await self._publish_completed_windows()
         finally:
             self.bus.unsubscribe(subscription)
+            if self._saving is not None and not self._saving.done():
+                # Stopped mid-write: let the thread finish, so a window's summary and its
+                # history row are on disk together before the store is read or closed.
+                await asyncio.wait([self._saving])
 
     def feed(self, samples: list[tuple[int, float, float]],
              counters: list[tuple[int, float, str, float]]) -> None:
@@ -391,7 +396,8 @@ class MeteringFeed:
         body = self.window_summary(window, totals)
         rows = [(window, s.name, float(totals.demand_kw[i])) for i, s in enumerate(self.series)
                 if totals.demand_window_start_s[i] == window]
-        await asyncio.to_thread(self._save, body, rows)
+        self._saving = asyncio.ensure_future(asyncio.to_thread(self._save, body, rows))
+        await asyncio.shield(self._saving)
         local = datetime.fromtimestamp(window + self.config.demand_window_s, self.site.zone)
         month = (local.year, local.month)
         if self._month is not None and month != self._month:
