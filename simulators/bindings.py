@@ -134,7 +134,7 @@ class InverterBinding:
             "inverter_three_phase.AphB": phase.current_a,
             "inverter_three_phase.AphC": phase.current_a,
             "inverter_three_phase.VA": inv.power_w,
-            "inverter_three_phase.PF": 1.0,
+            "inverter_three_phase.PF": 100.0,  # model 103 PF is in percent: unity is 100
             "inverter_three_phase.DCA": inv.dc_power_w / 620.0 if inv.dc_power_w else 0.0,
             "inverter_three_phase.DCV": 620.0 if inv.dc_power_w else 0.0,
             "nameplate.WRtg": cfg.rated_ac_w,
