@@ -72,6 +72,12 @@ KINDS: dict[str, KindSpec] = {
             r"charge_limit_pct", r"discharge_limit_pct", r"control_revert_s",
             r"min_reserve_pct", r"charge_state", r"voltage_v", r"current_a",
             r"state_of_health_pct",
+            # vendors' forced charge/discharge: command, EMS mode, power (one register or
+            # one per direction), how it ends (duration or target SoC), what is in force
+            r"forced_mode", r"ems_mode", r"forced_(power|charge|discharge|setpoint)_w",
+            r"forced_duration_s", r"forced_by_soc", r"forced_target_soc_pct",
+            r"(charge|discharge)_power_limit_w", r"(max|min)_soc_pct",
+            r"(charge|discharge)_energy_wh", r"temperature_c",
         ),
         controls={"power_setpoint": ControlSpec("W, + discharge, − charge",
                                                 "charge_limit_pct")},
