@@ -14,10 +14,11 @@ What a client sees:
   nothing; a write must cover whole points;
 * on TCP a request for a unit id the endpoint does not serve answers exception 0B
   (gateway target failed to respond); on a serial line it gets no answer, as on RS-485;
-* the device's own pacing (its map's ``[device.pacing]``, facts of the real device, not
-  the site's settings): a request within ``connect_delay_s`` of a TCP connect gets no
-  answer, and one arriving less than ``request_interval_s`` after the previous answer
-  gets exception 06 (server device busy), as a Huawei SUN2000 answers;
+* the device's pacing (its map's ``[device.pacing]`` unless the site file says how this
+  device behaves on its path — a SUN2000 behind a SmartLogger is not behind an
+  SDongle): a request within ``connect_delay_s`` of a TCP connect gets no answer, and
+  one arriving less than ``request_interval_s`` after the previous answer gets
+  exception 06 (server device busy), as a Huawei SUN2000 answers;
 * several maps naming one ``shared_unit`` at one unit id are one physical device
   (:class:`ServedUnit`): reads may span the parts, each write goes to its part.
 """
@@ -96,10 +97,11 @@ class ServedDevice(SimulatedDevice):
 
     def __init__(self, name: str, device_map: AnyMap, binding: Binding, unit: int, *,
                  refresh: Callable[[], None] = lambda: None,
-                 faults: Faults | None = None) -> None:
+                 faults: Faults | None = None, pacing: Pacing | None = None) -> None:
         super().__init__(name, device_map, binding, refresh, faults or Faults())
         self.unit = unit
         self.register_map: DeviceMap[Point] = register_map(device_map)
+        self.pacing = device_map.pacing if pacing is None else pacing
         self.encode_failures = 0
         self.quirks = QuirkCounts()
         self._starts: dict[Table, list[int]] = {}
@@ -305,12 +307,12 @@ class ServedUnit(ServedDevice):
             capabilities={}, groups={}, controls={}, watchdog=None, sim_constants={},
             unreadable=tuple(r for m in maps for r in m.unreadable),
             max_registers=min(m.max_registers for m in maps),
-            max_gap=min(m.max_gap for m in maps),
-            pacing=Pacing(max(m.pacing.request_interval_s for m in maps),
-                          max(m.pacing.connect_delay_s for m in maps),
-                          any(m.pacing.single_client for m in maps)))
+            max_gap=min(m.max_gap for m in maps))
+        pacing = Pacing(max(p.pacing.request_interval_s for p in parts),
+                        max(p.pacing.connect_delay_s for p in parts),
+                        any(p.pacing.single_client for p in parts))
         super().__init__("+".join(part.name for part in parts), merged, _NoBinding(),
-                         first.unit, faults=first.faults)
+                         first.unit, faults=first.faults, pacing=pacing)
         self.parts = list(parts)
         for part in parts:
             part.faults = self.faults
@@ -390,7 +392,7 @@ class _FaultInjectingHandler(ServerRequestHandler):
         if faults.disconnect and not owner.serial:
             self.transport.close()
             return
-        pacing, now = device.register_map.pacing, time.monotonic()
+        pacing, now = device.pacing, time.monotonic()
         if not owner.serial and now - self.connected_at < pacing.connect_delay_s:
             device.quirks.ignored_early += 1  # not ready yet after the connect: no answer
             return
@@ -446,7 +448,7 @@ class SimTcpServer(_EndpointMixin, ModbusTcpServer):
                  single_client: bool = False) -> None:
         self.devices = _units(devices)
         self.single_client = single_client or any(
-            d.register_map.pacing.single_client for d in devices)
+            d.pacing.single_client for d in devices)
         self.serial = False
         self.label = f"tcp://{host}:{port}"
         super().__init__([d.sim_device() for d in self.devices.values()],

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -83,19 +84,19 @@ async def test_the_gateway_polls_and_controls_a_quirky_huawei_over_one_connectio
     assert (unit.quirks.ignored_early, unit.quirks.busy) == (0, 0)  # never too early
 
 
-@pytest.mark.parametrize(("pacing", "quirk"), [
-    ("{ connect_delay_s = 0.0 }", "ignored_early"),
-    ("{ request_interval_s = 0.0 }", "busy"),
-])
+@pytest.mark.parametrize(("setting", "quirk"), [("connect_delay_s", "ignored_early"),
+                                                ("request_interval_s", "busy")])
 async def test_without_the_maps_pacing_the_huawei_quirks_bite(
-        tmp_path: Path, pacing: str, quirk: str) -> None:
-    """The same building with one of the maps' pacing facts switched off in the site
-    file: the simulated SDongle ignores requests right after the connect (the gateway
-    times out) or answers hurried ones with exception 06 (the gateway reports an error),
-    so polls fail — the pacing is what lets the gateway through."""
-    spec = vendor_site_on_free_ports("huawei-shop", tmp_path, timeout_s="0.3",
-                                     pacing=pacing)
-    async with simulated(spec) as runner, polling(spec) as gateway:
+        tmp_path: Path, setting: str, quirk: str) -> None:
+    """The same building and the same SDongle, polled by a gateway told to skip one of
+    the maps' pacing facts: the simulated SDongle ignores requests right after the
+    connect (the gateway times out) or answers hurried ones with exception 06 (the
+    gateway reports an error), so polls fail — the pacing is what lets it through."""
+    spec = vendor_site_on_free_ports("huawei-shop", tmp_path, timeout_s="0.3")
+    careless = dataclasses.replace(spec, devices={
+        name: dataclasses.replace(d, pacing=dataclasses.replace(d.pacing, **{setting: 0.0}))
+        for name, d in spec.devices.items()})
+    async with simulated(spec) as runner, polling(careless) as gateway:
         unit = runner.devices["inverter"]
         assert isinstance(unit, ServedDevice)
         await gateway.until(lambda: getattr(unit.quirks, quirk) >= 1,

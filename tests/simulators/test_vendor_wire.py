@@ -184,3 +184,66 @@ async def test_mbpoll_reads_the_goodwe_at_its_documented_addresses(tmp_path: Pat
         values = polled_values(await mbpoll(*mbpoll_tcp(inverter, "-0", "-t", "4", "-r",
                                                         "37007")))
         assert values[37007] == pytest.approx(model.batteries["battery"].soc_pct, abs=0.5)
+
+
+async def test_the_smartlogger_answers_for_the_plant_and_forwards_to_the_battery() -> None:
+    """A SmartLogger at unit 0 with the plant's totals, a LUNA2000 behind it at unit 1 (on
+    the logger's RS-485: none of the SDongle's connect delay). pymodbus reads the plant
+    at the logger's documented addresses; the gateway polls both units over the logger's
+    one TCP port and charges the battery through it."""
+    from tests_support import free_port, polling, site_from_text
+
+    from drivers.devices import Battery
+
+    port = free_port()
+    spec = site_from_text(f"""
+[site]
+id = "logger"
+
+[[devices]]
+name = "logger"
+model = "huawei-smartlogger"
+transport = "tcp"
+host = "127.0.0.1"
+port = {port}
+unit = 0
+simulation = {{ peak_power_w = 120000.0, rated_ac_w = 100000.0 }}
+
+[[devices]]
+name = "battery"
+model = "huawei-luna2000"
+transport = "tcp"
+host = "127.0.0.1"
+port = {port}
+unit = 1
+pacing = {{ connect_delay_s = 0.0, single_client = false }}
+""")
+    async with simulated(spec) as runner:
+        model = runner.site.model
+        client = AsyncModbusTcpClient("127.0.0.1", port=port, timeout=1.0, retries=0)
+        await client.connect()
+        try:
+            # 40521 input power, 40525 active power (W), 40446 yield (kWh/100), unit 0
+            registers = (await client.read_holding_registers(40521, count=6,
+                                                             device_id=0)).registers
+            assert client.convert_from_registers(registers[:2], INT32) == pytest.approx(
+                model.pv["logger"].dc_power_w, abs=1)
+            assert client.convert_from_registers(registers[4:6], INT32) == pytest.approx(
+                model.pv["logger"].power_w, abs=1)
+            energy = (await client.read_holding_registers(40446, count=4,
+                                                          device_id=0)).registers
+            yield_kwh = client.convert_from_registers(energy, client.DATATYPE.INT64)
+            assert isinstance(yield_kwh, int)
+            assert yield_kwh / 100 == pytest.approx(model.pv["logger"].energy_wh / 1000,
+                                                    abs=0.01)
+        finally:
+            client.close()
+        async with polling(spec) as gateway:
+            await gateway.all_good({"logger": ["dc_power", "energy"],
+                                    "battery": ["soc", "max_charge_power"]})
+            battery = Battery(spec.devices["battery"].device_map,
+                              gateway.gateway.bus.latest.device_values("battery"))
+            results = await gateway.gateway.execute("battery",
+                                                    battery.set_power_w(-1500.0, revert_s=60))
+            assert all(r.ok for r in results), results
+            assert model.batteries["battery"].forced_w == pytest.approx(-1500.0)
