@@ -56,7 +56,7 @@ from pymodbus.pdu import ModbusPDU
 
 from benchmarks.common import free_ports, print_table, verdict
 from controller.runtime import Gateway
-from drivers.codec import with_scale_factors
+from drivers.codec import with_dependencies
 from drivers.maploader import get_map, shipped_models
 from drivers.planner import ReadRequest, plan_group
 from drivers.points import DeviceMap, Table
@@ -449,7 +449,7 @@ def speedups(runs: Sequence[Run]) -> tuple[float, float]:
 
 def request_counts(device_map: DeviceMap, names: Sequence[str]) -> tuple[int, int]:
     """(one request per point incl. the scale factors needed, coalesced plan)."""
-    return (len(with_scale_factors(device_map, tuple(names))),
+    return (len(with_dependencies(device_map, tuple(names))),
             len(plan_group(device_map, names)))
 
 

@@ -516,8 +516,9 @@ def cmd_check(args: argparse.Namespace) -> int:
                    if d.line.name == line.name]
         print(f"  line {line}: " + (", ".join(members) if members else "no devices"))
     from controller.control.facts import control_warnings
+    from controller.control.settings import control_settings
 
-    for warning in control_warnings(site):
+    for warning in control_warnings(site, control_settings(site).relay_watchdog_s):
         print(f"  warning: {warning}")
     if simulation:
         print(f"  {simulation}")

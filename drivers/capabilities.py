@@ -16,6 +16,7 @@ Sign conventions (all powers in W):
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 
@@ -49,10 +50,24 @@ KINDS: dict[str, KindSpec] = {
     "meter": KindSpec(
         required=frozenset({"power_w", "import_wh", "export_wh"}),
         optional=(
-            rf"{_PHASES}power_w", r"l[123]_voltage_v", r"l[123]_current_a",
-            r"reactive_power_var", r"apparent_power_va", r"power_factor", r"frequency_hz",
-            r"import_varh", r"export_varh", r"demand_w", r"max_demand_w",
-            r"(import|export)_t[1-4]_wh", r"combined_wh", r"l[123]_power_factor",
+            # instantaneous, per phase and total (+ import / − export)
+            rf"{_PHASES}(power_w|reactive_power_var|apparent_power_va|power_factor|"
+            r"phase_angle_deg)",
+            r"l[123]_voltage_v", r"(l1_l2|l2_l3|l3_l1)_voltage_v", r"voltage_v",
+            r"line_voltage_v", r"l[123]_current_a", r"current_a", r"current_sum_a",
+            r"neutral_current_a", r"frequency_hz",
+            # energies: totals, per phase, four quadrants, tariffs
+            rf"{_PHASES}(import|export|total)_(wh|varh)", r"q[1-4]_varh",
+            r"apparent_energy_vah", r"charge_ah", r"(import|export)_t[1-4]_wh",
+            r"combined_wh", r"net_(import|export)_wh",
+            # demand (rolling windows) and its maxima
+            r"(max_)?demand_w", r"(max_)?apparent_demand_va",
+            r"(max_)?(l[123]|neutral)_current_demand_a",
+            # harmonic distortion
+            r"(l[123]|l1_l2|l2_l3|l3_l1)_voltage_thd_pct", r"l[123]_current_thd_pct",
+            r"(line_)?voltage_thd_pct", r"current_thd_pct",
+            # transformer ratios the meter applies (primary = secondary × ratio) and clock
+            r"ct_ratio", r"pt_ratio", r"clock_(year|month|day|hour|minute|second)",
         ),
     ),
     "inverter": KindSpec(
@@ -83,18 +98,23 @@ KINDS: dict[str, KindSpec] = {
                                                 "charge_limit_pct")},
     ),
     "heat_pump": KindSpec(
-        required=frozenset({"sg_ready_state", "power_w"}),
+        # SG-Ready may be a register (sg_ready_state) or, physically, two contacts on
+        # the terminal block driven by a relay module (the site file wires them).
+        required=frozenset({"power_w"}),
         optional=(
-            r"energy_wh", r"thermal_energy_wh", r"thermal_power_w", r"flow_setpoint_c",
-            r"flow_temp_c", r"return_temp_c", r"outdoor_temp_c", r"indoor_temp_c",
-            r"indoor_setpoint_c", r"operating_mode", r"cop", r"rated_power_w",
+            r"sg_ready_state", r"energy_wh", r"thermal_energy_wh", r"thermal_power_w",
+            r"flow_setpoint_c", r"flow_temp_c", r"return_temp_c", r"outdoor_temp_c",
+            r"indoor_temp_c", r"indoor_setpoint_c", r"operating_mode", r"cop", r"rated_power_w",
         ),
         controls={"sg_ready": ControlSpec("SG-Ready state 1–4", "sg_ready_state"),
                   "flow_setpoint": ControlSpec("°C", "flow_setpoint_c")},
     ),
     "relay": KindSpec(
         required=frozenset(),
-        optional=(r"channel_[0-9]+_on", r"watchdog_s", r"watchdog_tripped"),
+        # channel_N_safe_on: the state channel N takes when the watchdog trips (True =
+        # closed), on modules that let it be set per channel.
+        optional=(r"channel_[0-9]+_on", r"channel_[0-9]+_safe_on", r"watchdog_s",
+                  r"watchdog_tripped"),
     ),
     "dc_bus": KindSpec(
         required=frozenset({"bus_voltage_v", "power_w"}),
@@ -116,3 +136,11 @@ KINDS: dict[str, KindSpec] = {
         ),
     ),
 }
+
+
+_CHANNEL = re.compile(r"channel_([0-9]+)_on")
+
+
+def relay_channel_count(capabilities: Mapping[str, str] | Iterable[str]) -> int:
+    """How many channels a relay map offers: its ``channel_N_on`` capabilities."""
+    return sum(1 for name in capabilities if _CHANNEL.fullmatch(name))

@@ -41,7 +41,7 @@ __all__ = [
     "register_map",
     "registers_to_bytes",
     "scale_factor_value",
-    "with_scale_factors",
+    "with_dependencies",
 ]
 
 #: SunSpec limits scale factors to -10..10; anything else is treated as invalid.
@@ -160,6 +160,8 @@ def decode(point: Point, registers: Sequence[int] | Sequence[bool],
             return None
     elif raw in point.not_implemented:
         return None
+    if point.codes:
+        return point.codes.get(int(raw))
     if point.scale_factor is not None:
         if scale_factor is None:
             return None
@@ -182,6 +184,8 @@ def encode(point: Point, value: Value, scale_factor: int | None = None) -> list[
     if isinstance(value, str | bool):
         raise WriteRangeError(f"{point.name}: expected a number, got {value!r}")
     raw: int | float
+    if point.codes:
+        return encode_raw(point, _code_of(point, value))
     if point.scale_factor is not None:
         if scale_factor is None:
             raise WriteRangeError(
@@ -214,6 +218,15 @@ def encode_write(point: Point, value: Value, scale_factor: int | None = None) ->
     if point.type is PointType.BOOL:
         return encode_raw(point, bool(value))
     return encode(point, value, scale_factor)
+
+
+def _code_of(point: Point, value: float) -> int:
+    """The raw code of ``value`` in the point's lookup table."""
+    for code, meaning in point.codes.items():
+        if meaning == value:
+            return code
+    allowed = ", ".join(f"{meaning:g}" for meaning in sorted(point.codes.values()))
+    raise WriteRangeError(f"{point.name}: {value:g} is none of its coded values ({allowed})")
 
 
 def _sentinel(point: Point) -> int | float | str | bool:
@@ -263,7 +276,8 @@ def decode_points(device_map: DeviceMap[Point], points: Iterable[Point],
     """Decode ``points`` from ``image``, resolving scale factors from the same image.
 
     Points whose registers are missing from the image are left out of the result;
-    points that decode to "not implemented" map to None.
+    points that decode to "not implemented" map to None. Points with transformer
+    ``ratios`` come out on the primary side (multiplied by the ratios read with them).
     """
     values: dict[str, Value] = {}
     for point in points:
@@ -278,7 +292,7 @@ def decode_points(device_map: DeviceMap[Point], points: Iterable[Point],
                 raw = decode_raw(sf_point, sf_registers)
                 sf = scale_factor_value(raw if isinstance(raw, int) else None)
         values[point.name] = decode(point, registers, sf)
-    return values
+    return device_map.primary(values)
 
 
 def register_map(device_map: AnyMap) -> DeviceMap[Point]:
@@ -288,11 +302,13 @@ def register_map(device_map: AnyMap) -> DeviceMap[Point]:
     return cast(DeviceMap[Point], device_map)
 
 
-def with_scale_factors(device_map: DeviceMap[Point], names: Sequence[str]) -> list[Point]:
-    """The named points plus the scale-factor points they depend on (deduplicated).
-    Raises KeyError naming the map for an unknown point."""
+def with_dependencies(device_map: DeviceMap[Point], names: Sequence[str]) -> list[Point]:
+    """The named points plus the points their values depend on, deduplicated: the
+    scale factors they are scaled by and the transformer ratios they are multiplied
+    by (read in the same plan, every poll, as the device may change them). Raises
+    KeyError naming the map for an unknown point."""
     seen: dict[str, Point] = {}
-    for name in names:
+    for name in device_map.with_ratios(names):
         point = device_map.point(name)
         seen[point.name] = point
         if point.scale_factor is not None:

@@ -15,10 +15,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import ClassVar
 
+from drivers.capabilities import relay_channel_count
 from drivers.controls import ExpressionError, Step, evaluate_steps
 from drivers.points import AnyMap, Value, WriteRangeError
 
 __all__ = [
+    "SG_READY_CONTACTS",
     "Battery",
     "DcBus",
     "Device",
@@ -30,6 +32,8 @@ __all__ = [
     "SubMeterChannel",
     "Write",
     "device_class",
+    "sg_ready_contact_writes",
+    "sg_ready_from_contacts",
 ]
 
 
@@ -293,6 +297,44 @@ class HeatPump(Device):
         return self.set_control("flow_setpoint", celsius)
 
 
+#: The SG-Ready label's truth table: state → (contact 1 closed, contact 2 closed).
+#: 1 blocked = 1:0, 2 normal = 0:0, 3 boost recommended = 0:1, 4 forced on = 1:1
+#: (Bundesverband Wärmepumpe SG-Ready label; the same table as OpenEMS' SG-Ready
+#: controller, ``Status.java``: LOCK (true, false), REGULAR (false, false),
+#: RECOMMENDATION (false, true), FORCE_ON (true, true); evcc's ``sgready-relay`` drives
+#: the "dim" relay for 1 and the "boost" relay for 3).
+SG_READY_CONTACTS: Mapping[int, tuple[bool, bool]] = {
+    1: (True, False), 2: (False, False), 3: (False, True), 4: (True, True),
+}
+
+
+def sg_ready_from_contacts(contact_1: bool | None, contact_2: bool | None) -> int | None:
+    """The SG-Ready state two contacts encode (None while either is unknown)."""
+    if contact_1 is None or contact_2 is None:
+        return None
+    return next(state for state, pair in SG_READY_CONTACTS.items()
+                if pair == (contact_1, contact_2))
+
+
+def sg_ready_contact_writes(relay: Relay, contacts: tuple[int, int], state: int
+                            ) -> list[Write]:
+    """The relay writes that put the contacts on channels ``contacts`` (contact 1,
+    contact 2) into SG-Ready ``state``: both channels, each read back.
+
+    Two coils cannot change at once, so the order keeps every intermediate state
+    harmless: contacts that open go first (contact 1 before 2), then those that close
+    (contact 2 before 1). A change never passes through a state worse than both ends:
+    3 → 1 goes through 2 (normal), not 4 (forced on); 4 → 2 through 3, not 1; 2 → 4
+    through 3. Raises :class:`WriteRangeError` for a state outside 1–4."""
+    if state not in SG_READY_CONTACTS:
+        raise WriteRangeError(f"SG-Ready state must be 1–4, got {state}")
+    closed = dict(zip(contacts, SG_READY_CONTACTS[state], strict=True))
+    first, second = contacts
+    opening = [c for c in (first, second) if not closed[c]]
+    closing = [c for c in (second, first) if closed[c]]
+    return [relay.set_channel(channel, closed[channel]) for channel in opening + closing]
+
+
 class Relay(Device):
     """A relay module: channels numbered from 1, True = closed (load on)."""
 
@@ -300,7 +342,7 @@ class Relay(Device):
 
     @property
     def channel_count(self) -> int:
-        return sum(1 for c in self.map.capabilities if c.startswith("channel_"))
+        return relay_channel_count(self.map.capabilities)
 
     def channel_on(self, channel: int) -> bool | None:
         value = self.value(f"channel_{channel}_on")
@@ -315,6 +357,17 @@ class Relay(Device):
 
     def set_watchdog_s(self, seconds: float) -> list[Write]:
         return self.arm_watchdog(seconds)
+
+    def safe_on(self, channel: int) -> bool | None:
+        """The state channel ``channel`` takes when the watchdog trips (True = closed),
+        as read; None where the module does not say."""
+        value = self.value(f"channel_{channel}_safe_on")
+        return None if value is None else bool(value)
+
+    def set_safe_state(self, channel: int, closed: bool) -> Write:
+        """A write that sets the state channel ``channel`` falls to when the watchdog
+        trips. Raises :class:`WriteRangeError` on modules without per-channel states."""
+        return self.write(f"channel_{channel}_safe_on", 1 if closed else 0)
 
 
 class DcBus(Device):

@@ -201,7 +201,9 @@ class _Read(ReadOperation):
 
     @property
     def values(self) -> dict[str, Value]:
-        return dict(self._values)
+        """The values read so far; points with transformer ``ratios`` on the primary
+        side."""
+        return self._driver.device_map.primary(self._values)
 
     @property
     def covering(self) -> tuple[str, ...]:
@@ -282,13 +284,14 @@ class Dlt645Driver(Driver):
         return f"address {self.address}"
 
     def plan(self, points: Sequence[str]) -> list[DiRead]:
-        """The reads that cover ``points``."""
+        """The reads that cover ``points`` and the transformer ratios they need."""
         return self._plan(tuple(points))[0]
 
     def _plan(self, names: tuple[str, ...]) -> tuple[list[DiRead], tuple[DataPoint, ...]]:
         plan = self._plans.get(names)
         if plan is None:
-            points = tuple(self.device_map.point(name) for name in names)
+            points = tuple(self.device_map.point(name)
+                           for name in self.device_map.with_ratios(names))
             plan = (plan_dis(self.device_map, [p.di for p in points], self.refused_blocks),
                     points)
             self._plans[names] = plan

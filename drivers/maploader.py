@@ -23,6 +23,7 @@ from drivers.points import (
     DEFAULT_NOT_IMPLEMENTED,
     Access,
     AddressRange,
+    Alias,
     AnyMap,
     DataPoint,
     DeviceMap,
@@ -44,7 +45,8 @@ PointT = TypeVar("PointT", bound=PointBase)
 
 #: Units a point may declare: base units only, so conversion happens once, at decode.
 BASE_UNITS = frozenset(
-    {"", "W", "Wh", "V", "A", "Hz", "°C", "%", "var", "VA", "varh", "VAh", "s", "Ah", "Ω"}
+    {"", "W", "Wh", "V", "A", "Hz", "°C", "%", "var", "VA", "varh", "VAh", "s", "Ah", "Ω",
+     "°"}
 )
 
 
@@ -82,13 +84,13 @@ def get_map(model: str) -> AnyMap:
 # -- parsing --------------------------------------------------------------------------
 
 _TOP_KEYS = ("device", "points", "sunspec", "capabilities", "groups", "unreadable",
-             "controls", "watchdog", "simulation")
+             "reserved", "aliases", "controls", "watchdog", "simulation")
 _DEVICE_KEYS = ("model", "kind", "protocol", "manufacturer", "description", "documentation",
                 "word_order", "byte_order", "not_implemented", "max_registers", "max_gap",
                 "pacing", "shared_unit")
 _POINT_KEYS = ("name", "table", "address", "type", "length", "word_order", "byte_order",
                "scale", "offset", "scale_factor", "unit", "access", "min", "max",
-               "not_implemented", "enum", "bits", "description")
+               "not_implemented", "enum", "bits", "codes", "description", "ratios")
 
 
 def _error(node: Node, expected: str) -> MapError:
@@ -125,6 +127,11 @@ def _parse(root: Node, expected_model: str | None) -> AnyMap:
     max_registers = _int_or(device.get("max_registers"), 125, 1, 125)
     max_gap = _int_or(device.get("max_gap"), 0, 0, 124)
     unreadable = tuple(_range(n) for n in _list(root.get("unreadable")))
+    reserved = tuple(_range(n) for n in _list(root.get("reserved")))
+    for index, answered in enumerate(reserved):
+        if any(answered.overlaps(b.table, b.first, b.last) for b in unreadable):
+            raise MapError(root.file, f"reserved[{index}]",
+                           "a range that overlaps no unreadable range", answered.first)
 
     points_node, sunspec_node = root.get("points"), root.get("sunspec")
     if (points_node is None) == (sunspec_node is None):
@@ -138,9 +145,11 @@ def _parse(root: Node, expected_model: str | None) -> AnyMap:
         assert sunspec_node is not None
         points, constants = _sunspec(sunspec_node)
     by_name = _check_points(points, points_node or sunspec_node, unreadable)  # type: ignore[arg-type]
+    aliases = tuple(_alias(n, points) for n in _list(root.get("aliases")))
     return dataclasses.replace(
         _device_map(root, device, model, kind, Protocol.MODBUS, by_name, constants),
-        unreadable=unreadable, max_registers=max_registers, max_gap=max_gap,
+        unreadable=unreadable, reserved=reserved, aliases=aliases,
+        max_registers=max_registers, max_gap=max_gap,
         shared_unit=_str_or(device.get("shared_unit"), ""))
 
 
@@ -150,9 +159,18 @@ def _device_map(root: Node, device: Node, model: str, kind: str, protocol: Proto
     """What every map has, whatever its protocol: identity, capabilities, poll groups,
     controls and watchdog, pacing, simulation constants."""
     simulation = root.get("simulation")
+    quantities: dict[str, str] = {}
+    phases = 3
     if simulation is not None:
-        simulation.only(("constants",))
+        simulation.only(("constants", "quantities", "phases"))
         constants.update(_constants(simulation.get("constants"), points))
+        quantities = _quantities(simulation.get("quantities"), kind, points)
+        phases_node = simulation.get("phases")
+        if phases_node is not None:
+            phases = phases_node.int(min=1, max=3)
+            if phases == 2:
+                raise _error(phases_node, "1 or 3 phases")
+    _check_ratios(root, points)
     capabilities = _capabilities(root, kind, points)
     watchdog = _watchdog(root.get("watchdog"), points, capabilities)
     return DeviceMap(
@@ -170,6 +188,8 @@ def _device_map(root: Node, device: Node, model: str, kind: str, protocol: Proto
         watchdog=watchdog,
         pacing=_pacing(device.get("pacing")),
         sim_constants=constants,
+        sim_quantities=quantities,
+        sim_phases=phases,
     )
 
 
@@ -206,14 +226,33 @@ def _table(node: Node) -> Table:
     return Table(node.str(choices=[t.value for t in Table]))
 
 
-def _range(node: Node) -> AddressRange:
-    node.only(("table", "first", "last"))
+def _range(node: Node, *extra_keys: str) -> AddressRange:
+    node.only(("table", "first", "last", *extra_keys))
     first = node.req("first").int(min=0, max=0xFFFF)
     last_node = node.req("last")
     last = last_node.int(min=0, max=0xFFFF)
     if last < first:
         raise _error(last_node, f"an address >= first ({first})")
     return AddressRange(_table(node.req("table")), first, last)
+
+
+def _alias(node: Node, points: list[Point]) -> Alias:
+    """``[[aliases]]``: ``table`` ``first``–``last`` answers what ``source`` answers from
+    ``source_first`` (default ``first``) on."""
+    span = _range(node, "source", "source_first")
+    source = _table(node.req("source"))
+    if span.table.is_bits or source.is_bits or source is span.table:
+        raise _error(node.req("source"), "the other register table (aliases mirror "
+                     "holding and input registers)")
+    start_node = node.get("source_first")
+    start = span.first if start_node is None else start_node.int(min=0, max=0xFFFF)
+    if start + span.last - span.first > 0xFFFF:
+        raise _error(node, "an alias whose source ends at or before address 65535")
+    for point in points:
+        if span.overlaps(point.table, point.address, point.end - 1):
+            raise _error(node, f"an alias range without points of its own table "
+                         f"({point.name} is at {point.address})")
+    return Alias(span.table, span.first, span.last, source, start)
 
 
 def _point(node: Node, word_order: Order, byte_order: Order, use_sentinels: bool) -> Point:
@@ -246,6 +285,7 @@ def _point(node: Node, word_order: Order, byte_order: Order, use_sentinels: bool
     if bits_node is not None and point_type not in (PointType.BITS16, PointType.BITS32):
         raise _error(bits_node, "no bits table (only bits16/bits32 points have one)")
     bit_count = 32 if point_type is PointType.BITS32 else 16
+    codes = _codes(node, point_type)
     return Point(
         name=name,
         table=table,
@@ -266,7 +306,65 @@ def _point(node: Node, word_order: Order, byte_order: Order, use_sentinels: bool
         enum=enum,
         bits=_labels(bits_node, 0, bit_count - 1),
         description=_str_or(node.get("description"), ""),
+        ratios=_ratio_names(node),
+        codes=codes,
     )
+
+
+def _ratio_names(node: Node) -> tuple[str, ...]:
+    ratios = node.get("ratios")
+    return () if ratios is None else tuple(entry.str() for entry in ratios.list())
+
+
+def _check_ratios(root: Node, points: Mapping[str, PointBase]) -> None:
+    """Each ``ratios`` entry names a numeric point of the map that has no ratios itself."""
+    for index, point in enumerate(points.values()):
+        for name in point.ratios:
+            ratio = points.get(name)
+            if ratio is None or ratio is point or ratio.ratios or not ratio.is_numeric:
+                raise MapError(root.file, f"points[{index}].ratios",
+                               "names of numeric points of this map that have no ratios "
+                               "themselves (the transformer ratios)", name)
+
+
+def _quantities(node: Node | None, kind: str, points: Mapping[str, PointBase]
+                ) -> dict[str, str]:
+    """``[simulation.quantities]``: point → the quantity (a capability name of the kind)
+    the simulator serves in it."""
+    quantities: dict[str, str] = {}
+    for name, child in ([] if node is None else node.items()):
+        if name not in points:
+            raise _error(child, "the name of a point of this map")
+        quantity = child.str()
+        if not KINDS[kind].allows(quantity):
+            raise _error(child, f"a quantity a {kind} offers (a capability name, see "
+                         "drivers/capabilities.py)")
+        quantities[name] = quantity
+    return quantities
+
+
+def _codes(node: Node, point_type: PointType) -> dict[int, float]:
+    """``codes``: a table of raw codes and the engineering values they stand for, for
+    devices that encode a quantity by lookup rather than by scale."""
+    codes_node = node.get("codes")
+    if codes_node is None:
+        return {}
+    if point_type not in (PointType.U16, PointType.S16, PointType.U32, PointType.S32):
+        raise _error(codes_node, "no codes table (only u16, s16, u32 and s32 points have one)")
+    for key in ("scale", "offset", "scale_factor"):
+        if node.has(key):
+            raise _error(node.req(key), f"no {key} on a point with a codes table")
+    low, high = point_type.integer_range
+    codes: dict[int, float] = {}
+    for key, child in codes_node.items():
+        code = _int_key(key, child, low, high, "raw codes")
+        meaning = child.float()
+        if meaning in codes.values():
+            raise _error(child, "a value no other code stands for")
+        codes[code] = meaning
+    if not codes:
+        raise _error(codes_node, "at least one code")
+    return codes
 
 
 def _unit(node: Node) -> str:
@@ -310,14 +408,19 @@ def _labels(node: Node | None, low: int, high: int) -> dict[int, str]:
         return {}
     labels: dict[int, str] = {}
     for key, child in node.items():
-        try:
-            code = int(key, 0)
-        except ValueError:
-            raise _error(child, f'keys that are integers {low}–{high}, e.g. "1"') from None
-        if not low <= code <= high:
-            raise _error(child, f"a key {low}–{high}")
-        labels[code] = child.str()
+        labels[_int_key(key, child, low, high, "integers")] = child.str()
     return labels
+
+
+def _int_key(key: str, child: Node, low: int, high: int, what: str) -> int:
+    """A table key that must be an integer ``low``–``high`` (decimal or 0x…)."""
+    try:
+        code = int(key, 0)
+    except ValueError:
+        raise _error(child, f'keys that are {what} {low}–{high}, e.g. "1"') from None
+    if not low <= code <= high:
+        raise _error(child, f"a key {low}–{high}")
+    return code
 
 
 def _sentinels(node: Node | None, point_type: PointType, default_on: bool) -> tuple[int, ...]:
@@ -578,7 +681,7 @@ def _controls(root: Node, kind: str, points: Mapping[str, PointBase],
 _DATA_DEVICE_KEYS = ("model", "kind", "protocol", "manufacturer", "description",
                      "documentation", "pacing")
 _DATA_POINT_KEYS = ("name", "di", "offset", "format", "signed", "scale", "unit", "access",
-                    "min", "max", "enum", "description")
+                    "min", "max", "enum", "description", "ratios")
 
 
 def _parse_data_map(root: Node, device: Node, model: str, kind: str) -> AnyMap:
@@ -624,6 +727,7 @@ def _data_point(node: Node) -> DataPoint:
         maximum=high,
         enum=_labels(node.get("enum"), 0, 0xFFFF_FFFF),
         description=_str_or(node.get("description"), ""),
+        ratios=_ratio_names(node),
     )
 
 

@@ -14,7 +14,7 @@ from drivers.codec import (
     encode_write,
     register_map,
     scale_factor_value,
-    with_scale_factors,
+    with_dependencies,
 )
 from drivers.devices import Write
 from drivers.frames import (
@@ -183,7 +183,7 @@ class ModbusDriver(Driver):
         return f"unit {self.unit}"
 
     def plan(self, points: Sequence[str]) -> list[ReadRequest]:
-        """The read requests covering ``points`` (and their scale factors)."""
+        """The read requests covering ``points`` (and their scale factors and ratios)."""
         return [read for read, _ in self._plan(tuple(points)).requests]
 
     def _plan(self, points: tuple[str, ...]) -> _Plan:
@@ -193,7 +193,7 @@ class ModbusDriver(Driver):
             plan = _Plan(
                 tuple((read, Request(self.unit, READ_FUNCTION[read.table], read.address,
                                      count=read.count)) for read in reads),
-                tuple(with_scale_factors(self.device_map, points)))
+                tuple(with_dependencies(self.device_map, points)))
             self._plans[points] = plan
         return plan
 

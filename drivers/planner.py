@@ -6,7 +6,8 @@ Rules, per request:
 * at most ``max_registers`` registers (125 by the protocol, lower for some devices) or
   2000 bits for coils and discrete inputs;
 * it may bridge a gap of unwanted registers between two points only when the gap is at
-  most ``max_gap`` registers and touches no range the map marks unreadable;
+  most ``max_gap`` registers and touches no range the map marks unreadable, or when the
+  gap lies inside a range the map marks reserved (documented as answered by the device);
 * every point lies wholly inside one request.
 
 Within those rules a left-to-right greedy sweep is optimal: each request starts at the
@@ -19,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from drivers.codec import with_scale_factors
+from drivers.codec import with_dependencies
 from drivers.points import AddressRange, DeviceMap, Point, Table
 
 __all__ = ["PlanError", "ReadRequest", "plan_group", "plan_reads"]
@@ -53,8 +54,10 @@ def plan_reads(
     max_registers: int = 125,
     max_gap: int = 0,
     unreadable: Sequence[AddressRange] = (),
+    reserved: Sequence[AddressRange] = (),
 ) -> list[ReadRequest]:
-    """Plan the reads that cover ``points`` (deduplicated by name).
+    """Plan the reads that cover ``points`` (deduplicated by name). Gaps inside a
+    ``reserved`` range (registers the device answers) are bridged whatever their size.
 
     Requests come out ordered by table, then address. Raises :class:`PlanError` when a
     single point is larger than the request limit of its table.
@@ -72,12 +75,15 @@ def plan_reads(
         if table_points:
             limit = 2000 if table.is_bits else min(max_registers, 125)
             blocked = [r for r in unreadable if r.table is table]
-            plan.extend(_plan_table(table, table_points.values(), limit, max_gap, blocked))
+            answered = [r for r in reserved if r.table is table]
+            plan.extend(_plan_table(table, table_points.values(), limit, max_gap, blocked,
+                                    answered))
     return plan
 
 
 def _plan_table(table: Table, points: Iterable[Point], limit: int, max_gap: int,
-                blocked: Sequence[AddressRange]) -> list[ReadRequest]:
+                blocked: Sequence[AddressRange], answered: Sequence[AddressRange] = ()
+                ) -> list[ReadRequest]:
     ordered = sorted(points, key=lambda p: (p.address, p.end, p.name))
     requests: list[ReadRequest] = []
     start = end = 0
@@ -90,7 +96,8 @@ def _plan_table(table: Table, points: Iterable[Point], limit: int, max_gap: int,
             )
         if any(r.overlaps(table, point.address, point.end - 1) for r in blocked):
             raise PlanError(f"point {point.name} lies in a range marked unreadable")
-        if names and _can_extend(table, start, end, point, limit, max_gap, blocked):
+        if names and _can_extend(table, start, end, point, limit, max_gap, blocked,
+                                 answered):
             end = max(end, point.end)
             names.append(point.name)
             continue
@@ -103,11 +110,13 @@ def _plan_table(table: Table, points: Iterable[Point], limit: int, max_gap: int,
 
 
 def _can_extend(table: Table, start: int, end: int, point: Point, limit: int, max_gap: int,
-                blocked: Sequence[AddressRange]) -> bool:
+                blocked: Sequence[AddressRange], answered: Sequence[AddressRange]) -> bool:
     if max(end, point.end) - start > limit:
         return False
     gap = point.address - end
     if gap <= 0:
+        return True
+    if any(r.first <= end and point.address - 1 <= r.last for r in answered):
         return True
     if gap > max_gap:
         return False
@@ -116,7 +125,8 @@ def _can_extend(table: Table, start: int, end: int, point: Point, limit: int, ma
 
 def plan_group(device_map: DeviceMap[Point], names: Iterable[str], *,
                max_registers: int | None = None) -> list[ReadRequest]:
-    """Plan a poll group of ``device_map``: its points plus the scale factors they need.
+    """Plan a poll group of ``device_map``: its points plus the scale factors and
+    transformer ratios they need.
 
     ``max_registers`` lowers the map's own per-request limit (never raises it).
     """
@@ -124,8 +134,9 @@ def plan_group(device_map: DeviceMap[Point], names: Iterable[str], *,
     if max_registers is not None:
         limit = min(limit, max_registers)
     return plan_reads(
-        with_scale_factors(device_map, tuple(names)),
+        with_dependencies(device_map, tuple(names)),
         max_registers=limit,
         max_gap=device_map.max_gap,
         unreadable=device_map.unreadable,
+        reserved=device_map.reserved,
     )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -162,6 +162,9 @@ class PointBase:
     enum: Mapping[int, str] = field(default_factory=dict)
     bits: Mapping[int, str] = field(default_factory=dict)
     description: str = ""
+    #: Points whose current values multiply this one (transformer ratios): the device
+    #: reports the secondary side, the engineering value is the primary side.
+    ratios: tuple[str, ...] = ()
 
     @property
     def is_numeric(self) -> bool:
@@ -232,6 +235,10 @@ class Point(PointBase):
     scale_factor: str | None = None
     #: Raw values meaning "not implemented" (decode to None); the first is canonical.
     not_implemented: tuple[int, ...] = ()
+    #: A lookup table instead of scaling: raw code → engineering value (evcc's "map"
+    #: source). A raw value not in the table decodes to None; a value not in it cannot
+    #: be written.
+    codes: Mapping[int, float] = field(default_factory=dict)
 
     @property
     def count(self) -> int:
@@ -304,6 +311,25 @@ class AddressRange:
 
 
 @dataclass(frozen=True, slots=True)
+class Alias:
+    """Registers ``first``–``last`` of ``table`` answer what ``source`` answers from
+    ``source_first`` on (e.g. a meter whose input registers mirror its holding
+    registers, so FC 04 reads what FC 03 reads). Read-only."""
+
+    table: Table
+    first: int
+    last: int
+    source: Table
+    source_first: int
+
+    def source_address(self, address: int) -> int:
+        return self.source_first + address - self.first
+
+    def covers(self, table: Table, first: int, last: int) -> bool:
+        return table is self.table and self.first <= first and last <= self.last
+
+
+@dataclass(frozen=True, slots=True)
 class PollGroup:
     """A named set of points read together at one interval (a default the site may override)."""
 
@@ -355,6 +381,15 @@ class DeviceMap(Generic[P]):
     blocks: Mapping[int, tuple[int, ...]] = field(default_factory=dict)
     #: Fixed values a simulated device serves (identification strings, ratings).
     sim_constants: Mapping[str, Value] = field(default_factory=dict)
+    #: Points a simulated device fills from its physics by quantity name (the kind's
+    #: capability vocabulary) although they are not the map's capability for it.
+    sim_quantities: Mapping[str, str] = field(default_factory=dict)
+    #: Phases a simulated meter of this model measures (3, or 1 for a single-phase meter).
+    sim_phases: int = 3
+    #: Modbus: ranges the device answers where no point is mapped (they read zero).
+    reserved: tuple[AddressRange, ...] = ()
+    #: Modbus: register ranges that answer what another table answers.
+    aliases: tuple[Alias, ...] = ()
 
     def point(self, name: str) -> P:
         """The point ``name``; raises KeyError naming the map when it does not exist."""
@@ -370,6 +405,47 @@ class DeviceMap(Generic[P]):
     def control(self, name: str) -> Control | None:
         """The recipe of control ``name`` (e.g. ``"power_limit"``), None if not offered."""
         return self.controls.get(name)
+
+    def with_ratios(self, names: Iterable[str]) -> tuple[str, ...]:
+        """``names`` plus the ratio points their values are multiplied by, each once, in
+        order: what a read of ``names`` must fetch to report primary values."""
+        wanted = dict.fromkeys(names)
+        for name in list(wanted):
+            wanted.update(dict.fromkeys(self.point(name).ratios))
+        return tuple(wanted)
+
+    def primary(self, values: Mapping[str, Value]) -> dict[str, Value]:
+        """``values`` as read from the device with every point that has ``ratios``
+        multiplied by their current values (secondary side → primary side). A ratio that
+        is missing, not a number or not positive makes the primary value unknown
+        (None)."""
+        return self._rescale(values, multiply=True)
+
+    def secondary(self, values: Mapping[str, Value]) -> dict[str, Value]:
+        """The inverse of :meth:`primary`: what a device reports for primary values
+        ``values`` (its simulator divides by its ratios)."""
+        return self._rescale(values, multiply=False)
+
+    def _rescale(self, values: Mapping[str, Value], *, multiply: bool) -> dict[str, Value]:
+        out = dict(values)
+        for name, value in values.items():
+            point = self.points.get(name)
+            if point is None or not point.ratios or value is None \
+                    or isinstance(value, str | bool):
+                continue
+            factor = 1.0
+            for ratio_name in point.ratios:
+                ratio = values.get(ratio_name)
+                if isinstance(ratio, bool) or not isinstance(ratio, int | float) \
+                        or not ratio > 0:
+                    factor = math.nan
+                    break
+                factor *= ratio
+            if math.isnan(factor):
+                out[name] = None
+            else:
+                out[name] = value * factor if multiply else value / factor
+        return out
 
 
 #: A map of any protocol (a Modbus register map or a DL/T 645 data map).

@@ -21,17 +21,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from drivers.capabilities import relay_channel_count
 from drivers.maploader import get_map
 from drivers.points import AnyMap, Pacing, Point, PollGroup, Protocol, Table
 from drivers.protocol import Framing
 from drivers.schema import ConfigError, Node, load_toml
 
 __all__ = [
+    "SG_READY_MAX_BLOCKED_S",
     "DeviceSpec",
     "LineKind",
     "LineSpec",
     "LoadSpec",
     "SerialSettings",
+    "SgReadySpec",
     "SiteSpec",
     "load_site",
     "parse_site",
@@ -113,6 +116,34 @@ class LineSpec:
         return Framing.STREAM if self.kind is LineKind.TCP else Framing.SERIAL
 
 
+#: SG-Ready label rules: operating state 1 (blocked) holds the heat pump off for at most
+#: two hours (Bundesverband Wärmepumpe, "Regularium für das Label SG Ready", v1.1, read
+#: through OpenEMS' SG-Ready controller, which quotes it; the regulation itself was not
+#: at hand).
+SG_READY_MAX_BLOCKED_S = 7200.0
+
+
+@dataclass(frozen=True, slots=True)
+class SgReadySpec:
+    """How the gateway sets a heat pump's SG-Ready state, and how long a state must hold.
+
+    ``relay``/``contacts``: the relay module and its two channels wired to the heat
+    pump's SG-Ready terminals (contact 1, contact 2 in the label's order: 1:0 blocked,
+    0:0 normal, 0:1 boost recommended, 1:1 forced on); None: the map's own SG-Ready
+    register (its ``sg_ready`` recipe). ``min_dwell_s``: a state holds at least this long
+    before the gateway changes it. ``max_blocked_s``: the longest one block (state 1)."""
+
+    relay: str | None
+    contacts: tuple[int, int] | None
+    min_dwell_s: float
+    max_blocked_s: float
+    path: str = ""
+
+    @property
+    def by_contacts(self) -> bool:
+        return self.relay is not None and self.contacts is not None
+
+
 @dataclass(frozen=True, slots=True)
 class DeviceSpec:
     """One device of the site: its map, where it is, and how to poll it."""
@@ -139,6 +170,12 @@ class DeviceSpec:
     path: str  # key path in the site file, for messages
     password: str = "02000000"  # DL/T 645 writes: level and password, as printed
     operator: str = "00000000"  # DL/T 645 writes: operator code
+    sg_ready: SgReadySpec | None = None  # heat pumps: how SG-Ready is set
+    safe_open: frozenset[int] = frozenset()  # relays: channels that fall open on a trip
+
+    def safe_closed(self, channel: int) -> bool:
+        """Relays: whether ``channel`` closes when the module's watchdog trips."""
+        return channel not in self.safe_open
 
     @property
     def station(self) -> str:
@@ -227,6 +264,7 @@ def parse_site(root: Node) -> SiteSpec:
             raise node.req("name").error("a load name not used before by a load or device")
         loads[load.name] = load
     _check_channels(loads, root)
+    devices = _wire_sg_ready(root, devices, loads)
     return SiteSpec(
         file=root.file,
         site_id=site_id,
@@ -260,7 +298,7 @@ def _name(node: Node) -> str:
 _DEVICE_KEYS = ("name", "model", "line", "transport", "host", "port", "protocol", "unit",
                 "address", "password", "operator", "timeout_s", "retries", "max_registers",
                 "pacing", "groups", "turnaround_s", "unit_switch_delay_s", "backoff_max_s",
-                "writes_per_s", "write_burst", "role", "simulation")
+                "writes_per_s", "write_burst", "role", "simulation", "sg_ready", "safe_open")
 _SERIAL_KEYS = ("serial_port", "baud", "parity", "stop_bits")
 _DIGITS = re.compile(r"^[0-9]{12}$")
 _CREDENTIAL = re.compile(r"^[0-9A-Fa-f]{8}$")
@@ -338,7 +376,27 @@ def _device(node: Node, line_nodes: Mapping[str, Node]) -> DeviceSpec:
         path=node.path,
         password=_credential(node.get("password"), "02000000"),
         operator=_credential(node.get("operator"), "00000000"),
+        safe_open=_safe_open(node.get("safe_open"), device_map),
     )
+
+
+def _safe_open(node: Node | None, device_map: AnyMap) -> frozenset[int]:
+    """A relay's ``safe_open``: the channels its watchdog opens (the others close)."""
+    if node is None:
+        return frozenset()
+    if device_map.kind != "relay":
+        raise node.error("no safe_open (only relay modules have one)")
+    count = relay_channel_count(device_map.capabilities)
+    channels: set[int] = set()
+    for entry in node.list():
+        channel = entry.int(min=1, max=count)
+        if f"channel_{channel}_safe_on" not in device_map.capabilities:
+            raise entry.error(f"a channel whose watchdog state {device_map.model} lets the "
+                              "gateway set (its map has no safe state for it)")
+        if channel in channels:
+            raise entry.error("a channel not listed before")
+        channels.add(channel)
+    return frozenset(channels)
 
 
 def _credential(node: Node | None, default: str) -> str:
@@ -532,8 +590,7 @@ def _load(node: Node, devices: Mapping[str, DeviceSpec]) -> LoadSpec:
         if spec is None or spec.device_map.kind != "relay":
             raise device_node.error("the name of a relay device of this site")
         channel_node = node.req("channel")
-        channel_count = sum(1 for c in spec.device_map.capabilities if c.startswith("channel_"))
-        channel = channel_node.int(min=1, max=channel_count)
+        channel = channel_node.int(min=1, max=relay_channel_count(spec.device_map.capabilities))
     elif node.has("channel"):
         raise node.req("channel").error("no channel without a relay device")
     sheddable_node = node.get("sheddable")
@@ -588,3 +645,60 @@ def _check_channels(loads: Mapping[str, LoadSpec], root: Node) -> None:
                 raise ConfigError(root.file, f"{load.path}.{where}",
                                   f"a {where} not already used by load {table[key]}", str(key))
             table[key] = load.name  # type: ignore[index]
+
+
+_SG_READY_KEYS = ("relay", "contacts", "min_dwell_s", "max_blocked_s")
+
+
+def _wire_sg_ready(root: Node, devices: Mapping[str, DeviceSpec],
+                   loads: Mapping[str, LoadSpec]) -> dict[str, DeviceSpec]:
+    """Heat pumps' ``sg_ready`` tables: which relay channels drive their SG-Ready contacts
+    (channels no load and no other heat pump uses), and the dwell and blocking limits."""
+    wired = dict(devices)
+    taken = {(load.device, load.channel): f"load {load.name}" for load in loads.values()
+             if load.device is not None}
+    for node in root.req("devices").list():
+        table = node.get("sg_ready")
+        if table is None:
+            continue
+        device = devices[node.req("name").str()]
+        if device.device_map.kind != "heat_pump":
+            raise table.error("no sg_ready (only heat pumps have one)")
+        table.only(_SG_READY_KEYS)
+        relay_node, contacts_node = table.get("relay"), table.get("contacts")
+        relay = contacts = None
+        if (relay_node is None) != (contacts_node is None):
+            missing = "contacts" if contacts_node is None else "relay"
+            raise ConfigError(root.file, f"{table.path}.{missing}",
+                              "relay and contacts together (the relay module and its two "
+                              "channels wired to the SG-Ready terminals)", missing=True)
+        if relay_node is not None and contacts_node is not None:
+            relay = relay_node.str()
+            relay_spec = devices.get(relay)
+            if relay_spec is None or relay_spec.device_map.kind != "relay":
+                raise relay_node.error("the name of a relay device of this site")
+            entries = contacts_node.list()
+            if len(entries) != 2:
+                raise contacts_node.error("two channels: [contact 1, contact 2]")
+            count = relay_channel_count(relay_spec.device_map.capabilities)
+            first, second = (entry.int(min=1, max=count) for entry in entries)
+            if first == second:
+                raise entries[1].error("a channel other than contact 1's")
+            for entry, channel in zip(entries, (first, second), strict=True):
+                user = taken.get((relay, channel))
+                if user is not None:
+                    raise entry.error(f"a channel not already used by {user}")
+                taken[(relay, channel)] = f"heat pump {device.name}"
+            contacts = (first, second)
+        elif device.device_map.control("sg_ready") is None:
+            raise ConfigError(root.file, f"{table.path}.relay",
+                              f"relay and contacts ({device.model} has no SG-Ready register "
+                              "the gateway could write)", missing=True)
+        dwell_node, blocked_node = table.get("min_dwell_s"), table.get("max_blocked_s")
+        wired[device.name] = dataclasses.replace(device, sg_ready=SgReadySpec(
+            relay=relay, contacts=contacts,
+            min_dwell_s=600.0 if dwell_node is None else dwell_node.float(min=0, max=86400),
+            max_blocked_s=SG_READY_MAX_BLOCKED_S if blocked_node is None
+            else blocked_node.float(min=60, max=SG_READY_MAX_BLOCKED_S),
+            path=table.path))
+    return wired

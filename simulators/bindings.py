@@ -23,11 +23,20 @@ from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 from typing import Protocol
 
+from drivers.devices import SG_READY_CONTACTS
 from drivers.points import AnyMap, Value
 from simulators.physics.battery import BatteryModel
 from simulators.physics.dcbus import DcBus
-from simulators.physics.grid import mains_frequency_hz, mains_voltage_v, phase_values
-from simulators.physics.heatpump import HeatPump
+from simulators.physics.grid import (
+    current_thd_pct,
+    line_voltage_v,
+    mains_frequency_hz,
+    mains_voltage_v,
+    neutral_current_a,
+    phase_values,
+    voltage_thd_pct,
+)
+from simulators.physics.heatpump import MODE_AUTO, MODE_COOLING, MODE_HEATING, MODE_OFF, HeatPump
 from simulators.physics.loads import RelayModule
 from simulators.physics.pv import PvInverter
 from simulators.physics.site import MeterModel, SimLoad, SubMeterChannelModel
@@ -87,35 +96,103 @@ class MapView:
 
 @dataclass
 class MeterBinding:
+    """A meter's quantities by capability name (drivers/capabilities.py, kind "meter"),
+    primary side: per phase and in total, energies, demand, distortion, the transformer
+    ratios and the meter's clock. A map serves what its registers carry; the protocol
+    adapters turn points with ``ratios`` into secondary values."""
+
     meter: MeterModel
     clock: Callable[[], float]
     zone: tzinfo | None = None
+    _cache: tuple[tuple[float, ...], dict[str, Value]] | None = field(
+        default=None, init=False, repr=False)
 
     def values(self) -> dict[str, Value]:
-        t = self.clock()
-        phases = self.meter.phases(t)
-        counter = self.meter.counter
+        """Every quantity now; computed once per simulation instant and meter state (a
+        poll reads many points of one meter at one instant)."""
+        meter, counter = self.meter, self.meter.counter
+        key = (self.clock(), counter.import_wh, counter.export_wh, counter.power_w,
+               meter.reactive_var, meter.ct_ratio, meter.pt_ratio)
+        if self._cache is None or self._cache[0] != key:
+            self._cache = (key, self._compute(key[0]))
+        return dict(self._cache[1])
+
+    def _compute(self, t: float) -> dict[str, Value]:
+        meter, counter = self.meter, self.meter.counter
+        phases = meter.phases(t)
+        apparent = sum(p.apparent_va for p in phases)
+        power_factor = abs(counter.power_w) / apparent if apparent > 0 else 1.0
+        voltage_thd = [voltage_thd_pct(t, k) for k in (1, 2, 3)]
         values: dict[str, Value] = {
             "power_w": counter.power_w,
             "import_wh": counter.import_wh,
             "export_wh": counter.export_wh,
-            "reactive_power_var": self.meter.reactive_var,
-            "apparent_power_va": sum(p.apparent_va for p in phases),
-            "power_factor": phases[0].power_factor,
+            "total_wh": counter.import_wh + counter.export_wh,
+            "combined_wh": counter.import_wh + counter.export_wh,  # 正向 + 反向 (default)
+            "net_import_wh": max(0.0, counter.import_wh - counter.export_wh),
+            "net_export_wh": max(0.0, counter.export_wh - counter.import_wh),
+            "reactive_power_var": meter.reactive_var,
+            "apparent_power_va": apparent,
+            "power_factor": power_factor if counter.power_w >= 0 else -power_factor,
+            "phase_angle_deg": math.degrees(math.atan2(meter.reactive_var, counter.power_w))
+            if apparent > 0 else 0.0,
             "frequency_hz": mains_frequency_hz(t),
-            "demand_w": self.meter.demand_w,
-            "max_demand_w": self.meter.max_demand_w,
+            "voltage_v": sum(p.voltage_v for p in phases) / 3,
+            "current_a": sum(p.current_a for p in phases) / 3,
+            "current_sum_a": sum(p.current_a for p in phases),
+            "neutral_current_a": neutral_current_a(tuple(phases)),
+            "import_varh": meter.import_varh,
+            "export_varh": meter.export_varh,
+            "total_varh": meter.import_varh + meter.export_varh,
+            "apparent_energy_vah": meter.apparent_vah,
+            "charge_ah": meter.charge_ah,
+            "demand_w": meter.demand_w,
+            "max_demand_w": meter.max_demand_w,
+            "apparent_demand_va": meter.apparent_demand_va,
+            "max_apparent_demand_va": meter.max_apparent_demand_va,
+            "neutral_current_demand_a": meter.current_demand_a[3],
+            "max_neutral_current_demand_a": meter.max_current_demand_a[3],
+            "voltage_thd_pct": sum(voltage_thd) / 3,
+            "ct_ratio": meter.ct_ratio,
+            "pt_ratio": meter.pt_ratio,
         }
-        for index, phase in enumerate(phases, start=1):
-            values[f"l{index}_voltage_v"] = phase.voltage_v
-            values[f"l{index}_current_a"] = phase.current_a
-            values[f"l{index}_power_w"] = phase.power_w
-            values[f"l{index}_power_factor"] = phase.power_factor
-        meter = self.meter
+        for quadrant, varh in enumerate(meter.quadrant_varh, start=1):
+            values[f"q{quadrant}_varh"] = varh
+        line_thd = []
+        for index, phase in enumerate(phases):
+            prefix = f"l{index + 1}_"
+            counters = meter.phase_counters[index]
+            values.update(phase.quantities(prefix))
+            values.update({
+                prefix + "phase_angle_deg": phase.phase_angle_deg,
+                prefix + "import_wh": counters.import_wh,
+                prefix + "export_wh": counters.export_wh,
+                prefix + "total_wh": counters.import_wh + counters.export_wh,
+                prefix + "import_varh": counters.import_varh,
+                prefix + "export_varh": counters.export_varh,
+                prefix + "total_varh": counters.import_varh + counters.export_varh,
+                prefix + "current_demand_a": meter.current_demand_a[index],
+                "max_" + prefix + "current_demand_a": meter.max_current_demand_a[index],
+                prefix + "voltage_thd_pct": voltage_thd[index],
+                prefix + "current_thd_pct": current_thd_pct(t, index + 1, phase.current_a),
+            })
+        for (a, b), name in zip(((0, 1), (1, 2), (2, 0)), ("l1_l2", "l2_l3", "l3_l1"),
+                                strict=True):
+            values[f"{name}_voltage_v"] = line_voltage_v(phases[a], phases[b])
+            line_thd.append((voltage_thd[a] + voltage_thd[b]) / 2)
+            values[f"{name}_voltage_thd_pct"] = line_thd[-1]
+        values["line_voltage_v"] = sum(
+            line_voltage_v(phases[a], phases[b]) for a, b in ((0, 1), (1, 2), (2, 0))) / 3
+        values["line_voltage_thd_pct"] = sum(line_thd) / 3
+        values["current_thd_pct"] = sum(current_thd_pct(t, k + 1, p.current_a)
+                                        for k, p in enumerate(phases)) / 3
         for tariff in range(4):
             values[f"import_t{tariff + 1}_wh"] = meter.tariff_import_wh[tariff]
             values[f"export_t{tariff + 1}_wh"] = meter.tariff_export_wh[tariff]
-        values["combined_wh"] = counter.import_wh + counter.export_wh  # 正向 + 反向 (default)
+        now = datetime.fromtimestamp(t, self.zone)
+        values.update({"clock_year": now.year % 100, "clock_month": now.month,
+                       "clock_day": now.day, "clock_hour": now.hour,
+                       "clock_minute": now.minute, "clock_second": now.second})
         return values
 
     def extra_points(self) -> dict[str, Value]:
@@ -463,18 +540,36 @@ class HeatPumpBinding:
         }
 
     def extra_points(self) -> dict[str, Value]:
-        hp = self.heat_pump
+        hp, cfg = self.heat_pump, self.heat_pump.config
         running = hp.electric_w > 0
-        status = (running * 1) | ((hp.thermal_w > 0) * 2) | ((hp.thermal_w < 0) * 4) | (
+        heating, cooling = hp.thermal_w > 0, hp.thermal_w < 0
+        status = (running * 1) | (heating * 2) | (cooling * 4) | (
             (hp.sg_ready_state == 1) * 8)
-        return {"status": status}
+        sg_signal, evu_signal = SG_READY_CONTACTS[hp.sg_ready_state]
+        return {
+            "status": status,  # the reference profile (sg-ready-heatpump)
+            # Midea M-Thermal (midea-mthermal-r290): its table's codes
+            "mode_setting": {MODE_AUTO: 1, MODE_HEATING: 3, MODE_COOLING: 2}.get(hp.mode, 1),
+            "power_zone1": 0 if hp.mode == MODE_OFF else 1,
+            # modelled: an inverter compressor between 20 and 90 Hz with the load
+            "compressor_frequency": 20 + 70 * hp.electric_w / cfg.rated_electric_w
+            if running else 0,
+            "operating_state": 3 if heating else 2 if cooling else 0,
+            "t1_total_outlet": hp.flow_c,
+            "compressor_hours": hp.compressor_s,
+            # the nameplate's heating capacity in whole kW, taken as 3 × the electric rating
+            "unit_capacity": round(cfg.rated_electric_w * 3.0 / 1000.0) * 1000.0,
+            "current_error": 0,
+            "status_1": (sg_signal << 10) | (evu_signal << 11),
+            "status_2": 1 << 7,  # 3-phase supply; temperatures in whole °C (bit 8 = 0)
+        }
 
     def write(self, capability: str, value: Value) -> None:
         number = _number(value)
         if capability == "sg_ready_state":
             if number not in (1, 2, 3, 4):
                 raise ValueError("SG-Ready state must be 1–4")
-            self.heat_pump.sg_ready_state = int(number)
+            self.heat_pump.sg_ready_state = int(number)  # ValueError when wired to contacts
         elif capability == "flow_setpoint_c":
             self.heat_pump.flow_setpoint_c = number
         elif capability == "indoor_setpoint_c":
@@ -493,6 +588,8 @@ class RelayBinding:
         values: dict[str, Value] = {
             f"channel_{i}_on": on for i, on in enumerate(self.relay.states, start=1)
         }
+        for i, closed in enumerate(self.relay.safe_states, start=1):
+            values[f"channel_{i}_safe_on"] = 1 if closed else 0
         values["watchdog_s"] = self.relay.watchdog_s
         values["watchdog_tripped"] = self.relay.trips
         return values
@@ -501,7 +598,12 @@ class RelayBinding:
         return {}
 
     def write(self, capability: str, value: Value) -> None:
-        if capability.startswith("channel_") and capability.endswith("_on"):
+        if capability.startswith("channel_") and capability.endswith("_safe_on"):
+            number = _number(value)
+            if number not in (0, 1):
+                raise ValueError("a safe state is 0 (open) or 1 (closed)")
+            self.relay.set_safe_state(int(capability[8:-8]), bool(number))
+        elif capability.startswith("channel_") and capability.endswith("_on"):
             self.relay.write_channel(int(capability[8:-3]), bool(value))
         elif capability == "watchdog_s":
             self.relay.set_watchdog(_number(value))
@@ -575,13 +677,8 @@ class SubMeterBinding:
             phase = phase_values(load.power_w, load.config.power_factor, t, 1)
             total += load.power_w
             prefix = f"ch{number}_"
+            values.update(phase.quantities(prefix))
             values.update({
-                prefix + "voltage_v": phase.voltage_v,
-                prefix + "current_a": phase.current_a,
-                prefix + "power_w": phase.power_w,
-                prefix + "apparent_power_va": phase.apparent_va,
-                prefix + "reactive_power_var": phase.reactive_var,
-                prefix + "power_factor": phase.power_factor if load.power_w else 1.0,
                 prefix + "import_wh": channel.counter.import_wh,
                 prefix + "export_wh": channel.counter.export_wh,
             })

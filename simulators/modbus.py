@@ -7,8 +7,11 @@ codec the controller decodes with, so simulator and driver cannot drift. Fault i
 
 What a client sees:
 
-* mapped registers (and gaps of at most ``max_gap`` between points) read their live
-  values; anything else answers exception 02 (illegal data address);
+* mapped registers read their live values, the map's reserved ranges (and gaps of at
+  most ``max_gap`` between points) read zero, and the map's aliases answer what their
+  source table answers (a meter whose FC 04 mirrors FC 03); anything else answers
+  exception 02 (illegal data address); a read of more registers than the map's
+  ``max_registers`` answers exception 03 (illegal data value);
 * writes go through the map's checks: read-only registers answer 02, values outside a
   point's limits or refused by the physics answer 03 (illegal data value) and change
   nothing; a write must cover whole points;
@@ -66,21 +69,37 @@ _TUPLE_ORDER = (Table.COIL, Table.DISCRETE_INPUT, Table.HOLDING, Table.INPUT)
 
 def served_ranges(device_map: DeviceMap[Point], table: Table) -> list[tuple[int, int]]:
     """(first, end) address runs a device of ``device_map`` answers in ``table``: every
-    point's registers, joined across gaps of at most ``max_gap`` that touch no
-    unreadable range."""
-    points = sorted((p for p in device_map.points.values() if p.table is table),
-                    key=lambda p: p.address)
+    point's registers and the ``reserved`` ranges, joined across gaps of at most
+    ``max_gap`` that touch no unreadable range, plus what the ``aliases`` of ``table``
+    mirror of their source table."""
+    spans = [(p.address, p.end) for p in device_map.points.values() if p.table is table]
+    spans += [(r.first, r.last + 1) for r in device_map.reserved if r.table is table]
+    runs = _join(sorted(spans), device_map, table)
+    for alias in device_map.aliases:
+        if alias.table is not table:
+            continue
+        low, high = alias.source_address(alias.first), alias.source_address(alias.last) + 1
+        for first, end in served_ranges(device_map, alias.source):
+            if first < high and end > low:
+                runs.append((alias.first + max(first, low) - low,
+                             alias.first + min(end, high) - low))
+    return _join(sorted(runs), device_map, table, bridge=False)
+
+
+def _join(spans: list[tuple[int, int]], device_map: DeviceMap[Point], table: Table, *,
+          bridge: bool = True) -> list[tuple[int, int]]:
+    """Sorted (first, end) spans merged where they touch or overlap, and (``bridge``)
+    across gaps of at most ``max_gap`` that touch no unreadable range."""
     runs: list[tuple[int, int]] = []
-    for point in points:
+    for first, end in spans:
         if runs:
-            first, end = runs[-1]
-            gap = point.address - end
-            bridge = gap <= 0 or (gap <= device_map.max_gap and not any(
-                r.overlaps(table, end, point.address - 1) for r in device_map.unreadable))
-            if bridge:
-                runs[-1] = (first, max(end, point.end))
+            run_first, run_end = runs[-1]
+            gap = first - run_end
+            if gap <= 0 or (bridge and gap <= device_map.max_gap and not any(
+                    r.overlaps(table, run_end, first - 1) for r in device_map.unreadable)):
+                runs[-1] = (run_first, max(run_end, end))
                 continue
-        runs.append((point.address, point.end))
+        runs.append((first, end))
     return runs
 
 
@@ -145,8 +164,22 @@ class ServedDevice(SimulatedDevice):
     def fill(self, table: Table, first: int, count: int, start: int,
              registers: list[int]) -> None:
         """Encode the live values of ``table`` points overlapping [first, first+count)
-        into ``registers`` (a block whose index 0 is address ``start``)."""
+        into ``registers`` (a block whose index 0 is address ``start``); registers an
+        alias of ``table`` mirrors come from its source table."""
         values = self.point_values()
+        self._fill_points(table, first, count, start, registers, values)
+        end = first + count
+        for alias in self.register_map.aliases:
+            low, high = max(first, alias.first), min(end, alias.last + 1)
+            if alias.table is not table or low >= high:
+                continue
+            mirrored = [0] * (high - low)
+            source = alias.source_address(low)
+            self._fill_points(alias.source, source, high - low, source, mirrored, values)
+            registers[low - start:high - start] = mirrored
+
+    def _fill_points(self, table: Table, first: int, count: int, start: int,
+                     registers: list[int], values: Mapping[str, Value]) -> None:
         points, starts = self._points[table], self._starts[table]
         index = max(0, bisect.bisect_right(starts, first) - 1)
         end = first + count
@@ -155,9 +188,10 @@ class ServedDevice(SimulatedDevice):
                 break
             if point.end <= first:
                 continue
-            words = self._encode_point(point, values)
-            offset = point.address - start
-            registers[offset:offset + len(words)] = words
+            for offset, word in enumerate(self._encode_point(point, values)):
+                at = point.address + offset - start
+                if 0 <= at < len(registers):
+                    registers[at] = word
 
     def fill_bits(self, table: Table, start_word: int, registers: list[int]) -> None:
         """Pack the coil or discrete-input points into the block's 16-bit words."""
@@ -184,9 +218,9 @@ class ServedDevice(SimulatedDevice):
             by_address = {p.address: p for p in self._points[table]}
             return [1 if a in by_address and values.get(by_address[a].name) else 0
                     for a in range(address, address + count)]
-        registers = [0] * (address + count)
-        self.fill(table, address, count, 0, registers)
-        return registers[address:address + count]
+        registers = [0] * count
+        self.fill(table, address, count, address, registers)
+        return registers
 
     # -- writes -------------------------------------------------------------------------
 
@@ -259,6 +293,9 @@ class ServedDevice(SimulatedDevice):
             return ExcCodes.ILLEGAL_FUNCTION
         if self.faults.exception is not None:
             return ExcCodes(self.faults.exception)
+        if set_values is None and not table.is_bits \
+                and count > self.register_map.max_registers:
+            return ExcCodes.ILLEGAL_VALUE  # more than the device answers in one read
         if set_values is None:
             if table.is_bits:
                 self.fill_bits(table, start, registers)
@@ -299,13 +336,16 @@ class ServedUnit(ServedDevice):
             for point in part.register_map.points.values():
                 merged_point = dataclasses.replace(
                     point, name=f"{part.name}.{point.name}",
-                    scale_factor=point.scale_factor and f"{part.name}.{point.scale_factor}")
+                    scale_factor=point.scale_factor and f"{part.name}.{point.scale_factor}",
+                    ratios=tuple(f"{part.name}.{ratio}" for ratio in point.ratios))
                 points[merged_point.name] = merged_point
                 self._owner[merged_point.name] = (part, point)
         merged = dataclasses.replace(
             first.register_map, model="+".join(m.model for m in maps), points=points,
             capabilities={}, groups={}, controls={}, watchdog=None, sim_constants={},
             unreadable=tuple(r for m in maps for r in m.unreadable),
+            reserved=tuple(r for m in maps for r in m.reserved),
+            aliases=tuple(a for m in maps for a in m.aliases), sim_quantities={},
             max_registers=min(m.max_registers for m in maps),
             max_gap=min(m.max_gap for m in maps))
         pacing = Pacing(max(p.pacing.request_interval_s for p in parts),

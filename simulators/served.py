@@ -45,15 +45,26 @@ class SimulatedDevice:
         return self._live_values()
 
     def _live_values(self) -> dict[str, Value]:
+        """Every point's value as the device reports it: constants, the physics by
+        capability and by ``[simulation.quantities]``, points with transformer ``ratios``
+        on the secondary side (the physics is the primary, seen through the site's
+        transformers), then the settings written to the device (a ratio programmed into
+        a meter changes what it reports as its ratio, not what its inputs see)."""
         self.refresh()
-        values: dict[str, Value] = dict(self.device_map.sim_constants)
-        values.update(self.settings)
-        points = self.device_map.points
-        for capability, value in self.binding.values().items():
-            name = self.device_map.capabilities.get(capability)
+        device_map = self.device_map
+        values: dict[str, Value] = dict(device_map.sim_constants)
+        points = device_map.points
+        quantities = self.binding.values()
+        for capability, value in quantities.items():
+            name = device_map.capabilities.get(capability)
             if name is not None:
                 values[name] = value
+        for name, quantity in device_map.sim_quantities.items():
+            if quantity in quantities:
+                values[name] = quantities[quantity]
         values.update({k: v for k, v in self.binding.extra_points().items() if k in points})
+        values = device_map.secondary(values)
+        values.update(self.settings)
         return values
 
     def write_value(self, point_name: str, value: Value) -> str | None:

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
+from drivers.capabilities import relay_channel_count
+from drivers.devices import sg_ready_from_contacts
 from drivers.schema import ConfigError, Node
 from drivers.site import DeviceSpec, SiteSpec
 from simulators.bindings import (
@@ -120,9 +122,13 @@ def build_site(spec: SiteSpec, *, start_s: float | None = None,
             model.heat_pumps[device.name] = heat_pump
             bindings[device.name] = HeatPumpBinding(heat_pump)
         elif kind == "relay":
-            channels = sum(1 for c in device.device_map.capabilities if c.startswith("channel_"))
+            channels = relay_channel_count(device.device_map.capabilities)
             relay = RelayModule(channels, start)
             relay.watchdog_s = _float(params, "watchdog_s", 0.0, 0, 3600)
+            # A commissioned module: the channels the site lists in safe_open fall open
+            # (watchdog and power-on state); the gateway keeps them so.
+            relay.safe_states = [c not in device.safe_open for c in range(1, channels + 1)]
+            relay.states = list(relay.safe_states)
             model.relays[device.name] = relay
             bindings[device.name] = RelayBinding(relay)
         elif kind == "dc_bus":
@@ -130,11 +136,14 @@ def build_site(spec: SiteSpec, *, start_s: float | None = None,
             model.dc_buses[device.name] = bus
             bindings[device.name] = DcBusBinding(bus)
         elif kind == "meter":
-            meter = MeterModel(_measures(params, spec, device))
+            meter = MeterModel(_measures(params, spec, device),
+                               phases_wired=device.device_map.sim_phases)
             meter.counter.import_wh = _float(params, "import_wh", 5_000_000.0, 0, 1e12)
             meter.counter.export_wh = _float(params, "export_wh", 100_000.0, 0, 1e12)
+            meter.ct_ratio = _float(params, "ct_ratio", 1.0, 1, 9999)
+            meter.pt_ratio = _float(params, "pt_ratio", 1.0, 0.1, 999.9)
             meter.tariff_of = meter_tariff(zone)
-            meter.seed_tariffs()
+            meter.seed_history()
             model.meters[device.name] = meter
             bindings[device.name] = MeterBinding(meter, lambda: model.t_s, zone)
         elif kind == "sub_meter":
@@ -158,6 +167,7 @@ def build_site(spec: SiteSpec, *, start_s: float | None = None,
             meter_name, channel = load.meter
             sub_meter_channels[meter_name][channel] = SubMeterChannelModel(load.name)
     _link_hybrids(spec, bindings)
+    _wire_sg_ready(spec, model)
     model.sub_meters = sub_meter_channels
     for name, meter_channels in sub_meter_channels.items():
         bindings[name] = SubMeterBinding(meter_channels, model.loads, lambda: model.t_s)
@@ -178,6 +188,25 @@ def _link_hybrids(spec: SiteSpec, bindings: dict[str, Binding]) -> None:
             if isinstance(battery, BatteryBinding) and other.line.name == device.line.name \
                     and other.station == device.station:
                 binding.battery = battery.battery
+
+
+def _wire_sg_ready(spec: SiteSpec, model: SiteModel) -> None:
+    """Heat pumps whose SG-Ready terminals the site wires to relay channels follow those
+    contacts (the label's truth table), not their register."""
+    for device in spec.devices.values():
+        wiring = device.sg_ready
+        if wiring is None or wiring.relay is None or wiring.contacts is None:
+            continue
+        relay = model.relays[wiring.relay]
+        first, second = wiring.contacts
+
+        def contacts(relay: RelayModule = relay, first: int = first,
+                     second: int = second) -> int:
+            state = sg_ready_from_contacts(relay.states[first - 1], relay.states[second - 1])
+            assert state is not None  # both contacts are always known here
+            return state
+
+        model.heat_pumps[device.name].sg_input = contacts
 
 
 def _start(section: Node | None, zone: ZoneInfo) -> float | None:
@@ -264,7 +293,7 @@ def _dc_bus_config(node: Node | None) -> DcBusConfig:
 
 def _measures(node: Node | None, spec: SiteSpec, device: DeviceSpec) -> frozenset[str] | None:
     if node is not None:
-        node.only(("measures", "import_wh", "export_wh"))
+        node.only(("measures", "import_wh", "export_wh", "ct_ratio", "pt_ratio"))
     child = None if node is None else node.get("measures")
     if child is None:
         if device.role == "feeder":

@@ -45,15 +45,17 @@ class SimPlant:
         return cls(site, devices), simulated
 
     def value(self, device: str, capability: str) -> float | None:
-        served = self.devices[device]
-        point = served.device_map.capabilities.get(capability)
-        value = None if point is None else served.point_values().get(point)
+        point = self.devices[device].device_map.capabilities.get(capability)
+        value = None if point is None else self.device_values(device).get(point)
         if value is None or isinstance(value, str):
             return None
         return float(value)
 
     def device_values(self, device: str) -> Mapping[str, Value]:
-        return self.devices[device].point_values()
+        """What a driver reads from the device: its points, those behind transformers on
+        the primary side (the device reports the secondary)."""
+        served = self.devices[device]
+        return served.device_map.primary(served.point_values())
 
     async def execute(self, device: str, writes: Sequence[Write]) -> list[WriteResult]:
         served = self.devices[device]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import re
+import shutil
 import socket
 import time
 import tomllib
@@ -61,14 +62,14 @@ def distinct_free_ports(count: int) -> list[int]:
             sock.close()
 
 
-def example_on_free_ports(tmp_path: Path) -> Path:
-    """The example site with every TCP port replaced by a distinct free one and its RS-485
-    lines linked inside ``tmp_path``."""
-    text = EXAMPLE.read_text(encoding="utf-8")
+def example_on_free_ports(tmp_path: Path, source: Path = EXAMPLE) -> Path:
+    """The example site (or the site file ``source``) with every TCP port replaced by a
+    distinct free one and its RS-485 lines linked inside ``tmp_path``."""
+    text = source.read_text(encoding="utf-8")
     ports = sorted(set(re.findall(r"^port = (\d+)$", text, flags=re.M)))
     for old, new in zip(ports, distinct_free_ports(len(ports)), strict=True):
         text = re.sub(rf"^port = {old}$", f"port = {new}", text, flags=re.M)
-    text = re.sub(r'serial_port = "/tmp/pedf-(rs485-\d+)"',
+    text = re.sub(r'serial_port = "/tmp/pedf-([\w.-]*rs485[\w.-]*)"',
                   lambda m: f'serial_port = "{tmp_path / m.group(1)}"', text)
     path = tmp_path / "site.toml"
     path.write_text(text, encoding="utf-8")
@@ -171,6 +172,25 @@ async def polling(spec: SiteSpec, serial_ports: Mapping[str, str] | None = None
 
 
 
+MBPOLL = shutil.which("mbpoll")
+
+
+async def mbpoll(*args: str) -> str:
+    """Run mbpoll (the Debian package, an independent Modbus client) with ``args``; its
+    output, stdout and stderr together."""
+    assert MBPOLL is not None, "mbpoll is missing: run .ci/system-packages --check-or-install"
+    process = await asyncio.create_subprocess_exec(
+        MBPOLL, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    output, _ = await asyncio.wait_for(process.communicate(), 20)
+    return output.decode()
+
+
+def polled_values(output: str) -> dict[int, float]:
+    """mbpoll's ``[reference]: value`` lines (numbers, NaN included) by reference."""
+    return {int(ref): float(value) for ref, value in
+            re.findall(r"^\[(\d+)\]:\s+(\S+)", output, flags=re.M)}
+
+
 def crc16(frame: bytes) -> bytes:
     """Modbus RTU CRC-16 (poly 0xA001, init 0xFFFF), low byte first."""
     crc = 0xFFFF
@@ -253,8 +273,6 @@ class Mosquitto:
 
     def __init__(self, folder: Path, *, tls: bool = False, port: int | None = None,
                  users: dict[str, str] | None = None, acl: str | None = None) -> None:
-        import shutil
-
         self.binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
         assert Path(self.binary).exists(), (
             "mosquitto is missing: .ci/system-packages --check-or-install")
@@ -352,11 +370,12 @@ def tcp_line(port: int) -> str:
 
 
 def dlt645_site(line: str, meters: Mapping[str, str], *, devices: str = "",
-                timeout_s: float = 0.5, model: str = "dlt645-3phase") -> SiteSpec:
+                timeout_s: float = 0.5, model: str = "dlt645-3phase",
+                ct_ratio: float = 1.0) -> SiteSpec:
     """DL/T 645 meters (name → address) on the line ``bus`` (``line`` is its body), each
-    measuring a load of its own with its own counter readings, polled in
-    :data:`DLT645_GROUPS`; ``devices`` adds more ``[[devices]]`` tables. Failing devices
-    are retried after at most 2 s."""
+    measuring a load of its own with its own counter readings (through current
+    transformers of ``ct_ratio``), polled in :data:`DLT645_GROUPS`; ``devices`` adds more
+    ``[[devices]]`` tables. Failing devices are retried after at most 2 s."""
     parts = ['[site]\nid = "dlt645-test"\n', f'[[lines]]\nname = "bus"\n{line}\n']
     for index, (name, address) in enumerate(meters.items()):
         parts.append(f'[[loads]]\nname = "load_{name}"\nrated_w = {4000 + 3000 * index}.0\n'
@@ -365,7 +384,7 @@ def dlt645_site(line: str, meters: Mapping[str, str], *, devices: str = "",
             f'[[devices]]\nname = "{name}"\nmodel = "{model}"\nline = "bus"\n'
             f'address = "{address}"\ntimeout_s = {timeout_s}\nbackoff_max_s = 2.0\n'
             f'simulation = {{ measures = ["load_{name}"], import_wh = {86000 + 5000 * index}.0,'
-            f' export_wh = {120 + 40 * index}.0 }}\n')
+            f' export_wh = {120 + 40 * index}.0, ct_ratio = {ct_ratio} }}\n')
         for group, (interval, points) in DLT645_GROUPS.items():
             listed = ", ".join(f'"{p}"' for p in points)
             parts.append(f"[devices.groups.{group}]\ninterval_s = {interval}\n"
@@ -393,3 +412,4 @@ def with_writable_point(spec: SiteSpec, device: str, point: str, folder: Path, *
     devices = dict(spec.devices)
     devices[device] = dataclasses.replace(original, model=model, device_map=device_map)
     return dataclasses.replace(spec, devices=devices)
+

@@ -69,26 +69,44 @@ from controller.inbox import CommandInbox
 from controller.store import Outgoing, Store
 from controller.tariffs import DEFAULT_TARIFF, BasicChargeBasis, BillSettings, Tariff, load_tariff
 from drivers.controls import Control, Failsafe
-from drivers.devices import Battery, HeatPump, Inverter, Relay, Write, device_class
+from drivers.devices import (
+    Battery,
+    HeatPump,
+    Inverter,
+    Relay,
+    Write,
+    device_class,
+    sg_ready_contact_writes,
+    sg_ready_from_contacts,
+)
 from drivers.points import WriteRangeError
-from drivers.site import SiteSpec
+from drivers.site import SG_READY_MAX_BLOCKED_S, DeviceSpec, SgReadySpec, SiteSpec
 
 log = logging.getLogger("pedf.control")
 
 Publish = Callable[[list[Outgoing]], None]
 
+#: The owner of the proposal that ends a block at the SG-Ready label's limit.
+BLOCK_LIMIT = "sg_ready_limit"
+
 
 @dataclass
 class LoadMemory:
-    """Which loads we switched off, when, and by whom (persisted)."""
+    """Which loads we switched off, when, and by whom; which SG-Ready state we set on
+    each heat pump, since when, and since when it is blocked (persisted, so dwell times
+    and the blocking limit hold across restarts)."""
 
     shed_since: dict[str, float] = field(default_factory=dict)
     shed_by: dict[str, str] = field(default_factory=dict)
     switched: dict[str, float] = field(default_factory=dict)
+    sg_state: dict[str, int] = field(default_factory=dict)
+    sg_since: dict[str, float] = field(default_factory=dict)
+    blocked_since: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps({"shed_since": self.shed_since, "shed_by": self.shed_by,
-                           "switched": self.switched})
+                           "switched": self.switched, "sg_state": self.sg_state,
+                           "sg_since": self.sg_since, "blocked_since": self.blocked_since})
 
     @classmethod
     def from_json(cls, text: str | None) -> LoadMemory:
@@ -96,10 +114,50 @@ class LoadMemory:
             return cls()
         try:
             data = json.loads(text)
-            return cls(dict(data["shed_since"]), dict(data["shed_by"]), dict(data["switched"]))
-        except (ValueError, KeyError, TypeError):
+            return cls(dict(data["shed_since"]), dict(data["shed_by"]), dict(data["switched"]),
+                       {k: int(v) for k, v in data.get("sg_state", {}).items()},
+                       dict(data.get("sg_since", {})), dict(data.get("blocked_since", {})))
+        except (ValueError, KeyError, TypeError, AttributeError):
             log.error("saved load state unreadable: starting afresh")
             return cls()
+
+    def sg_changed(self, heat_pump: str, state: int, now_s: float, *,
+                   moved: bool = True) -> None:
+        """Record that ``heat_pump`` is in SG-Ready ``state`` from ``now_s``: a change
+        starts its dwell (``moved`` False: the heat pump was in that state already, as
+        when the gateway first confirms it — no dwell), a block the blocking clock."""
+        if self.sg_state.get(heat_pump) == state:
+            return
+        self.sg_state[heat_pump] = state
+        if moved:
+            self.sg_since[heat_pump] = now_s
+        else:
+            self.sg_since.pop(heat_pump, None)
+        if state == strategies.SG_BLOCKED:
+            self.blocked_since[heat_pump] = now_s
+        else:
+            self.blocked_since.pop(heat_pump, None)
+
+
+@dataclass(frozen=True, slots=True)
+class SgHold:
+    """What the SG-Ready actuator holds a heat pump to: the state it set stays until
+    ``held_until_s`` (minimum dwell); a block must end by ``block_until_s``."""
+
+    held_until_s: float | None
+    block_until_s: float | None
+
+
+def sg_ready_state(plant: Plant, device: DeviceSpec) -> int | None:
+    """A heat pump's SG-Ready state as read: from its relay contacts' read-back when the
+    site wires them, else from its own register (None while unknown)."""
+    wiring = device.sg_ready
+    if wiring is not None and wiring.relay is not None and wiring.contacts is not None:
+        first, second = (plant.value(wiring.relay, f"channel_{c}_on") for c in wiring.contacts)
+        return sg_ready_from_contacts(None if first is None else bool(first),
+                                      None if second is None else bool(second))
+    value = plant.value(device.name, "sg_ready_state")
+    return None if value is None else int(value)
 
 
 # -- snapshot -------------------------------------------------------------------------
@@ -149,7 +207,8 @@ def _two_days(calendar: fastcore.TariffCalendar, day: date, zone: tzinfo
 def build_snapshot(plant: Plant, settings: ControlSettings, now_s: float,
                    tariff: Tariff, memory: LoadMemory,
                    commanded: dict[Actuator, Any], demand: DemandState | None = None,
-                   heat_pump_running_w: Mapping[str, float] | None = None) -> Snapshot:
+                   heat_pump_running_w: Mapping[str, float] | None = None,
+                   sg_holds: Mapping[str, SgHold] | None = None) -> Snapshot:
     site = plant.site
     local = datetime.fromtimestamp(now_s, site.zone)
     period = tariff.calendar.period_at(local)
@@ -168,11 +227,12 @@ def build_snapshot(plant: Plant, settings: ControlSettings, now_s: float,
                                           v(name, "max_charge_w"), v(name, "max_discharge_w"),
                                           v(name, "capacity_wh")))
         elif kind == "heat_pump":
-            sg = v(name, "sg_ready_state")
-            heat_pumps.append(HeatPumpState(name, None if sg is None else int(sg),
+            hold = (sg_holds or {}).get(name, SgHold(None, None))
+            heat_pumps.append(HeatPumpState(name, sg_ready_state(plant, device),
                                             v(name, "power_w"), v(name, "indoor_temp_c"),
                                             v(name, "outdoor_temp_c"), v(name, "rated_power_w"),
-                                            (heat_pump_running_w or {}).get(name)))
+                                            (heat_pump_running_w or {}).get(name),
+                                            hold.held_until_s, hold.block_until_s))
         elif kind == "inverter":
             power = v(name, "power_w")
             enabled = v(name, "power_limit_enabled")
@@ -332,7 +392,7 @@ class ControlLoop:
         snapshot = build_snapshot(
             self.plant, self.settings, now, self.tariff, self.memory, self.commanded,
             self.demand.state(now, billed=self.bill.basis is BasicChargeBasis.DEMAND),
-            self._heat_pump_running_w)
+            self._heat_pump_running_w, self.sg_holds(now))
         for heat_pump in snapshot.heat_pumps:  # what blocking it takes off the grid
             if heat_pump.sg_ready_state != strategies.SG_BLOCKED and (
                     heat_pump.power_w or 0.0) > 100.0:
@@ -341,6 +401,7 @@ class ControlLoop:
             self.grid_history.append((now, snapshot.grid_w))
         context = self._context(snapshot)
         decision = strategies.compose(snapshot, context, strategies.ALL)
+        self._end_long_blocks(snapshot, decision)
         self._add_restores(snapshot, decision)
         await self._execute(snapshot, decision)
         self._record_performance(snapshot, context)
@@ -611,10 +672,19 @@ class ControlLoop:
                             if h.name == actuator.name), None)
             if previous == sg_state and current == sg_state:
                 return None
-            heat_pump = HeatPump(site.devices[actuator.name].device_map,
-                                 self.plant.device_values(actuator.name))
-            return actuator.name, heat_pump.set_sg_ready_state(sg_state), self._remember(
-                actuator, sg_state, now)
+            held = self.memory.sg_state.get(actuator.name)
+            until = self.sg_holds(now)[actuator.name].held_until_s
+            if held is not None and sg_state != held and until is not None and now < until \
+                    and proposal.owner != BLOCK_LIMIT:
+                return None  # the state set last must dwell: the proposal waits
+            target, writes = self._sg_writes(actuator.name, sg_state)
+
+            def sg_effect() -> None:
+                self.commanded[actuator] = sg_state
+                self.last_written[actuator] = now
+                self.memory.sg_changed(actuator.name, sg_state, now,
+                                       moved=current != sg_state)
+            return target, writes, sg_effect
         if actuator.kind == "inverter_limit":
             inverter = Inverter(site.devices[actuator.name].device_map,
                                 self.plant.device_values(actuator.name))
@@ -631,6 +701,60 @@ class ControlLoop:
             return actuator.name, inverter.limit_power(pct, revert_s=settings.inverter_revert_s), \
                 self._remember(actuator, pct, now)
         return None
+
+    def _sg_writes(self, heat_pump: str, state: int) -> tuple[str, list[Write]]:
+        """(device written, writes) that put ``heat_pump`` into SG-Ready ``state``: its
+        relay contacts when the site wires them (one verified sequence on the relay
+        module), else the map's ``sg_ready`` recipe."""
+        contacts = self._contacts(heat_pump)
+        if contacts is not None:
+            relay_name, channels = contacts
+            relay = Relay(self.site.devices[relay_name].device_map,
+                          self.plant.device_values(relay_name))
+            return relay_name, sg_ready_contact_writes(relay, channels, state)
+        device = HeatPump(self.site.devices[heat_pump].device_map,
+                          self.plant.device_values(heat_pump))
+        return heat_pump, device.set_sg_ready_state(state)
+
+    def _contacts(self, heat_pump: str) -> tuple[str, tuple[int, int]] | None:
+        """(relay, (contact 1, contact 2)) when the site wires the heat pump's SG-Ready
+        terminals to relay channels."""
+        device = self.site.devices.get(heat_pump)
+        wiring = None if device is None else device.sg_ready
+        if wiring is None or wiring.relay is None or wiring.contacts is None:
+            return None
+        return wiring.relay, wiring.contacts
+
+    def sg_holds(self, now: float) -> dict[str, SgHold]:
+        """Per heat pump, until when the SG-Ready state set last must dwell, and by when
+        a block must end (the site's ``sg_ready`` table; without one no dwell, and the
+        label's two-hour block)."""
+        holds = {}
+        for device in self.site.devices.values():
+            if device.device_map.kind != "heat_pump":
+                continue
+            wiring: SgReadySpec | None = device.sg_ready
+            name = device.name
+            since = self.memory.sg_since.get(name)
+            dwell = 0.0 if wiring is None else wiring.min_dwell_s
+            limit = SG_READY_MAX_BLOCKED_S if wiring is None else wiring.max_blocked_s
+            blocked = self.memory.blocked_since.get(name)
+            holds[name] = SgHold(
+                None if since is None or dwell <= 0 else since + dwell,
+                None if blocked is None or self.memory.sg_state.get(name) !=
+                strategies.SG_BLOCKED else blocked + limit)
+        return holds
+
+    def _end_long_blocks(self, snapshot: Snapshot, decision: Decision) -> None:
+        """A heat pump blocked as long as the SG-Ready label allows comes back to normal
+        operation, whatever the strategies want (and before any dwell)."""
+        for heat_pump in snapshot.heat_pumps:
+            ends = heat_pump.block_until_s
+            if ends is not None and snapshot.now_s >= ends:
+                actuator = Actuator("sg_ready", heat_pump.name)
+                decision.claims[actuator] = Proposal(
+                    actuator, strategies.SG_NORMAL, Level.SAFETY, BLOCK_LIMIT,
+                    "blocked as long as the SG-Ready label allows")
 
     def _remember(self, actuator: Actuator, value: Any, now: float) -> Callable[[], None]:
         def effect() -> None:
@@ -658,6 +782,7 @@ class ControlLoop:
         """Devices with a watchdog (relay modules): arm it once, then touch it often
         enough that it never trips while we run — and trips (loads back on, settings
         dropped) when we do not."""
+        self._program_safe_states(by_device)
         timeout = self.settings.relay_watchdog_s
         if timeout <= 0:
             return
@@ -676,6 +801,25 @@ class ControlLoop:
                 continue
             self.last_written[actuator] = now
 
+    def _program_safe_states(self, by_device: dict[str, list[Write]]) -> None:
+        """Relay modules that take a safe state per channel: make each channel's the
+        site's (``safe_open``: open; the rest closed) wherever the module reads
+        otherwise — ahead of the cycle's other writes to it, so an SG-Ready contact is
+        never closed on a channel that would stay closed when the gateway goes away."""
+        for device in self.site.devices.values():
+            if device.device_map.kind != "relay":
+                continue
+            relay = Relay(device.device_map, self.plant.device_values(device.name))
+            writes = []
+            for channel in range(1, relay.channel_count + 1):
+                if f"channel_{channel}_safe_on" not in device.device_map.capabilities:
+                    continue
+                wanted = device.safe_closed(channel)
+                if relay.safe_on(channel) is not wanted:
+                    writes.append(relay.set_safe_state(channel, wanted))
+            if writes:
+                by_device[device.name] = writes + by_device.get(device.name, [])
+
     # -- hand-back of what does not revert by itself -------------------------------------
 
     def _held_now(self) -> list[Actuator]:
@@ -683,9 +827,13 @@ class ControlLoop:
         "gateway"): they must be released on shutdown and at the next start."""
         held = []
         for actuator, value in self.commanded.items():
+            if value is None:
+                continue
+            if actuator.kind == "sg_ready" and self._contacts(actuator.name) is not None:
+                held.append(actuator)  # contacts: released at once, the watchdog as backup
+                continue
             control = self._control(actuator)
-            if value is not None and control is not None and \
-                    control.failsafe is Failsafe.GATEWAY:
+            if control is not None and control.failsafe is Failsafe.GATEWAY:
                 held.append(actuator)
         return held
 
@@ -701,27 +849,45 @@ class ControlLoop:
         """Write the release steps of ``actuators`` (bounded by ``timeout_s``); log what
         could not be released. Never raises."""
         for actuator in actuators:
-            control = self._control(actuator)
-            if control is None:
+            try:
+                planned = self._release_writes(actuator)
+            except WriteRangeError as exc:
+                log.error("%s: could not release %s (%s): %s", actuator.name, actuator.kind,
+                          why, exc)
                 continue
-            device = self.site.devices[actuator.name]
-            semantic = device_class(device.device_map)(device.device_map,
-                                                       self.plant.device_values(device.name))
+            if planned is None:
+                continue
+            device_name, what, writes = planned
             try:
                 async with asyncio.timeout(timeout_s):
-                    results = await self.plant.execute(
-                        device.name, semantic.release_control(control.name))
-            except (WriteRangeError, TimeoutError) as exc:
-                log.error("%s: could not release %s (%s): %s", device.name, control.name, why,
-                          exc or "timeout")
+                    results = await self.plant.execute(device_name, writes)
+            except TimeoutError:
+                log.error("%s: could not release %s (%s): timeout", actuator.name, what, why)
                 continue
             failed = [r for r in results if not r.ok]
             if failed:
-                log.error("%s: release of %s (%s) failed: %s", device.name, control.name, why,
+                log.error("%s: release of %s (%s) failed: %s", actuator.name, what, why,
                           failed[0].error)
             else:
-                log.info("%s: released %s (%s)", device.name, control.name, why)
+                log.info("%s: released %s (%s)", actuator.name, what, why)
                 self.commanded[actuator] = None
+                if actuator.kind == "sg_ready":
+                    self.memory.sg_changed(actuator.name, strategies.SG_NORMAL, self.clock())
+
+    def _release_writes(self, actuator: Actuator) -> tuple[str, str, list[Write]] | None:
+        """(device written, what, writes) that hand ``actuator`` back: SG-Ready contacts
+        both open (normal operation), else the map's release steps. None when there is
+        nothing to release. Raises :class:`WriteRangeError`."""
+        if actuator.kind == "sg_ready" and self._contacts(actuator.name) is not None:
+            device_name, writes = self._sg_writes(actuator.name, strategies.SG_NORMAL)
+            return device_name, "SG-Ready contacts", writes
+        control = self._control(actuator)
+        if control is None:
+            return None
+        device = self.site.devices[actuator.name]
+        semantic = device_class(device.device_map)(device.device_map,
+                                                   self.plant.device_values(device.name))
+        return device.name, control.name, semantic.release_control(control.name)
 
     # -- reporting ----------------------------------------------------------------------
 

@@ -94,6 +94,11 @@ class HeatPumpState:
     outdoor_c: float | None
     rated_w: float | None
     running_w: float | None = None  # its draw when last seen running (before a block)
+    #: The SG-Ready state the gateway set holds until then (its minimum dwell): no
+    #: strategy can change it before (None: free now).
+    held_until_s: float | None = None
+    #: A block the gateway holds must end by then (the SG-Ready label's limit).
+    block_until_s: float | None = None
 
     @property
     def blocked_draw_w(self) -> float:

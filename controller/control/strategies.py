@@ -161,6 +161,12 @@ def _shed_candidates(snapshot: Snapshot, context: Context, decision: Decision, o
             if not decision.free(actuator) or heat_pump.power_w is None:
                 continue
             ours = snapshot.commanded.get(actuator) == SG_BLOCKED
+            now = snapshot.now_s
+            if not ours and heat_pump.held_until_s is not None and \
+                    heat_pump.held_until_s > now:
+                continue  # its state must dwell: it cannot be blocked yet
+            if ours and heat_pump.block_until_s is not None and heat_pump.block_until_s <= now:
+                continue  # blocked as long as the label allows: it comes back now
             power_kw = (heat_pump.blocked_draw_w if ours else heat_pump.power_w) / 1000
             # Hysteresis: start blocking only 0.5 K inside the comfort band, keep blocking
             # until its edge — so the heat pump does not toggle at the boundary.

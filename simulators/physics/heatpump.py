@@ -52,7 +52,10 @@ class HeatPump:
         self.gains_w = gains_w
         self.t_s = start_s
         self.indoor_c = building.initial_indoor_c
-        self.sg_ready_state = SG_NORMAL
+        self._sg_register = SG_NORMAL
+        #: The SG-Ready terminals when they are wired to a relay module: the state the
+        #: two contacts encode. None: the state is the heat pump's own register.
+        self.sg_input: Callable[[], int] | None = None
         self.mode = MODE_AUTO
         self.indoor_setpoint_c = 21.0
         self.flow_setpoint_c = 40.0
@@ -63,6 +66,23 @@ class HeatPump:
         self.cop = 0.0
         self.energy_wh = energy_wh
         self.thermal_energy_wh = energy_wh * 3.0
+        self.compressor_s = 0.0  # compressor running time
+
+    @property
+    def sg_ready_state(self) -> int:
+        """The SG-Ready state the heat pump follows: its terminals' when wired, else the
+        register's."""
+        return self._sg_register if self.sg_input is None else self.sg_input()
+
+    @sg_ready_state.setter
+    def sg_ready_state(self, state: int) -> None:
+        """Set the register. Raises ValueError when the terminals decide the state."""
+        if self.sg_input is not None:
+            raise ValueError("SG-Ready is wired to the terminal contacts; the register is "
+                             "not in use")
+        if state not in (SG_BLOCKED, SG_NORMAL, SG_BOOST, SG_FORCED):
+            raise ValueError("SG-Ready state must be 1–4")
+        self._sg_register = state
 
     def active_mode(self, outdoor_c: float) -> int:
         if self.mode != MODE_AUTO:
@@ -140,6 +160,8 @@ class HeatPump:
         delta = cfg.flow_design_delta_k * abs(self.thermal_w) / capacity
         self.return_c = self.flow_c - delta if mode == MODE_HEATING else self.flow_c + delta
         used = self.electric_w * dt / 3600.0
+        if running:
+            self.compressor_s += dt
         self.energy_wh += used
         self.thermal_energy_wh += abs(self.thermal_w) * dt / 3600.0
         return used

@@ -98,21 +98,33 @@ class RelayModule:
     """Relay channels (True = closed, load on) with a communication watchdog.
 
     Any write refreshes the watchdog; when ``watchdog_s`` > 0 and no write arrived for
-    that long, every channel closes (loads back on) and ``trips`` counts it.
+    that long, every channel goes to its safe state and ``trips`` counts it. The safe
+    state is per channel (``safe_states``, True = closed), closed by default so shed
+    loads come back on; a channel driving an SG-Ready contact is set to fall open.
     """
 
     def __init__(self, channels: int, start_s: float) -> None:
         self.states = [True] * channels
+        self.safe_states = [True] * channels
         self.watchdog_s = 0.0
         self.trips = 0
         self.t_s = start_s
         self._last_write_s = start_s
 
-    def write_channel(self, channel: int, on: bool) -> None:
-        """Set channel ``channel`` (1-based)."""
+    def _check(self, channel: int) -> None:
         if not 1 <= channel <= len(self.states):
             raise ValueError(f"relay channel {channel} does not exist")
+
+    def write_channel(self, channel: int, on: bool) -> None:
+        """Set channel ``channel`` (1-based)."""
+        self._check(channel)
         self.states[channel - 1] = on
+        self._last_write_s = self.t_s
+
+    def set_safe_state(self, channel: int, closed: bool) -> None:
+        """Set the state channel ``channel`` (1-based) takes when the watchdog trips."""
+        self._check(channel)
+        self.safe_states[channel - 1] = closed
         self._last_write_s = self.t_s
 
     def set_watchdog(self, seconds: float) -> None:
@@ -124,7 +136,7 @@ class RelayModule:
     def advance(self, t_s: float) -> None:
         self.t_s = max(self.t_s, t_s)
         if self.watchdog_s > 0 and self.t_s - self._last_write_s >= self.watchdog_s:
-            if not all(self.states):
-                self.states = [True] * len(self.states)
+            if self.states != self.safe_states:
+                self.states = list(self.safe_states)
                 self.trips += 1
             self._last_write_s = self.t_s

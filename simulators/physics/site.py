@@ -16,7 +16,12 @@ from datetime import datetime, tzinfo
 
 from simulators.physics.battery import BatteryModel
 from simulators.physics.dcbus import DcBus
-from simulators.physics.grid import EnergyCounter, PhaseValues, phase_values
+from simulators.physics.grid import (
+    EnergyCounter,
+    PhaseValues,
+    neutral_current_a,
+    split_phases,
+)
 from simulators.physics.heatpump import HeatPump
 from simulators.physics.loads import LoadConfig, RelayModule, profile_fraction
 from simulators.physics.pv import PvInverter
@@ -51,8 +56,27 @@ class SimLoad:
 
 
 @dataclass
+class PhaseCounters:
+    """One phase's energy registers (Wh, varh), fed with the phase's signed energies."""
+
+    import_wh: float = 0.0
+    export_wh: float = 0.0
+    import_varh: float = 0.0
+    export_varh: float = 0.0
+
+
+@dataclass
 class MeterModel:
-    """A meter measuring ``measures`` (component names), or the whole site if None."""
+    """A meter measuring ``measures`` (component names), or the whole site if None.
+
+    Every step it splits the measured power over its three phases
+    (:func:`~simulators.physics.grid.split_phases`) and integrates what it sees: active
+    and reactive energy in total, per phase and per quadrant, apparent energy, ampere
+    hours, and the block demand of active power, apparent power and the currents. The
+    phase energies add up to the totals. ``ct_ratio``/``pt_ratio`` are the transformer
+    ratios programmed into the meter (1 for a directly connected meter): its physics is
+    the primary side, its registers report the secondary side.
+    """
 
     measures: frozenset[str] | None
     counter: EnergyCounter = field(default_factory=EnergyCounter)
@@ -61,32 +85,78 @@ class MeterModel:
     demand_w: float = 0.0
     max_demand_w: float = 0.0
     max_demand_at_s: float | None = None  # end of the window that set the maximum
+    ct_ratio: float = 1.0
+    pt_ratio: float = 1.0
+    phases_wired: int = 3  # 1: a single-phase meter, everything on L1
+    #: Per phase L1, L2, L3: energies since installation.
+    phase_counters: tuple[PhaseCounters, PhaseCounters, PhaseCounters] = field(
+        default_factory=lambda: (PhaseCounters(), PhaseCounters(), PhaseCounters()))
+    #: Reactive energy per quadrant I–IV (varh): I import inductive, II export
+    #: capacitive… (P, Q signs: I +,+  II −,+  III −,−  IV +,−).
+    quadrant_varh: list[float] = field(default_factory=lambda: [0.0] * 4)
+    apparent_vah: float = 0.0
+    charge_ah: float = 0.0  # sum of the three phase currents, integrated
+    #: Demand of the last complete window: apparent power (VA), phase and neutral
+    #: currents (A); and their maxima since installation.
+    apparent_demand_va: float = 0.0
+    max_apparent_demand_va: float = 0.0
+    current_demand_a: list[float] = field(default_factory=lambda: [0.0] * 4)
+    max_current_demand_a: list[float] = field(default_factory=lambda: [0.0] * 4)
     _window_energy_wh: float = 0.0
+    _window_vah: float = 0.0
+    _window_ah: list[float] = field(default_factory=lambda: [0.0] * 4)
     _window_start_s: float | None = None
 
     #: The meter's own time-of-use table: tariff 1–4 (尖 峰 平 谷) at a UNIX time.
     tariff_of: Callable[[float], int] = lambda unix_s: 3
     #: Energy per tariff (index 0 = tariff 1), import and export, Wh; they sum to the
-    #: counter's totals (seeded from them by :meth:`seed_tariffs`).
+    #: counter's totals (seeded from them by :meth:`seed_history`).
     tariff_import_wh: list[float] = field(default_factory=lambda: [0.0] * 4)
     tariff_export_wh: list[float] = field(default_factory=lambda: [0.0] * 4)
 
-    def seed_tariffs(self, shares: tuple[float, float, float, float] = (0.1, 0.3, 0.35, 0.25)
+    def seed_history(self, shares: tuple[float, float, float, float] = (0.1, 0.3, 0.35, 0.25)
                      ) -> None:
-        """Split the counters' current totals over the four tariffs (a meter installed
-        with history), so tariff registers always add up to the totals."""
+        """Split the counters' current totals (a meter installed with history) over the
+        four tariffs, the three phases (a third each) and the reactive quadrants (a
+        power factor of about 0.95: tan φ ≈ 0.33), so every register adds up to its
+        total from the start."""
         for totals, total in ((self.tariff_import_wh, self.counter.import_wh),
                               (self.tariff_export_wh, self.counter.export_wh)):
             totals[:3] = [total * share for share in shares[:3]]
             totals[3] = total - sum(totals[:3])
+        imported, exported = self.counter.import_wh, self.counter.export_wh
+        for index, phase in enumerate(self.phase_counters):
+            last = index == 2
+            phase.import_wh = imported - 2 * (imported / 3) if last else imported / 3
+            phase.export_wh = exported - 2 * (exported / 3) if last else exported / 3
+        self.quadrant_varh[:] = [0.3 * imported, 0.3 * exported, 0.03 * exported,
+                                 0.03 * imported]
+        for index, phase in enumerate(self.phase_counters):
+            third = 1 / 3 if index < 2 else 1 - 2 / 3
+            phase.import_varh = (self.quadrant_varh[0] + self.quadrant_varh[1]) * third
+            phase.export_varh = (self.quadrant_varh[2] + self.quadrant_varh[3]) * third
+        self.apparent_vah = (imported + exported) / 0.95
+        self.charge_ah = self.apparent_vah / 230.0
 
     def phases(self, unix_s: float) -> list[PhaseValues]:
-        power = self.counter.power_w
-        apparent = math.hypot(power, self.reactive_var)
-        pf = abs(power) / apparent if apparent > 0 else 1.0
-        return [phase_values(power / 3.0, pf, unix_s, phase) for phase in (1, 2, 3)]
+        """The three phases at ``unix_s`` carrying the last step's power and reactive
+        power (primary side)."""
+        return list(split_phases(self.counter.power_w, self.reactive_var, unix_s,
+                                 self.phases_wired))
+
+    @property
+    def import_varh(self) -> float:
+        """Reactive energy while the reactive power is positive (quadrants I + II)."""
+        return self.quadrant_varh[0] + self.quadrant_varh[1]
+
+    @property
+    def export_varh(self) -> float:
+        """Reactive energy while the reactive power is negative (quadrants III + IV)."""
+        return self.quadrant_varh[2] + self.quadrant_varh[3]
 
     def record(self, energy_wh: float, reactive_var: float, t_s: float, dt_s: float) -> None:
+        """Count one step: ``energy_wh`` (+ import) and the reactive power
+        ``reactive_var`` over ``dt_s`` seconds ending at ``t_s``."""
         self.counter.add(energy_wh, dt_s)
         tariff = self.tariff_of(t_s) - 1
         if energy_wh >= 0:
@@ -94,17 +164,62 @@ class MeterModel:
         else:
             self.tariff_export_wh[tariff] -= energy_wh
         self.reactive_var = reactive_var
-        start = self._window_start_s
-        if start is None:
-            self._window_start_s = t_s - t_s % self.demand_window_s
-        elif t_s >= start + self.demand_window_s:
-            self.demand_w = self._window_energy_wh * 3600.0 / self.demand_window_s
-            if self.demand_w > self.max_demand_w:
-                self.max_demand_w = self.demand_w
-                self.max_demand_at_s = start + self.demand_window_s
-            self._window_energy_wh = 0.0
-            self._window_start_s = t_s - t_s % self.demand_window_s
+        hours = dt_s / 3600.0
+        phases = self.phases(t_s) if dt_s > 0 else []
+        for counters, phase in zip(self.phase_counters, phases, strict=False):
+            share = phase.power_w * hours
+            if share >= 0:
+                counters.import_wh += share
+            else:
+                counters.export_wh -= share
+            if phase.reactive_var >= 0:
+                counters.import_varh += phase.reactive_var * hours
+            else:
+                counters.export_varh -= phase.reactive_var * hours
+        varh = reactive_var * hours
+        exporting = energy_wh < 0
+        if varh >= 0:
+            self.quadrant_varh[1 if exporting else 0] += varh
+        else:
+            self.quadrant_varh[2 if exporting else 3] -= varh
+        apparent_vah = sum(p.apparent_va for p in phases) * hours
+        currents = [p.current_a for p in phases]
+        if phases:
+            currents.append(neutral_current_a(tuple(phases)))
+        self.apparent_vah += apparent_vah
+        self.charge_ah += sum(currents[:3]) * hours
+        self._roll_demand(t_s)
         self._window_energy_wh += energy_wh
+        self._window_vah += apparent_vah
+        for index, current in enumerate(currents):
+            self._window_ah[index] += current * hours
+
+    def _roll_demand(self, t_s: float) -> None:
+        """Close the demand window when ``t_s`` is past its end: the averages over it
+        become the present demand, and raise the maxima."""
+        start = self._window_start_s
+        window = self.demand_window_s
+        if start is None:
+            self._window_start_s = t_s - t_s % window
+            return
+        if t_s < start + window:
+            return
+        hours = window / 3600.0
+        self.demand_w = self._window_energy_wh / hours
+        if self.demand_w > self.max_demand_w:
+            self.max_demand_w = self.demand_w
+            self.max_demand_at_s = start + window
+        self.apparent_demand_va = self._window_vah / hours
+        self.max_apparent_demand_va = max(self.max_apparent_demand_va,
+                                          self.apparent_demand_va)
+        for index, charge in enumerate(self._window_ah):
+            self.current_demand_a[index] = charge / hours
+            self.max_current_demand_a[index] = max(self.max_current_demand_a[index],
+                                                   self.current_demand_a[index])
+        self._window_energy_wh = 0.0
+        self._window_vah = 0.0
+        self._window_ah = [0.0] * 4
+        self._window_start_s = t_s - t_s % window
 
 
 def meter_tariff(zone: tzinfo) -> Callable[[float], int]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -9,6 +11,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from sim_plant import SimPlant
+from tests_support import wait_until
 
 from controller.control.events import DrEvent
 from controller.control.loop import ControlLoop
@@ -67,6 +70,24 @@ class ClosedLoop:
             model.advance(self.clock.now())
             self.record()
             await self.loop.cycle()
+
+    def advance_without_controller(self, seconds: float, step_s: float = 5.0) -> None:
+        """The building goes on for ``seconds`` while the controller is dead."""
+        model = self.simulated.model
+        end = self.clock.now() + seconds
+        while self.clock.now() < end:
+            self.clock.advance(step_s)
+            model.advance(self.clock.now())
+
+    async def stop_running(self) -> None:
+        """Run the loop as a task (as the gateway does) for a cycle, then stop it: what
+        it holds is handed back."""
+        cycles = self.loop.cycles
+        task = asyncio.create_task(self.loop.run())
+        await wait_until(lambda: self.loop.cycles > cycles, what="a cycle of the running loop")
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
     def record(self) -> None:
         model = self.simulated.model

@@ -22,11 +22,7 @@ SETTINGS = ControlSettings(cycle_s=5.0, relay_watchdog_s=60, battery_revert_s=30
 
 
 def advance_without_controller(loop: ClosedLoop, seconds: float) -> None:
-    model = loop.simulated.model
-    end = loop.clock.now() + seconds
-    while loop.clock.now() < end:
-        loop.clock.advance(5.0)
-        model.advance(loop.clock.now())
+    loop.advance_without_controller(seconds)
 
 
 def shed_count(loop: ClosedLoop) -> int:

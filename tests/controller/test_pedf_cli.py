@@ -181,3 +181,19 @@ def test_scan_finds_a_dlt645_meter_behind_a_serial_server() -> None:
     finally:
         meter.send_signal(signal.SIGINT)
         meter.communicate(timeout=20)
+
+
+def test_maps_lists_every_model_with_its_vendor_and_document() -> None:
+    result = pedf("maps")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    for model, vendor, document in (
+            ("dtsu666", "Chint (CHNT)", "quick operation manual, Table 3"),
+            ("dtsu666-dlt645", "Chint (CHNT)", "5 Communication (DL/T 645-2007 items)"),
+            ("ddsu666", "Chint (CHNT)", "DDSU666 user manual"),
+            ("adl400", "Acrel", "ADL400 Installation and operation instruction V1.4"),
+            ("adw300", "Acrel", "ADW300 Installation and Use Manual V1.2")):
+        at = next(i for i, line in enumerate(lines) if line.startswith(f"{model} "))
+        assert vendor in lines[at]
+        assert "document:" in lines[at + 1]
+        assert document in lines[at + 1]

@@ -20,6 +20,7 @@ from drivers.codec import (
     encode,
     encode_write,
     registers_to_bytes,
+    with_dependencies,
 )
 from drivers.maploader import get_map
 from drivers.points import DEFAULT_NOT_IMPLEMENTED, Access, Order, Point, PointType, Table
@@ -157,23 +158,43 @@ def test_golden_sdm630_input_registers() -> None:
     assert values[sdm.capabilities["export_wh"]] is None
 
 
-def test_golden_dtsu666_scaled_floats() -> None:
+@pytest.mark.parametrize(("irat", "urat", "ct", "pt"), [(1, 10, 1, 1), (80, 10, 80, 1),
+                                                       (80, 100, 80, 10)])
+def test_golden_dtsu666_scaled_floats(irat: int, urat: int, ct: float, pt: float) -> None:
+    """The Chint quick manual's conversion table: the registers hold the secondary side;
+    U × UrAt·0.1, I × IrAt, P and energy × UrAt·0.1 × IrAt (ratios at 0x0006/0x0007)."""
     dtsu = get_map("dtsu666")
     image = RegisterImage()
+    image.store(Table.HOLDING, 0x0006, [irat, urat])  # IrAt, UrAt (×0.1: 10 = ratio 1)
     image.store(Table.HOLDING, 0x2006, [0x4510, 0x5000])  # Ua raw 2309.0 → 230.9 V (×0.1)
     image.store(Table.HOLDING, 0x200C, [0x45A4, 0x1000])  # Ia raw 5250.0 → 5.25 A (×0.001)
     image.store(Table.HOLDING, 0x2012, [0x46DE, 0xA800])  # Pt raw 28500.0 → 2850 W (×0.1)
+    image.store(Table.HOLDING, 0x202A, [0x4466, 0x0000])  # PFt raw 920 → 0.92 (×0.001)
     image.store(Table.HOLDING, 0x2044, [0x459C, 0x4C00])  # Freq raw 5001.5 → 50.015 Hz
     image.store(Table.HOLDING, 0x401E, [0x45B1, 0x71D7])  # ImpEp 5678.23 kWh → Wh
     caps = dtsu.capabilities
-    points = [dtsu.point(caps[c]) for c in ("l1_voltage_v", "l1_current_a", "power_w",
-                                             "frequency_hz", "import_wh")]
+    points = with_dependencies(dtsu, [caps[c] for c in (
+        "l1_voltage_v", "l1_current_a", "power_w", "power_factor", "frequency_hz",
+        "import_wh")])
     values = decode_points(dtsu, points, image)
-    assert values[caps["l1_voltage_v"]] == pytest.approx(230.9)
-    assert values[caps["l1_current_a"]] == pytest.approx(5.25)
-    assert values[caps["power_w"]] == pytest.approx(2850.0)
-    assert values[caps["frequency_hz"]] == pytest.approx(50.015)
-    assert values[caps["import_wh"]] == pytest.approx(5_678_230.0, rel=1e-6)
+    assert values[caps["l1_voltage_v"]] == pytest.approx(230.9 * pt)
+    assert values[caps["l1_current_a"]] == pytest.approx(5.25 * ct)
+    assert values[caps["power_w"]] == pytest.approx(2850.0 * ct * pt)
+    assert values[caps["power_factor"]] == pytest.approx(0.92)  # no ratio
+    assert values[caps["frequency_hz"]] == pytest.approx(50.015)  # no ratio
+    assert values[caps["import_wh"]] == pytest.approx(5_678_230.0 * ct * pt, rel=1e-6)
+    assert values[caps["ct_ratio"]] == ct
+    assert values[caps["pt_ratio"]] == pt
+
+
+def test_a_ratio_the_device_does_not_report_makes_the_primary_value_unknown() -> None:
+    dtsu = get_map("dtsu666")
+    image = RegisterImage()
+    image.store(Table.HOLDING, 0x0006, [0, 10])  # IrAt 0: not a ratio
+    image.store(Table.HOLDING, 0x200C, [0x45A4, 0x1000])
+    current = dtsu.point("l1_current")
+    values = decode_points(dtsu, with_dependencies(dtsu, [current.name]), image)
+    assert values["l1_current"] is None
 
 
 def test_golden_sunspec_inverter_with_scale_factors() -> None:

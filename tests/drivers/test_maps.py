@@ -130,6 +130,20 @@ def test_minimal_map_is_valid(tmp_path: Path) -> None:
      'points[0].access: expected "r" .input points cannot be written'),
     (('unit = "W"', 'unit = "W"\nmin = 10\nmax = 5'), "points[0].max: expected a number >= min"),
     (('interval_s = 1', 'interval_s = 0'), "groups.all.interval_s: expected a number 0.05–86400"),
+    (('unit = "W"', 'unit = "W"\nratios = ["ct"]'),
+     "points[0].ratios: expected names of numeric points of this map"),
+    (('unit = "W"', 'unit = "W"\nratios = ["power"]'),
+     "points[0].ratios: expected names of numeric points"),
+    (('[capabilities]', '[[aliases]]\ntable = "input"\nfirst = 0\nlast = 9\n'
+      'source = "holding"\n[capabilities]'), "aliases[0]: expected an alias range without "
+     "points of its own table"),
+    (('[capabilities]', '[[aliases]]\ntable = "input"\nfirst = 100\nlast = 109\n'
+      'source = "input"\n[capabilities]'), "aliases[0].source: expected the other register"),
+    (('[capabilities]', '[[reserved]]\ntable = "input"\nfirst = 0\nlast = 9\n'
+      '[[unreadable]]\ntable = "input"\nfirst = 8\nlast = 8\n[capabilities]'),
+     "reserved[0]: expected a range that overlaps no unreadable range"),
+    (('[groups.all]', '[simulation.quantities]\npower = "toast_w"\n[groups.all]'),
+     "simulation.quantities.power: expected a quantity a meter offers"),
 ])
 def test_malformed_map_names_file_key_and_expectation(tmp_path: Path, change: tuple[str, str],
                                                       message: str) -> None:

@@ -25,7 +25,7 @@ from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 
 from tests_support import free_port
 
-from drivers.codec import RegisterImage, decode_points, with_scale_factors
+from drivers.codec import RegisterImage, decode_points, with_dependencies
 from drivers.maploader import get_map
 from drivers.planner import plan_group
 from drivers.points import DeviceMap, Table, Value
@@ -77,7 +77,7 @@ async def poll(client: ModbusClient, device_map: DeviceMap,
                                                            count=request.count, device_id=UNIT)
         assert not response.isError(), f"{request}: {response}"
         image.store(request.table, request.address, response.registers)
-    return decode_points(device_map, with_scale_factors(device_map, names), image)
+    return decode_points(device_map, with_dependencies(device_map, names), image)
 
 
 async def poll_all(client: ModbusClient) -> dict[str, Value]:

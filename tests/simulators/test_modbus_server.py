@@ -12,7 +12,7 @@ from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusIOException
 from pymodbus.pdu import ModbusPDU
 
-from drivers.codec import RegisterImage, decode_points, with_scale_factors
+from drivers.codec import RegisterImage, decode_points, with_dependencies
 from drivers.planner import plan_group
 from drivers.points import Table
 from drivers.site import DeviceSpec
@@ -46,7 +46,7 @@ async def poll(client: AsyncModbusTcpClient | AsyncModbusSerialClient, device: D
         assert not response.isError(), (request, response)
         values = response.bits[:request.count] if request.table.is_bits else response.registers
         image.store(request.table, request.address, values)
-    return dict(decode_points(device_map, with_scale_factors(device_map,
+    return dict(decode_points(device_map, with_dependencies(device_map,
         device_map.groups[group].points), image))
 
 

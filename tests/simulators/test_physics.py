@@ -254,3 +254,61 @@ def test_dc_bus_voltage_sags_with_load_along_the_droop() -> None:
     bus.advance(3.0 + DcBusConfig().reconnect_s + 1.0, 15_000.0)
     assert not bus.loads_tripped
     assert bus.load_w == 15_000.0
+
+
+def test_meter_phases_obey_p_equals_v_i_pf_sum_to_totals_and_integrate() -> None:
+    """A three-phase meter's phases: P = V·I·PF and Q, S in every phase at every step; the
+    phases add up to the totals; per-phase and per-quadrant energies add up to the
+    totals after a day with import and export; the demand registers roll every 15 min."""
+    site = build_site(load_site(EXAMPLE), start_s=at("2026-06-22T00:00:00"))
+    model = site.model
+    meter = model.meters["grid_meter"]
+    binding = site.bindings["grid_meter"]
+    start = [meter.counter.import_wh, meter.counter.export_wh, meter.import_varh,
+             meter.export_varh]
+    phase_start = [(c.import_wh, c.export_wh) for c in meter.phase_counters]
+    demands: set[float] = set()
+    unbalance = 0.0
+    t = model.t_s
+    battery = model.batteries["battery"]
+    for step in range(24 * 60):
+        t += 60.0
+        if step == 8 * 60:  # as above: the midday surplus is exported
+            battery.set_control(charge_limited=True, discharge_limited=True,
+                                charge_limit_pct=40.0, discharge_limit_pct=-40.0)
+        if step == 17 * 60:
+            battery.set_control(charge_limit_pct=-50.0, discharge_limit_pct=50.0)
+        model.advance(t)
+        values = binding.values()
+        phases = meter.phases(t)
+        for k, phase in enumerate(phases, start=1):
+            v, i, pf = (float(values[f"l{k}_{q}"] or 0.0)
+                        for q in ("voltage_v", "current_a", "power_factor"))
+            assert v * i * pf == pytest.approx(values[f"l{k}_power_w"], rel=1e-9, abs=1e-9)
+            assert phase.apparent_va == pytest.approx(
+                (phase.power_w ** 2 + phase.reactive_var ** 2) ** 0.5, rel=1e-12)
+        assert sum(p.power_w for p in phases) == pytest.approx(
+            meter.counter.power_w, rel=1e-12, abs=1e-9)
+        assert sum(p.reactive_var for p in phases) == pytest.approx(
+            meter.reactive_var, rel=1e-12, abs=1e-9)
+        if abs(meter.counter.power_w) > 10_000:
+            shares = [p.power_w / meter.counter.power_w for p in phases]
+            unbalance = max(unbalance, max(shares) - min(shares))
+        demands.add(meter.demand_w)
+    counter = meter.counter
+    assert counter.export_wh > start[1]  # the day had export as well as import
+    imported = counter.import_wh - start[0]
+    exported = counter.export_wh - start[1]
+    assert sum(c.import_wh - s[0] for c, s in zip(meter.phase_counters, phase_start,
+                                                  strict=True)) == pytest.approx(imported)
+    assert sum(c.export_wh - s[1] for c, s in zip(meter.phase_counters, phase_start,
+                                                  strict=True)) == pytest.approx(exported)
+    assert sum(meter.quadrant_varh) == pytest.approx(meter.import_varh + meter.export_varh)
+    assert meter.import_varh > start[2]
+    assert 0.005 < unbalance < 0.15  # a few per cent, not identical phases
+    assert len(demands) > 90  # a new demand value every 15-minute window
+    assert meter.max_demand_w == max(demands)
+    values = binding.values()
+    assert values["l1_import_wh"] + values["l2_import_wh"] + values["l3_import_wh"] == \
+        pytest.approx(values["import_wh"])
+    assert values["apparent_power_va"] >= abs(values["power_w"])

@@ -4,27 +4,11 @@ pysunspec2's own SunSpec client. None of them share code with our drivers."""
 from __future__ import annotations
 
 import asyncio
-import re
-import shutil
 
 import pytest
+from tests_support import mbpoll, polled_values
 
 from simulators.runner import SiteRunner
-
-MBPOLL = shutil.which("mbpoll")
-
-
-async def mbpoll(*args: str) -> str:
-    assert MBPOLL is not None, "mbpoll is missing: run .ci/system-packages --check-or-install"
-    process = await asyncio.create_subprocess_exec(
-        MBPOLL, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
-    output, _ = await asyncio.wait_for(process.communicate(), 20)
-    return output.decode()
-
-
-def polled_values(output: str) -> dict[int, float]:
-    return {int(ref): float(value) for ref, value in
-            re.findall(r"^\[(\d+)\]:\s+(-?[\d.]+)", output, flags=re.M)}
 
 
 async def test_mbpoll_reads_the_tcp_simulator(running_site: SiteRunner) -> None:
