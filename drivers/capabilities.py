@@ -77,6 +77,9 @@ KINDS: dict[str, KindSpec] = {
             r"power_limit_pct", r"power_limit_enabled", r"power_limit_revert_s",
             r"power_limit_ramp_s", r"operating_state", r"frequency_hz", r"l[123]_voltage_v",
             r"reactive_power_var", r"temperature_c",
+            # the AC port (a hybrid's carries its battery too), per phase and in total
+            r"ac_power_w", r"apparent_power_va", r"power_factor", r"l[123]_(current_a|power_w)",
+            r"(l1_l2|l2_l3|l3_l1)_voltage_v", r"efficiency_pct", r"dc_energy_wh",
         ),
         controls={"power_limit": ControlSpec("% of rated AC power", "power_limit_pct")},
     ),

@@ -3,11 +3,9 @@
 A binding knows a device kind, not a register map: it speaks in capabilities
 (``power_w``, ``soc_pct``…, see ``drivers/capabilities.py``), so every map of that kind is
 simulated by the same binding. A few bindings also fill map-specific status points
-(``extra_points``) when the map has them; for the vendor maps those carry common names
-(``ac_power``, ``dc_power``, ``l1_current`` …) that every such map uses for the same
-quantity. Writes arrive as capability and engineering value; an impossible value raises
-``ValueError`` and the server answers Modbus exception 03 (illegal data value), changing
-nothing.
+(``extra_points``) when the map has them. Writes arrive as capability and engineering
+value; an impossible value raises ``ValueError`` and the server answers Modbus exception
+03 (illegal data value), changing nothing.
 
 What a binding needs to know of its map is a :class:`MapView`: which capabilities the
 map offers (a Huawei inverter has a derating but no enable switch) and the roles of
@@ -239,6 +237,26 @@ class InverterBinding:
             values[f"mppt{index}_power_w"] = per_mppt
             values[f"mppt{index}_voltage_v"] = mppt_voltage
             values[f"mppt{index}_current_a"] = per_mppt / mppt_voltage if mppt_voltage else 0.0
+        return values | self._ac_port(t)
+
+    def _ac_port(self, t: float) -> dict[str, Value]:
+        """The AC port's quantities: power (PV, and a hybrid's battery), per phase and in
+        total, at unity power factor; the conversion and its energy on the DC side."""
+        inv, cfg = self.inverter, self.inverter.config
+        ac = self.ac_power_w
+        values: dict[str, Value] = {
+            "ac_power_w": ac,
+            "apparent_power_va": abs(ac),
+            "power_factor": 1.0,
+            "efficiency_pct": 100.0 * cfg.inverter_efficiency if inv.dc_power_w > 0 else 0.0,
+            "dc_energy_wh": inv.energy_wh / cfg.inverter_efficiency,
+        }
+        for phase in (1, 2, 3):
+            values[f"l{phase}_power_w"] = ac / 3.0
+            values[f"l{phase}_current_a"] = phase_values(ac / 3.0, 1.0, t, phase).current_a
+            following = phase % 3 + 1
+            values[f"l{phase}_l{following}_voltage_v"] = math.sqrt(3.0) * (
+                mains_voltage_v(t, phase) + mains_voltage_v(t, following)) / 2.0
         return values
 
     def _state(self) -> int:
@@ -256,37 +274,10 @@ class InverterBinding:
         """What the inverter's AC port carries: PV, and the battery of a hybrid."""
         return self.inverter.power_w + (self.battery.power_w if self.battery else 0.0)
 
-    def common_points(self) -> dict[str, Value]:
-        """Quantities the vendor maps name alike (``extra_points``)."""
-        inv, cfg = self.inverter, self.inverter.config
-        ac = self.ac_power_w
-        t = inv.t_s
-        values: dict[str, Value] = {
-            "ac_power": ac,
-            "dc_power": inv.dc_power_w,
-            "ac_apparent_power": abs(ac),
-            "ac_reactive_power": 0.0,
-            "power_factor": 1.0,
-            "efficiency": 100.0 * cfg.inverter_efficiency if inv.dc_power_w > 0 else 0.0,
-            "internal_temperature": inv.cell_temp_c - 5.0,
-            "dc_energy": inv.energy_wh / cfg.inverter_efficiency,
-            "rated_power": cfg.rated_ac_w,
-            "max_ac_power": cfg.rated_ac_w,
-        }
-        for phase in (1, 2, 3):
-            quantities = phase_values(ac / 3.0, 1.0, t, phase)
-            values[f"l{phase}_power"] = ac / 3.0
-            values[f"l{phase}_current"] = quantities.current_a
-            values[f"l{phase}_voltage"] = quantities.voltage_v
-            following = phase % 3 + 1
-            values[f"l{phase}_l{following}_voltage"] = math.sqrt(3.0) * (
-                mains_voltage_v(t, phase) + mains_voltage_v(t, following)) / 2.0
-        return values
-
     def extra_points(self) -> dict[str, Value]:
         inv, cfg = self.inverter, self.inverter.config
         phase = phase_values(inv.power_w / 3.0, 1.0, inv.t_s, 1)
-        return self.common_points() | {
+        return {
             "inverter_three_phase.A": 3 * phase.current_a,
             "inverter_three_phase.AphA": phase.current_a,
             "inverter_three_phase.AphB": phase.current_a,
