@@ -32,6 +32,15 @@ def verdict(met: bool) -> str:
     return "MET" if met else "NOT MET"
 
 
+def print_goals(goals: Sequence[tuple[str, bool, str]]) -> None:
+    """The standard closing block: one line per goal, ``[met    ]`` or ``[NOT MET]``, what
+    the goal is, then the figure measured."""
+    print("\ngoals (figures from this run; the machine is shared, read them as such):")
+    width = max(len(name) for name, _, _ in goals)
+    for name, met, figure in goals:
+        print(f"  [{'met' if met else 'NOT MET':7}] {name:{width}}  {figure}")
+
+
 def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
     """``count`` distinct free TCP ports (all bound to port 0 at once, then released)."""
     with contextlib.ExitStack() as stack:

@@ -37,6 +37,7 @@ import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
+from controller.wakeup import Wakeup
 from drivers.protocol import Exchange, FrameError, StreamDesyncError
 from drivers.site import LineKind, LineSpec
 
@@ -80,7 +81,7 @@ class Line(ABC):
         self.spec = spec
         self.stats = LinkStats()
         self._buffer = bytearray()
-        self._data = asyncio.Event()
+        self._data = Wakeup()  # woken when bytes arrive or the connection goes
         self._last_activity = 0.0  # monotonic time of the last byte seen or sent
         self._guard_s = 0.0  # silence required before the next request (after trouble)
         self._transaction = 0
@@ -110,7 +111,7 @@ class Line(ABC):
         """Transport callback: bytes arrived."""
         self._buffer += data
         self._last_activity = time.monotonic()
-        self._data.set()
+        self._data.wake()
 
     async def _drop(self, reason: str) -> None:
         if self.connected:
@@ -175,10 +176,7 @@ class Line(ABC):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
-            self._data.clear()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(remaining):
-                    await self._data.wait()
+            await self._data.wait(remaining)
             if not self.connected:
                 raise LinkDownError(f"{self}: connection closed by the device")
         self.stats.timeouts += 1
@@ -265,7 +263,7 @@ class TcpLine(Line):
         if protocol is self._protocol:
             self._transport = None
             self._protocol = None
-            self._data.set()  # wake an exchange waiting for bytes
+            self._data.wake()  # an exchange waiting for bytes learns the connection went
 
     async def close(self) -> None:
         transport, self._transport, self._protocol = self._transport, None, None
@@ -331,7 +329,7 @@ class SerialLine(Line):
         except OSError as exc:
             log.warning("%s: read failed: %s", self, exc)
             self._close_now()
-            self._data.set()
+            self._data.wake()
             return
         if data:
             self._received(data)

@@ -85,10 +85,12 @@ class Gateway:
         members: dict[str, list[DeviceSpec]] = {}
         for device in self.site.devices.values():
             members.setdefault(device.line.name, []).append(device)
+        start = time.monotonic()  # one phase origin for every line (scheduler.PHASE_SLOTS)
         for name, devices in members.items():
             line = line_for(devices[0].line, connect_delay_s=max(
                 d.pacing.connect_delay_s for d in devices))
-            scheduler = LineScheduler.for_devices(line, devices, self.bus, self.wall_clock)
+            scheduler = LineScheduler.for_devices(line, devices, self.bus, self.wall_clock,
+                                                  start=start)
             self.lines[name] = scheduler
             for device in devices:
                 self._by_device[device.name] = scheduler

@@ -29,7 +29,6 @@ never swallowed.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import time
@@ -40,6 +39,7 @@ from dataclasses import dataclass, field
 
 from controller.bus import ReadingBus
 from controller.lines import BadFrameError, Line, LinkError, LinkTimeoutError
+from controller.wakeup import Wakeup
 from drivers.devices import Write
 from drivers.points import PollGroup, Value, WriteRangeError
 from drivers.protocol import DeviceAnswerError, Driver, Exchange, FrameError, Operation
@@ -52,6 +52,13 @@ log = logging.getLogger("pedf.scheduler")
 BACKOFF_BASE_S = 1.0
 
 __all__ = ["DeviceHealth", "DevicePoller", "GroupSchedule", "LineScheduler", "WriteResult"]
+
+
+#: Polls start in one of this many slots per second (per interval, when shorter), at
+#: the same instants on every line of a gateway: each slot's devices wake the event loop
+#: once, together, instead of once each. At 1 Hz, wake-ups rather than polls are most
+#: of the gateway's CPU (benchmarks/bench_controller.py).
+PHASE_SLOTS = 10
 
 
 @dataclass
@@ -125,10 +132,10 @@ class DevicePoller:
     @classmethod
     def create(cls, spec: DeviceSpec, driver: Driver, now: float,
                pace: Pace | None = None) -> DevicePoller:
-        # A fixed phase per device spreads the first polls (and so every later cycle)
-        # over up to a second, instead of every device asking in the same instant.
-        phase = zlib.crc32(spec.name.encode()) / 0xFFFF_FFFF
-        groups = [GroupSchedule(group, next_due=now + phase * min(group.interval_s, 1.0))
+        # A fixed slot per device spreads the polls over PHASE_SLOTS instants a second
+        # (or an interval, if shorter), instead of every device asking in the same one.
+        slot = zlib.crc32(spec.name.encode()) * PHASE_SLOTS // 0x1_0000_0000 / PHASE_SLOTS
+        groups = [GroupSchedule(group, next_due=now + slot * min(group.interval_s, 1.0))
                   for group in spec.groups.values()]
         for schedule in groups:
             driver.read(schedule.group.points)  # plan now: a bad map fails at start-up
@@ -164,7 +171,7 @@ class LineScheduler:
     wall_clock: Callable[[], float] = time.time
     max_pending_writes: int = 64
     _writes: deque[_PendingWrite] = field(default_factory=deque)
-    _wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+    _wakeup: Wakeup = field(default_factory=Wakeup)  # woken when a write is queued
     _last_device: DevicePoller | None = None
     _by_name: dict[str, DevicePoller] = field(default_factory=dict)
 
@@ -173,10 +180,14 @@ class LineScheduler:
 
     @classmethod
     def for_devices(cls, line: Line, specs: Sequence[DeviceSpec], bus: ReadingBus,
-                    wall_clock: Callable[[], float] = time.time) -> LineScheduler:
-        """The scheduler of ``line`` for ``specs``, each with its protocol's driver."""
-        now = time.monotonic()
-        paces: dict[str, Pace] = {}  # one per station: parts of one device share it
+                    wall_clock: Callable[[], float] = time.time, *,
+                    start: float | None = None) -> LineScheduler:
+        """The scheduler of ``line`` for ``specs``, each with its protocol's driver.
+        Polls are phased from ``start`` (monotonic s; default now): a gateway gives all
+        its lines the same start, so that their slots coincide. Devices at one station
+        (the parts of one device at one unit id) share their pacing."""
+        now = time.monotonic() if start is None else start
+        paces: dict[str, Pace] = {}
         return cls(str(line), line, [
             DevicePoller.create(s, driver_for(s), now, paces.setdefault(s.station, Pace()))
             for s in specs], bus, wall_clock)
@@ -201,10 +212,7 @@ class LineScheduler:
                 if self._writes:
                     wait = min(wait, self._write_wait(now))
                 if wait > 0:
-                    self._wakeup.clear()
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(wait):
-                            await self._wakeup.wait()
+                    await self._wakeup.wait(wait)
                     continue
                 await self._poll(device, schedule)
         finally:
@@ -348,7 +356,7 @@ class LineScheduler:
             future.set_result(self._failed(pending, "write queue full"))
             return future
         self._writes.append(pending)
-        self._wakeup.set()
+        self._wakeup.wake()
         return future
 
     def _write_wait(self, now: float) -> float:

@@ -9,8 +9,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from drivers.codec import (
-    RegisterImage,
-    decode_points,
+    PointDecoder,
     encode_write,
     register_map,
     scale_factor_value,
@@ -92,7 +91,10 @@ class _RtuExchange(ModbusExchange):
 
     def receive(self, buffer: bytearray) -> bool:
         self.answer = parse_rtu(self.request, buffer)
-        return self.answer is not None
+        if self.answer is None:
+            return False
+        buffer.clear()  # the answer was every byte since the request: used, not discarded
+        return True
 
 
 def exchange_for(request: Request, framing: Framing) -> ModbusExchange:
@@ -109,17 +111,50 @@ def _checked(exchange: ModbusExchange) -> Response:
 
 
 @dataclass(frozen=True, slots=True)
+class _Slot:
+    """Where a point's registers are in a plan's answers, and how they decode."""
+
+    name: str
+    request: int  # index of the request that reads them
+    start: int  # their offset in that request's answer
+    end: int
+    decoder: PointDecoder
+    scale_factor: _Slot | None  # the slot of the point's scale factor, if it has one
+
+
+@dataclass(frozen=True, slots=True)
 class _Plan:
     requests: tuple[tuple[ReadRequest, Request], ...]
-    points: tuple[Point, ...]  # the points asked for plus the scale factors they need
+    slots: tuple[_Slot, ...]  # the points asked for plus the scale factors they need
+
+
+def _slots(reads: Sequence[ReadRequest], points: Sequence[Point]) -> tuple[_Slot, ...]:
+    """Each point's place in the answers to ``reads`` (the planner never splits a point
+    over two requests), its decoder, and its scale factor's place."""
+    slots: dict[str, _Slot] = {}
+    for point in sorted(points, key=lambda p: p.scale_factor is not None):  # factors first
+        index = next((i for i, read in enumerate(reads) if read.table is point.table
+                      and read.address <= point.address
+                      and point.end <= read.address + read.count), None)
+        if index is None:
+            raise ValueError(f"{point.name}: no planned request reads all its registers")
+        start = point.address - reads[index].address
+        sf = None if point.scale_factor is None else slots[point.scale_factor]
+        slots[point.name] = _Slot(point.name, index, start, start + point.count,
+                                  PointDecoder(point), sf)
+    return tuple(slots[point.name] for point in points)
 
 
 class _Read(ReadOperation):
+    """Reads a plan's requests; ``values`` decodes each point straight from the answer
+    that holds it, with the decoders the plan keeps."""
+
     def __init__(self, driver: ModbusDriver, plan: _Plan) -> None:
-        self._driver = driver
+        self._device_map = driver.device_map
+        self._framing = driver.framing
         self._plan = plan
         self._index = -1
-        self._image = RegisterImage()
+        self._answers: list[Sequence[int] | None] = [None] * len(plan.requests)
         self._exchange: ModbusExchange | None = None
 
     def next_exchange(self) -> Exchange | None:
@@ -127,20 +162,33 @@ class _Read(ReadOperation):
         if self._index >= len(self._plan.requests):
             self._exchange = None
             return None
-        self._exchange = exchange_for(self._plan.requests[self._index][1],
-                                      self._driver.framing)
+        self._exchange = exchange_for(self._plan.requests[self._index][1], self._framing)
         return self._exchange
 
     def complete(self) -> None:
         assert self._exchange is not None
         response = _checked(self._exchange)
         read = self._plan.requests[self._index][0]
-        self._image.store(read.table, read.address,
-                          response.bits if read.table.is_bits else response.registers)
+        self._answers[self._index] = response.bits if read.table.is_bits \
+            else response.registers
 
     @property
     def values(self) -> dict[str, Value]:
-        return decode_points(self._driver.device_map, self._plan.points, self._image)
+        answers = self._answers
+        values: dict[str, Value] = {}
+        for slot in self._plan.slots:
+            registers = answers[slot.request]
+            if registers is None:
+                continue  # not read (the operation failed before)
+            sf = None
+            sf_slot = slot.scale_factor
+            if sf_slot is not None:
+                sf_registers = answers[sf_slot.request]
+                if sf_registers is not None:
+                    raw = sf_slot.decoder.raw(sf_registers[sf_slot.start:sf_slot.end])
+                    sf = scale_factor_value(raw if isinstance(raw, int) else None)
+            values[slot.name] = slot.decoder.value(registers[slot.start:slot.end], sf)
+        return self._device_map.primary(values)  # transformer ratios applied
 
     @property
     def covering(self) -> tuple[str, ...]:
@@ -193,7 +241,7 @@ class ModbusDriver(Driver):
             plan = _Plan(
                 tuple((read, Request(self.unit, READ_FUNCTION[read.table], read.address,
                                      count=read.count)) for read in reads),
-                tuple(with_dependencies(self.device_map, points)))
+                _slots(reads, with_dependencies(self.device_map, points)))
             self._plans[points] = plan
         return plan
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import itertools
 import json
 import statistics
-import time
 from datetime import datetime
 from pathlib import Path
 
@@ -21,13 +20,11 @@ from controller.store import Outgoing, Store
 from fastcore import Tier
 
 
-async def test_a_simulated_day_runs_in_well_under_a_minute() -> None:
+async def test_a_simulated_day_runs_end_to_end() -> None:
+    """A whole day, every cycle (how fast: benchmarks, not here)."""
     loop = ClosedLoop.build("2026-06-22T00:00:00", ControlSettings(cycle_s=10.0))
     # (10 s cycles: every revert timeout still leaves room for three refreshes.)
-    started = time.monotonic()
     await loop.run(86_400)
-    elapsed = time.monotonic() - started
-    assert elapsed < 30, elapsed
     assert loop.loop.cycles == 8640
     assert loop.loop.write_failures == 0
     assert max(loop.trace.pv_kw) > 60  # the sun came up
