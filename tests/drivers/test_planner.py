@@ -146,7 +146,7 @@ EXPECTED_FULL_POLL = {
     "huawei-luna2000": 5,  # 23 points; at most 64 registers per read, gaps ≤ 16
     "huawei-smartlogger": 2,  # 3 points
     "huawei-sun2000": 7,  # 33 points
-    "huawei-sun2000-meter": 1,  # 17 points: 37100–37137, evcc's block and a bit more
+    "huawei-sun2000-meter": 1,  # 20 points: 37100–37137, evcc's block and a bit more
     "midea-mthermal-r290": 3,  # 21 points: settings 1–16, operating 100–151, status 189
     "relay16": 2,  # 34 points (16 coils in one FC 1 read; 18 registers from 4096)
     "sdm630": 9,  # 92 points; the input table answered as a whole, at most 80 per read
@@ -156,7 +156,7 @@ EXPECTED_FULL_POLL = {
     "sungrow-sg": 2,  # 24 points: input 4999–5035, holding 5006–5010
     "sungrow-sh": 4,  # 19 points
     "sungrow-sh-battery": 6,  # 18 points
-    "sungrow-sh-meter": 3,  # 6 points
+    "sungrow-sh-meter": 3,  # 7 points
 }
 
 

@@ -85,6 +85,9 @@ async def test_pymodbus_reads_the_huawei_at_its_documented_addresses(
         block = await reader.read(37101, 37)
         assert reader.client.convert_from_registers(block[12:14], INT32) == pytest.approx(
             -meter.counter.power_w, abs=1)  # 37113 inside the block
+        line_voltage = reader.client.convert_from_registers(block[25:27], INT32)
+        assert isinstance(line_voltage, int)
+        assert line_voltage / 10 == pytest.approx(400, rel=0.03)  # 37126 A-B line voltage
         # 40125 active power percentage derating, gain 10: written with FC 06
         await asyncio.sleep(0.05)
         written = await reader.client.write_register(40125, 455, device_id=1)
@@ -148,10 +151,13 @@ async def test_mbpoll_reads_the_sungrow_at_its_1_based_document_numbers(
         values = polled_values(await mbpoll(*mbpoll_tcp(sg, "-0", "-t", "3:int", "-r",
                                                         "5016")))
         assert values[5016] == pytest.approx(model.pv["string_inverter"].dc_power_w, abs=1)
-        # SH: doc 13010 export power (+ export), doc 13023 battery level (0.1 %)
+        # SH: doc 13010 export power (+ export) and doc 5601 meter power (+ import), doc
+        # 13023 battery level (0.1 %)
+        grid_w = model.meters["grid_meter"].counter.power_w
         values = polled_values(await mbpoll(*mbpoll_tcp(sh, "-t", "3:int", "-r", "13010")))
-        assert values[13010] == pytest.approx(-model.meters["grid_meter"].counter.power_w,
-                                              abs=1)
+        assert values[13010] == pytest.approx(-grid_w, abs=1)
+        values = polled_values(await mbpoll(*mbpoll_tcp(sh, "-t", "3:int", "-r", "5601")))
+        assert values[5601] == pytest.approx(grid_w, abs=1)
         values = polled_values(await mbpoll(*mbpoll_tcp(battery, "-t", "3", "-r", "13023")))
         assert values[13023] / 10 == pytest.approx(model.batteries["battery"].soc_pct,
                                                    abs=0.05)
