@@ -54,7 +54,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from benchmarks.bench_controller import simulator
-from benchmarks.common import print_goals, print_table
+from benchmarks.common import Results, print_goals, print_table
 from controller.lines import Line, LinkStats
 from controller.runtime import Gateway
 from controller.scheduler import LineScheduler
@@ -350,25 +350,25 @@ def median_p90(values: Sequence[float]) -> str:
     return f"{ms(statistics.median(ordered))} / {ms(ordered[int(0.9 * (len(ordered) - 1))])}"
 
 
-def main() -> None:
+def main() -> Results:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="pedf-bench-bus-") as folder:
-        results = [run_case(case, Path(folder)) for case in CASES]
-    goals = []
-    for result in results:
+        measured = [run_case(case, Path(folder)) for case in CASES]
+    results = Results()
+    for result in measured:
         counts = result.polls.values()
-        goals += [
-            (f"{result.case.title}, {DEVICES} meters: ≥ {EFFICIENCY_GOAL:.0%} of the "
-             "line's physical limit", result.efficiency >= EFFICIENCY_GOAL,
-             f"{result.efficiency:.1%} ({result.achieved_per_s:.2f} of "
-             f"{result.limit_per_s:.2f} exchanges/s)"),
-            (f"{result.case.title}: no meter starves (min/max polls ≥ {FAIRNESS_GOAL:.0%})",
-             result.fairness >= FAIRNESS_GOAL,
-             f"{min(counts)}–{max(counts)} polls per meter ({result.fairness:.0%})"),
-        ]
-    print_goals(goals)
+        results.figures[f"{result.case.title}: efficiency"] = result.efficiency
+        results.figures[f"{result.case.title}: fairness"] = result.fairness
+        results.goal(f"{result.case.title}, {DEVICES} meters: ≥ {EFFICIENCY_GOAL:.0%} of the "
+                     "line's physical limit", result.efficiency >= EFFICIENCY_GOAL,
+                     f"{result.efficiency:.1%} ({result.achieved_per_s:.2f} of "
+                     f"{result.limit_per_s:.2f} exchanges/s)")
+        results.goal(f"{result.case.title}: no meter starves (min/max polls ≥ "
+                     f"{FAIRNESS_GOAL:.0%})", result.fairness >= FAIRNESS_GOAL,
+                     f"{min(counts)}–{max(counts)} polls per meter ({result.fairness:.0%})")
     print(f"\n  (benchmark took {time.perf_counter() - started:.0f} s)")
+    return results
 
 
 if __name__ == "__main__":
-    main()
+    print_goals(main().goals)

@@ -34,8 +34,9 @@ after the previous one completed, so commands land at every phase of the 1 s con
 cycle and of the 1 Hz polls, as real commands would.
 
 **Stages** (timestamps from instance wrappers; perf_counter is one clock for all threads):
-MQTT in (publish → ``CommandChannel.handle`` entered, in a worker thread), accept
-(validation, signature, SQLite replay window and audit → ``inbox.submit``), wake (→ the
+MQTT in (publish → recorded in the store and acknowledged → ``CommandChannel.process``
+entered, in a worker thread), accept (validation, signature, replay window, the decision's
+one commit → ``inbox.submit``), wake (→ the
 control cycle that takes the command starts), apply (``apply_command``: EventBook save,
 event message), plan (events, baseline, snapshot, strategies → the first write handed to
 the gateway), then Modbus (→ first verified, → last verified). In parallel: accepted →
@@ -72,14 +73,22 @@ import aiomqtt
 import numpy as np
 
 from benchmarks.bench_controller import Simulator, process_cpu_s, simulator
-from benchmarks.common import free_ports, mosquitto_class, print_table, verdict
+from benchmarks.common import (
+    Results,
+    free_ports,
+    mosquitto_class,
+    print_goals,
+    print_table,
+    verdict,
+)
 from controller.app import App, assemble
+from controller.channel import CommandChannel
 from controller.commands import Command, sign_hmac
 from controller.config import uplink_settings
 from controller.control.loop import ControlLoop
 from controller.operator import build_command
 from controller.scheduler import WriteResult
-from controller.uplink import CommandChannel
+from controller.store import InboundCommand
 from drivers.devices import Write
 from drivers.site import SiteSpec, load_site
 
@@ -100,8 +109,10 @@ SEED = 20260622
 RELAY_POINT = "relay_1"  # channel 1 of every relay module
 
 STAGES = (
-    ("MQTT in", "publish → CommandChannel.handle entered", "t0", "t_received"),
-    ("accept", "validate + SQLite replay/audit → inbox.submit", "t_received", "t_accepted"),
+    ("MQTT in", "publish → recorded, acknowledged → CommandChannel.process entered", "t0",
+     "t_received"),
+    ("accept", "validate + SQLite decision (audit, replay window, reply) → inbox.submit",
+     "t_received", "t_accepted"),
     ("wake", "→ the control cycle taking it starts", "t_accepted", "t_cycle"),
     ("apply", "apply_command (EventBook save, event message)", "t_cycle", "t_applied"),
     ("plan", "events, snapshot, strategies → first write queued", "t_applied", "t_submitted"),
@@ -109,9 +120,10 @@ STAGES = (
     ("Modbus spread", "first → last of the 50 verified", "t_first", "t_last"),
 )
 WHERE = {
-    "MQTT in": "mosquitto → aiomqtt → Publisher._receive_loop → asyncio.to_thread(handle)",
-    "accept": "CommandChannel.handle: validate (HMAC), Store.seen_command, "
-              "inbox.submit (worker thread)",
+    "MQTT in": "mosquitto → GatewayClient.arrivals → Publisher._receive_loop → "
+               "Store.record_inbound (one commit) → PUBACK → CommandChannel.run wakes",
+    "accept": "CommandChannel.process: decide (HMAC), Store.seen_command, Store.conclude "
+              "(one commit), inbox.submit (worker thread)",
     "wake": "ControlLoop.run: a cycle already running when the command came must end first",
     "apply": "ControlLoop.apply_command: EventBook.add → Store.set_state and the event "
              "message → Store.append, synchronous SQLite commits on the event-loop thread",
@@ -232,12 +244,12 @@ class Probe:
         if app.commands is None or app.control is None or app.store is None:
             raise RuntimeError("the app has no command channel, control loop or store")
         self._wrap_execute()
-        self._wrap_handle(app.commands)
+        self._wrap_process(app.commands)
         self._wrap_control(app.control)
         app.inbox.on_submit.append(self._accepted)
-        for name in ("append", "set_state", "audit", "remember_command", "seen_command",
-                     "acknowledge", "pending", "record_performance", "windows", "max_seq",
-                     "depth", "forget_commands_before"):
+        for name in ("append", "set_state", "record_inbound", "pending_inbound", "conclude",
+                     "inbound_depth", "seen_command", "acknowledge", "pending", "pending_in",
+                     "record_performance", "windows", "max_seq", "depth"):
             self._wrap_store(name)
 
     # -- wrappers -----------------------------------------------------------------------
@@ -257,16 +269,16 @@ class Probe:
 
         gateway.execute = execute  # type: ignore[method-assign]
 
-    def _wrap_handle(self, channel: CommandChannel) -> None:
-        original = channel.handle
+    def _wrap_process(self, channel: CommandChannel) -> None:
+        original = channel.process
 
-        def handle(payload: bytes, **kwargs: Any) -> Any:
+        def process(batch: Sequence[InboundCommand]) -> Any:
             run = self.current
-            if run is not None and run.id.encode() in payload:
+            if run is not None and any(run.id.encode() in c.payload for c in batch):
                 run.t_received = time.perf_counter()
-            return original(payload, **kwargs)
+            return original(batch)
 
-        channel.handle = handle  # type: ignore[method-assign]
+        channel.process = process  # type: ignore[method-assign]
 
     def _wrap_control(self, control: ControlLoop) -> None:
         original_cycle, original_apply = control.cycle, control.apply_command
@@ -329,7 +341,7 @@ class Probe:
             self.writes_failed += 1
         if write.point != RELAY_POINT:
             return
-        value = bool(write.values[0])
+        value = bool(write.value)
         if result.ok:
             if self._state.get(device) == value:
                 self.redundant_writes += 1
@@ -572,7 +584,7 @@ def fsync_ms(folder: Path, count: int = 20) -> float:
     return percentile(times, 50)
 
 
-def report(outcome: Outcome, fsync: float) -> None:
+def report(outcome: Outcome, fsync: float) -> Results:
     runs = [r for r in outcome.runs if not r.profiled]
     complete = [r for r in runs if r.complete]
     total = [r.ms("t0", "t_last") for r in complete]
@@ -661,6 +673,13 @@ def report(outcome: Outcome, fsync: float) -> None:
         diagnose(slow)
     if outcome.profile is not None:
         print_profile(outcome.profile)
+    results = Results({"commands": len(runs), "complete": len(complete),
+                       "p50_ms": percentile(total, 50) if total else None,
+                       "p99_ms": p99 if total else None})
+    results.goal(f"publish → every write verified on {DEVICE_COUNT} devices, p99 <= "
+                 f"{GOAL_P99_MS:g} ms", met,
+                 f"p99 {p99:.1f} ms ({len(complete)}/{len(runs)} complete)")
+    return results
 
 
 def triple(values: Sequence[float]) -> str:
@@ -741,7 +760,7 @@ def mosquitto(folder: Path) -> Iterator[Any]:
         broker.stop()
 
 
-def main() -> None:
+def main() -> Results:
     started = time.perf_counter()
     print(f"\n-- {DEVICE_COUNT} relay16 modules (one TCP port each, one {RATED_W / 1000:g} kW "
           f"sheddable load on channel 1), an sdm630 grid meter;\n   {COMMANDS} signed "
@@ -755,9 +774,10 @@ def main() -> None:
         with mosquitto(folder / "broker") as broker, simulator(site_file, ()) as sim:
             pid = broker.process.pid if isinstance(broker.process, subprocess.Popen) else 0
             outcome = asyncio.run(measure(site, folder, broker.port, pid, sim))
-    report(outcome, fsync)
+    results = report(outcome, fsync)
     print(f"\n  (benchmark took {time.perf_counter() - started:.0f} s)")
+    return results
 
 
 if __name__ == "__main__":
-    main()
+    print_goals(main().goals)

@@ -54,7 +54,7 @@ from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusException
 from pymodbus.pdu import ModbusPDU
 
-from benchmarks.common import free_ports, print_goals, print_table
+from benchmarks.common import Results, free_ports, print_goals, print_table
 from controller.runtime import Gateway
 from drivers.codec import register_map, with_dependencies
 from drivers.maploader import get_map, shipped_models
@@ -490,31 +490,36 @@ def part_coalescing() -> tuple[int, int]:
 # -- summary --------------------------------------------------------------------------
 
 
-def summary(cpu: Window, runs: Sequence[Run], coalescing: tuple[int, int]) -> None:
+def summary(cpu: Window, runs: Sequence[Run], coalescing: tuple[int, int]) -> Results:
     mean_speedup, worst_speedup = speedups(runs)
     overall = coalescing[0] / coalescing[1]
-    print_goals([
-        (f"controller CPU at 1 Hz ≤ {CPU_GOAL:.2f} of a core",
-         cpu.cpu_per_wall <= CPU_GOAL,
-         f"{cpu.cpu_per_wall:.3f} ({cpu.requests_per_s:.0f} req/s, "
-         f"{cpu.polls_failed} failed polls)"),
-        (f"requests/s vs naive pymodbus loop ≥ {SPEEDUP_GOAL:g}×",
-         mean_speedup >= SPEEDUP_GOAL,
-         f"{mean_speedup:.1f}× mean (worst pair {worst_speedup:.1f}×)"),
-        (f"coalescing ≥ {COALESCING_GOAL:g}× fewer requests",
-         overall >= COALESCING_GOAL, f"{overall:.1f}× ({coalescing[0]} → {coalescing[1]})"),
-    ])
+    results = Results({"controller_cpu_per_wall": cpu.cpu_per_wall,
+                       "requests_per_s": cpu.requests_per_s,
+                       "speedup_vs_naive_mean": mean_speedup,
+                       "speedup_vs_naive_worst_pair": worst_speedup,
+                       "coalescing_ratio": overall})
+    results.goal(f"controller CPU at 1 Hz ≤ {CPU_GOAL:.2f} of a core",
+                 cpu.cpu_per_wall <= CPU_GOAL,
+                 f"{cpu.cpu_per_wall:.3f} ({cpu.requests_per_s:.0f} req/s, "
+                 f"{cpu.polls_failed} failed polls)")
+    results.goal(f"requests/s vs naive pymodbus loop ≥ {SPEEDUP_GOAL:g}×",
+                 mean_speedup >= SPEEDUP_GOAL,
+                 f"{mean_speedup:.1f}× mean (worst pair {worst_speedup:.1f}×)")
+    results.goal(f"coalescing ≥ {COALESCING_GOAL:g}× fewer requests",
+                 overall >= COALESCING_GOAL, f"{overall:.1f}× ({coalescing[0]} → {coalescing[1]})")
+    return results
 
 
-def main() -> None:
+def main() -> Results:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="pedf-bench-") as folder:
         cpu = part_cpu(Path(folder))
         runs = part_throughput(Path(folder))
     coalescing = part_coalescing()
-    summary(cpu, runs, coalescing)
+    results = summary(cpu, runs, coalescing)
     print(f"\n  (benchmark took {time.perf_counter() - started:.0f} s)")
+    return results
 
 
 if __name__ == "__main__":
-    main()
+    print_goals(main().goals)

@@ -24,6 +24,7 @@ Shedding: 1k / 10k / 100k loads (priorities 1..10, 80 % sheddable, 5 % locked ou
 
 from __future__ import annotations
 
+import functools
 import statistics
 import time
 from collections.abc import Callable
@@ -32,6 +33,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from benchmarks.common import Results, print_goals
 from controller.tariffs import DEFAULT_TARIFF, load_tariff
 from fastcore import _meter_py, _shed_py
 from fastcore._common import (
@@ -174,7 +176,7 @@ def numpy_aggregate(config: MeterConfig, idx: npt.NDArray[np.int32],
                    np.where(neg_a, pz * ((1 - frac) * span), pa * (frac * span))) / 7200.0
     exp = -np.where(both, np.where(neg_z, (pa + pz) * span, 0.0),
                     np.where(neg_a, pa * (frac * span), pz * ((1 - frac) * span))) / 7200.0
-    result: dict[str, npt.NDArray[np.float64]] = {
+    result: dict[str, npt.NDArray[Any]] = {  # bincount of float weights: float64
         "import_wh": np.bincount(who, imp, n),
         "export_wh": np.bincount(who, exp, n),
         "tou_import_wh": np.bincount(who * n_periods + per, imp,
@@ -212,9 +214,11 @@ def bench_aggregation() -> list[tuple[str, bool, str]]:
     samples = idx.shape[0]
     options = meter_options(roles)
     config = MeterConfig.create(N_LOADS, **options)
-    polls = [(idx[k * N_LOADS:(k + 1) * N_LOADS], ts[k * N_LOADS:(k + 1) * N_LOADS],
-              pw[k * N_LOADS:(k + 1) * N_LOADS]) for k in range(POLLS)]
-    copies = [np.empty_like(idx), np.empty_like(ts), np.empty_like(pw)]
+    polls: list[tuple[npt.NDArray[Any], ...]] = [
+        (idx[k * N_LOADS:(k + 1) * N_LOADS], ts[k * N_LOADS:(k + 1) * N_LOADS],
+         pw[k * N_LOADS:(k + 1) * N_LOADS]) for k in range(POLLS)]
+    copies: list[npt.NDArray[Any]] = [np.empty_like(idx), np.empty_like(ts),
+                                      np.empty_like(pw)]
     poll_copies = [np.empty_like(a) for a in polls[0]]
 
     def fed(module: Any, batches: list[tuple[Any, ...]]) -> Any:
@@ -232,8 +236,10 @@ def bench_aggregation() -> list[tuple[str, bool, str]]:
             return time.perf_counter() - start
         return contender
 
+    sources: tuple[npt.NDArray[Any], ...] = (idx, ts, pw)
+
     def memcpy_whole() -> None:
-        for source, target in zip((idx, ts, pw), copies, strict=True):
+        for source, target in zip(sources, copies, strict=True):
             np.copyto(target, source)
 
     def memcpy_per_poll() -> None:
@@ -285,7 +291,8 @@ def bench_aggregation() -> list[tuple[str, bool, str]]:
         ("aggregation >= 10x numpy", vs_numpy >= 10, f"{vs_numpy:.1f}x"),
         ("aggregation >= 20% of memcpy (per poll)", mem_poll >= 0.2, f"{mem_poll:.1%}"),
         ("aggregation >= 20% of memcpy (one batch)", mem_whole >= 0.2, f"{mem_whole:.1%}"),
-        ("numpy/twin results agree with kernel", agree and twin_agrees, ""),
+        ("numpy/twin results agree with kernel", agree and twin_agrees,
+         "agree" if agree and twin_agrees else "differ"),
     ]
 
 
@@ -323,12 +330,12 @@ def bench_shedding() -> list[tuple[str, bool, str]]:
         assert a.shed.tolist() == b.shed.tolist(), "kernel and twin disagree"
         rounds = ROUNDS * 4 if n < 100_000 else ROUNDS * 2
         times = interleave({
-            "kernel": timed(lambda loads=loads: _shed.plan_shed(**loads)),
-            "sort int8": timed(lambda p=priority: np.sort(p)),
-            "sort int32": timed(lambda p=priority32: np.sort(p)),
+            "kernel": timed(functools.partial(_shed.plan_shed, **loads)),
+            "sort int8": timed(functools.partial(np.sort, priority)),
+            "sort int32": timed(functools.partial(np.sort, priority32)),
         }, rounds)
         times.update(interleave(
-            {"twin": timed(lambda loads=loads: _shed_py.plan_shed(**loads))},
+            {"twin": timed(functools.partial(_shed_py.plan_shed, **loads))},
             3 if n < 100_000 else 2))
         kernel, twin = min(times["kernel"]), min(times["twin"])
         sort8, sort32 = min(times["sort int8"]), min(times["sort int32"])
@@ -347,16 +354,18 @@ def bench_shedding() -> list[tuple[str, bool, str]]:
     return goals
 
 
-def main() -> None:
+def main() -> Results:
+    results = Results()
     if _meter is None or _shed is None:
         print("compiled fastcore kernels are not built: nothing to compare "
               "(pip install . or python setup.py build_ext --inplace)")
-        return
-    goals = bench_aggregation() + bench_shedding()
-    print("\ngoals (ratios measured side by side in this run):")
-    for name, met, figure in goals:
-        print(f"  [{'met' if met else 'NOT MET':7}] {name:68} {figure}")
+        results.goal("compiled kernels built", False, "not built")
+        return results
+    for name, met, figure in bench_aggregation() + bench_shedding():
+        results.goal(name.strip(), met, figure)
+        results.figures[name.strip()] = figure  # ratios measured side by side in this run
+    return results
 
 
 if __name__ == "__main__":
-    main()
+    print_goals(main().goals)

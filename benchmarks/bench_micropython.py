@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import free_ports
+from benchmarks.common import Results, free_ports, print_goals
 
 REPO = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location(
@@ -194,7 +194,14 @@ def smallest_heap(build: Path, folder: Path, wave: Path) -> int:
     return high
 
 
-def main() -> None:
+#: The heap an ESP32 without PSRAM leaves MicroPython (~110 KB) and the firmware's share
+#: of it as data, with its bytecode frozen in flash (micropython/README.md).
+HEAP_GOAL_KB = 100.0
+DATA_GOAL_KB = 48.0
+
+
+def main() -> Results:
+    results = Results()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         build = folder / "build"
@@ -221,9 +228,12 @@ def main() -> None:
                                     sorted(esp32.items(), key=lambda kv: -kv[1])[:5]))
     print(f"samples/s per channel (3 CT channels + voltage, {RATE:.0f} frames/s wave, "
           f"best of 5): viper {viper:,}  bytecode {python:,}  ratio {viper / python:.1f}x")
+    results.figures.update({"mpy_bytes_esp32": sum(esp32.values()),
+                            "samples_per_s_viper": viper, "samples_per_s_bytecode": python})
     if stats is None:
         print("steady state: the firmware did not run")
-        return
+        results.goal("the firmware runs in steady state", False, "did not run")
+        return results
     mqtt = "with MQTT to mosquitto" if stats["mqtt"] else "without MQTT (no mosquitto)"
     print(f"peak heap in steady state (-X heapsize={HEAP}, {mqtt}, {stats['up_s']} s of "
           f"device time: {stats['windows']} windows, {stats['tcp']} Modbus TCP requests "
@@ -236,7 +246,15 @@ def main() -> None:
     print(f"  smallest -X heapsize that runs it: {smallest} KB")
     print("  (unix port: 64-bit words and 32-byte GC blocks; an ESP32 has 4-byte words and "
           "16-byte blocks, so the same objects take less there)")
+    peak_kb, data_kb = stats["heap_peak"] / 1024, (stats["heap_peak"] - code) / 1024
+    results.figures.update({"heap_peak_kb": peak_kb, "heap_data_peak_kb": data_kb,
+                            "smallest_heap_kb": smallest})
+    results.goal(f"peak heap in steady state <= {HEAP_GOAL_KB:g} KB (unix port)",
+                 peak_kb <= HEAP_GOAL_KB, f"{peak_kb:.1f} KB")
+    results.goal(f"data heap (bytecode frozen) <= {DATA_GOAL_KB:g} KB", data_kb <= DATA_GOAL_KB,
+                 f"{data_kb:.1f} KB")
+    return results
 
 
 if __name__ == "__main__":
-    main()
+    print_goals(main().goals)

@@ -84,7 +84,7 @@ from typing import Any
 
 import aiomqtt
 
-from benchmarks.common import mosquitto_class, print_table, verdict
+from benchmarks.common import Results, mosquitto_class, print_goals, print_table, verdict
 from controller.bus import ReadingBus
 from controller.config import UplinkSettings
 from controller.store import Outgoing, Store
@@ -702,8 +702,10 @@ async def part_verify(broker: Broker, folder: Path) -> list[Verified]:
 # -- summary --------------------------------------------------------------------------
 
 
-def summary(components: Components, runs: BrokerRuns, checks: list[Verified]) -> bool:
+def summary(components: Components, runs: BrokerRuns, checks: list[Verified],
+            results: Results) -> bool:
     bare = runs.median_rate("bare")
+    results.figures["bare_msgs_per_s"] = bare
     print("\n-- 5. summary (figures from this run; the machine is shared, read them as such;"
           "\n   ratios: median of the rounds' own ratios, rates: medians)")
     rows: list[list[object]] = []
@@ -717,6 +719,10 @@ def summary(components: Components, runs: BrokerRuns, checks: list[Verified]) ->
                      f"{ratio:.2f}× (rounds {min(ratios):.2f}–{max(ratios):.2f}×; "
                      f"{runs.median_rate(kind):,.0f} vs {bare:,.0f}/s)",
                      verdict(ratio >= RATIO_GOAL)])
+        results.figures[f"{kind.replace(' ', '_')}_msgs_per_s"] = runs.median_rate(kind)
+        results.figures[f"{kind.replace(' ', '_')}_vs_bare"] = ratio
+        results.goal(f"{kind} / bare msgs/s >= {RATIO_GOAL}x ({how})", ratio >= RATIO_GOAL,
+                     f"{ratio:.2f}x")
     for synchronous in ("full", "normal"):
         kind = f"publisher live {synchronous}"
         ratios = runs.ratios(kind)
@@ -727,6 +733,8 @@ def summary(components: Components, runs: BrokerRuns, checks: list[Verified]) ->
         rows.append([f"subscriber got all {check.run.count}: {check.run.name}",
                      f"{check.distinct} distinct, {check.received - check.distinct} dup, "
                      f"{check.missing} missing", verdict(check.ok)])
+        results.goal(f"subscriber got all {check.run.count}: {check.run.name}", check.ok,
+                     f"{check.missing} missing")
     print_table(["goal", "measured", "verdict"], rows)
 
     print(f"\n  outbox cost per message: part 2's append in batches of {BATCH} + acknowledge "
@@ -872,8 +880,9 @@ _RUN_ONCE = asyncio.base_events.BaseEventLoop._run_once.__code__  # type: ignore
 RUN_ONCE = (_RUN_ONCE.co_filename, _RUN_ONCE.co_firstlineno, _RUN_ONCE.co_name)
 
 
-def main() -> None:
+def main() -> Results:
     started = time.perf_counter()
+    results = Results()
     with tempfile.TemporaryDirectory(prefix="pedf-bench-uplink-") as name:
         folder = Path(name)
         body = serialised(outgoing(Topics("pedf/demo"), 1))[0][1]
@@ -892,14 +901,15 @@ def main() -> None:
             with counted_mqtt_warnings():
                 runs = asyncio.run(part_broker(broker, folder))
                 checks = asyncio.run(part_verify(broker, folder))
-                met = summary(components, runs, checks)
+                met = summary(components, runs, checks, results)
                 print("\n-- " + ("why NOT MET" if not met else "for information (goals met)")
                       + ": where the event-loop thread's time goes (cProfile, bare vs outbox)")
                 print_profile(asyncio.run(profiled(broker, folder)))
         finally:
             broker.mosquitto.stop()
     print(f"\n  (benchmark took {time.perf_counter() - started:.0f} s)")
+    return results
 
 
 if __name__ == "__main__":
-    main()
+    print_goals(main().goals)

@@ -21,6 +21,8 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from controller.broker import GATEWAY_USER, embedded_broker
+from controller.channel import CommandChannel
 from controller.commands import Verifier
 from controller.config import UplinkSettings, uplink_settings
 from controller.control.loop import ControlLoop
@@ -30,15 +32,9 @@ from controller.inbox import CommandInbox
 from controller.metering import MeteringFeed, MeteringSettings, metering_settings
 from controller.openadr import Ven, ven_for
 from controller.runtime import Gateway, Service, with_serial_ports
+from controller.sections import is_loopback
 from controller.store import Outgoing, Store
-from controller.uplink import (
-    CommandChannel,
-    Publisher,
-    TelemetryRecorder,
-    Topics,
-    UplinkStats,
-    embedded_broker,
-)
+from controller.uplink import Publisher, TelemetryRecorder, Topics, UplinkStats
 from drivers.site import SiteSpec
 
 log = logging.getLogger("pedf.app")
@@ -72,19 +68,31 @@ async def assemble(site: SiteSpec, *, serial_ports: Mapping[str, str] | None = N
     gateway = Gateway(with_serial_ports(site, serial_ports or {}), wall_clock=wall_clock)
     settings = settings or uplink_settings(site)
     app = App(site, gateway, settings, CommandInbox(), UplinkStats())
+    topics = Topics(settings.topic_prefix)
     store = Store(settings.store_path, quota_bytes=settings.quota_bytes,
-                  synchronous=settings.synchronous)
+                  synchronous=settings.synchronous, audit_max_rows=settings.audit_max_rows,
+                  audit_max_age_s=settings.audit_max_age_s,
+                  dead_letter_max_rows=settings.dead_letter_max_rows,
+                  dead_letter_max_age_s=settings.dead_letter_max_age_s,
+                  overflow_topic=topics.events)
     app.store = store
     notify = asyncio.Event()
-    topics = Topics(settings.topic_prefix)
     app.topics = topics
     try:
         async with contextlib.AsyncExitStack() as stack:
             if settings.enabled:
                 host, port = settings.host or settings.embedded_host, settings.port
                 if settings.host is None:
-                    await stack.enter_async_context(embedded_broker(host, port))
+                    password = await stack.enter_async_context(embedded_broker(
+                        host, port, prefix=settings.topic_prefix, users=settings.broker_users))
                     log.info("embedded MQTT broker on %s:%d", host, port)
+                    if not is_loopback(host):
+                        log.warning("the embedded MQTT broker listens on %s, beyond this "
+                                    "machine: %d user(s) may connect", host,
+                                    len(settings.broker_users))
+                    # The gateway is a client of its own broker, as its own user.
+                    app.settings = dataclasses.replace(settings, username=GATEWAY_USER,
+                                                       password=password)
                 app.broker_address = (host, port)
                 _wire_uplink(app, store, topics, notify, host, port)
             else:
@@ -114,11 +122,14 @@ def _wire_uplink(app: App, store: Store, topics: Topics, notify: asyncio.Event, 
             app.site, store, topics, app.inbox,
             Verifier(settings.hmac_key, settings.ed25519_public_key_pem),
             gateway.capability, app.stats, max_skew_s=settings.max_skew_s,
-            replay_window_s=settings.replay_window_s)
-        commands.forget_old()
+            replay_window_s=settings.replay_window_s,
+            response_topic_prefix=settings.response_topic_prefix)
+        app.services.append(("commands", commands.run))
     else:
         log.warning("no command key configured ([uplink.commands]): commands are refused")
-    publisher = Publisher(settings, host, port, store, topics, notify, app.stats, commands)
+    publisher = Publisher(settings, host, port, store, topics, notify, app.stats,
+                          on_recorded=None if commands is None else commands.recorded.set,
+                          decided=None if commands is None else commands.decided)
     app.recorder, app.commands = recorder, commands
     app.services += [("uplink recorder", recorder.run), ("uplink publisher", publisher.run)]
     if settings.home_assistant:

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import signal
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -97,6 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="publish it to the site's broker and print the reply")
     command.add_argument("--host", help="broker host (default: the site's)")
     command.add_argument("--port", type=int, help="broker port (default: the site's)")
+    command.add_argument("--username", help="broker user name (default: the site's)")
+    command.add_argument("--password-file", help="file holding the broker password")
 
     report = sub.add_parser("report", help="a demand-response event's performance: table and "
                                            "plot (PNG)")
@@ -138,10 +141,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         "report": cmd_report, "tariff": cmd_tariff,
     }
     try:
-        return handlers[args.command](args)
+        status = handlers[args.command](args)
+        sys.stdout.flush()  # a closed pipe shows here, inside the handler below
     except ConfigError as exc:
         print(f"pedf {args.command}: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `pedf maps | head`: the reader has all it wanted
+        _silence_stdout()
+        return 128 + signal.SIGPIPE
+    return status
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's final flush cannot fail again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 def _logging(args: argparse.Namespace, site: SiteSpec | None, default_level: str) -> None:
@@ -374,6 +389,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
 
 
 def cmd_command(args: argparse.Namespace) -> int:
+    import dataclasses
     from pathlib import Path
 
     from controller.config import uplink_settings
@@ -419,6 +435,14 @@ def cmd_command(args: argparse.Namespace) -> int:
         return 0
     host = args.host or settings.host or settings.embedded_host
     port = args.port or settings.port
+    if args.username is not None:
+        try:
+            password = None if args.password_file is None else \
+                Path(args.password_file).read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            print(f"pedf command: --password-file: {exc}", file=sys.stderr)
+            return 2
+        settings = dataclasses.replace(settings, username=args.username, password=password)
     try:
         reply = asyncio.run(send(signed, settings, host, port))
     except (OSError, TimeoutError, Exception) as exc:  # aiomqtt.MqttError and friends
@@ -505,6 +529,8 @@ def cmd_tariff(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    from controller.config import listeners, uplink_settings
+
     site = check_site(args.file)
     simulation = _check_simulation(site)
     used = {d.line.name for d in site.devices.values()}
@@ -522,6 +548,11 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(f"  warning: {warning}")
     if simulation:
         print(f"  {simulation}")
+    found = listeners(uplink_settings(site))
+    if not found:
+        print("pedf run listens on nothing (it only connects out)")
+    for address, what in found:
+        print(f"pedf run listens on {address}: {what}")
     return 0
 
 

@@ -33,10 +33,13 @@ from drivers.site import SiteSpec
 
 __all__ = [
     "COMMAND_TYPES",
+    "MAX_PAYLOAD_BYTES",
     "Command",
     "CommandRejectedError",
+    "Decision",
     "Verifier",
     "canonical",
+    "decide",
     "digest",
     "sign_hmac",
     "validate",
@@ -49,14 +52,18 @@ _TOP_FIELDS = {"id", "type", "target", "issued_at", "expires_at", "params", "sig
 
 
 class CommandRejectedError(ValueError):
-    """The command is refused; ``reason`` says why (sent back in the reply)."""
+    """The command is refused; ``reason`` says why (sent back in the reply, cut to
+    :data:`MAX_REASON_CHARS`). ``authenticated``: its signature had been verified."""
 
     def __init__(self, reason: str, command_id: str | None = None,
                  command_type: str | None = None) -> None:
+        if len(reason) > MAX_REASON_CHARS:
+            reason = reason[:MAX_REASON_CHARS - 1] + "…"
         super().__init__(reason)
         self.reason = reason
         self.command_id = command_id
         self.command_type = command_type
+        self.authenticated = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +127,7 @@ class Verifier:
             if self.hmac_key is None:
                 raise CommandRejectedError("signature: hmac-sha256 is not enabled here")
             expected = hmac.new(self.hmac_key, message, hashlib.sha256).hexdigest()
-            if not hmac.compare_digest(expected, value.lower()):
+            if not hmac.compare_digest(expected.encode(), value.lower().encode()):
                 raise CommandRejectedError("bad signature")
         elif alg == "ed25519":
             if self.ed25519_public_key_pem is None:
@@ -176,23 +183,106 @@ MAX_LEAD_S = 7 * 86400.0
 Ratings = Callable[[str, str], float | None]
 
 
+#: How deep objects and arrays may nest (a command needs 3), how long a number may be
+#: written, and how long a rejection reason may get (it may quote the payload).
+MAX_DEPTH = 8
+MAX_NUMBER_CHARS = 32
+MAX_REASON_CHARS = 200
+#: A JSON string, or a bracket outside strings (for the nesting check).
+_BRACKETS = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+
+
 def _reject_constant(name: str) -> float:
     raise CommandRejectedError(f"{name} is not a number JSON allows")
 
 
+def _float(text: str) -> float:
+    if len(text) > MAX_NUMBER_CHARS:
+        raise CommandRejectedError(f"a number of {len(text)} characters (at most "
+                                   f"{MAX_NUMBER_CHARS})")
+    value = float(text)
+    if not math.isfinite(value):
+        raise CommandRejectedError(f"{text[:MAX_NUMBER_CHARS]} is out of range for a number")
+    return value
+
+
+def _int(text: str) -> int:
+    if len(text) > MAX_NUMBER_CHARS:
+        raise CommandRejectedError(f"a number of {len(text)} characters (at most "
+                                   f"{MAX_NUMBER_CHARS})")
+    return int(text)
+
+
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    data: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in data:
+            raise CommandRejectedError(f"duplicate key {_quote(key)}")
+        data[key] = value
+    return data
+
+
+def _quote(text: str) -> str:
+    """``text`` quoted for a reason, cut to a few dozen characters."""
+    return repr(text if len(text) <= 40 else text[:40] + "…")
+
+
+def _depth_exceeds(text: str, limit: int) -> bool:
+    depth = 0
+    for match in _BRACKETS.finditer(text):
+        token = match.group()
+        if token in "[{":
+            depth += 1
+            if depth > limit:
+                return True
+        elif token in "]}":
+            depth -= 1
+    return False
+
+
+def _check_strings(value: object) -> None:
+    """Every string must be UTF-8 encodable (JSON's ``\\ud800`` escapes are not), or
+    the canonical form — and the signature — would not exist."""
+    if isinstance(value, str):
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            raise CommandRejectedError("a string with a lone surrogate (\\ud800…)") from None
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_strings(key)
+            _check_strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            _check_strings(item)
+
+
 def parse(payload: bytes) -> dict[str, Any]:
-    """Bytes to a JSON object; oversized, invalid JSON, NaN/Infinity are rejected."""
+    """Bytes to a JSON object. Rejects (:class:`CommandRejectedError`, never anything
+    else): oversized payloads, non-UTF-8, invalid JSON, nesting deeper than
+    :data:`MAX_DEPTH`, duplicate keys, NaN/Infinity and numbers that overflow or are
+    written with more than :data:`MAX_NUMBER_CHARS` characters, lone surrogates."""
     if len(payload) > MAX_PAYLOAD_BYTES:
         raise CommandRejectedError(f"payload of {len(payload)} bytes exceeds "
                                    f"{MAX_PAYLOAD_BYTES}")
     try:
-        data = json.loads(payload.decode("utf-8"), parse_constant=_reject_constant)
+        text = payload.decode("utf-8")
     except UnicodeDecodeError:
         raise CommandRejectedError("payload is not UTF-8") from None
+    if _depth_exceeds(text, MAX_DEPTH):
+        raise CommandRejectedError(f"objects and arrays nest deeper than {MAX_DEPTH}")
+    try:
+        data = json.loads(text, parse_constant=_reject_constant, parse_float=_float,
+                          parse_int=_int, object_pairs_hook=_object)
+    except CommandRejectedError as exc:
+        raise CommandRejectedError(f"invalid JSON: {exc.reason}") from None
     except json.JSONDecodeError as exc:
         raise CommandRejectedError(f"invalid JSON: {exc.msg} at position {exc.pos}") from None
+    except (ValueError, RecursionError) as exc:  # belt and braces: a reason, never a crash
+        raise CommandRejectedError(f"invalid JSON: {type(exc).__name__}") from None
     if not isinstance(data, dict):
         raise CommandRejectedError("expected a JSON object")
+    _check_strings(data)
     return data
 
 
@@ -219,13 +309,15 @@ def validate(payload: bytes, *, site: SiteSpec, verifier: Verifier, now_s: float
     that its signature is bad.
     """
     data = parse(payload)
-    command_id = data.get("id") if isinstance(data.get("id"), str) else None
-    command_type = data.get("type") if isinstance(data.get("type"), str) else None
+    command_id, command_type = data.get("id"), data.get("type")
     try:
         return _validate(data, site=site, verifier=verifier, now_s=now_s,
                          max_skew_s=max_skew_s, ratings=ratings)
-    except CommandRejectedError as exc:
-        exc.command_id, exc.command_type = command_id, command_type
+    except CommandRejectedError as exc:  # echo only an id and a type that look right
+        exc.command_id = command_id if isinstance(command_id, str) and _ID.fullmatch(
+            command_id) else None
+        exc.command_type = command_type if isinstance(command_type, str) and \
+            command_type in COMMAND_TYPES else None
         raise
 
 
@@ -242,7 +334,7 @@ def _validate(data: dict[str, Any], *, site: SiteSpec, verifier: Verifier, now_s
     if not isinstance(command_id, str) or not _ID.fullmatch(command_id):
         raise CommandRejectedError("id: expected 1–64 letters, digits or _ . : -")
     command_type = data["type"]
-    if command_type not in COMMAND_TYPES:
+    if not isinstance(command_type, str) or command_type not in COMMAND_TYPES:
         raise CommandRejectedError(f"type: expected one of {', '.join(COMMAND_TYPES)}")
     if not isinstance(data["target"], str):
         raise CommandRejectedError("target: expected a string")
@@ -252,6 +344,18 @@ def _validate(data: dict[str, Any], *, site: SiteSpec, verifier: Verifier, now_s
     if not isinstance(params, dict):
         raise CommandRejectedError("params: expected an object")
     verifier.verify(data)
+    try:
+        return _check_meaning(data, command_id, command_type, issued, expires, params,
+                              site=site, now_s=now_s, max_skew_s=max_skew_s, ratings=ratings)
+    except CommandRejectedError as exc:
+        exc.authenticated = True
+        raise
+
+
+def _check_meaning(data: dict[str, Any], command_id: str, command_type: str, issued: float,
+                   expires: float, params: dict[str, Any], *, site: SiteSpec, now_s: float,
+                   max_skew_s: float, ratings: Ratings) -> Command:
+    """The checks after the signature: times, targets, ranges, ratings."""
     if issued > now_s + max_skew_s:
         raise CommandRejectedError(f"issued_at is {issued - now_s:.0f} s in the future "
                                    f"(allowed skew {max_skew_s:g} s)")
@@ -271,6 +375,60 @@ def _validate(data: dict[str, Any], *, site: SiteSpec, verifier: Verifier, now_s
         raise CommandRejectedError("params: modify needs kw or duration_s")
     return Command(command_id, command_type, target, issued, expires, checked,
                    digest(data), data)
+
+
+# -- the decision -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The answer to one command. ``result``: "accepted", "rejected" or "duplicate";
+    ``status``: what the reply says (for a duplicate, the first answer); ``reason``: why
+    (also for the audit); ``authenticated``: its signature was verified."""
+
+    result: str
+    reason: str
+    command_id: str | None = None
+    command_type: str | None = None
+    command: Command | None = None
+    authenticated: bool = False
+    status: str = ""
+
+    @property
+    def reply_status(self) -> str:
+        return self.status or self.result
+
+
+#: (digest, first answer) of a command id seen before, or None.
+Seen = Callable[[str], "tuple[str, str] | None"]
+
+
+def decide(payload: bytes, *, site: SiteSpec, verifier: Verifier, now_s: float,
+           max_skew_s: float, ratings: Ratings, seen: Seen, room: bool) -> Decision:
+    """Decide on one command: validate it (:func:`validate`), then the replay window
+    (``seen``: the same command again is a duplicate with the first answer, another
+    under a known id a replay), then whether the control loop has ``room``. Pure: it
+    reads through ``ratings`` and ``seen`` and changes nothing. Every failure is a
+    rejection with a reason; nothing a payload can hold makes it raise."""
+    try:
+        command = validate(payload, site=site, verifier=verifier, now_s=now_s,
+                           max_skew_s=max_skew_s, ratings=ratings)
+    except CommandRejectedError as exc:
+        return Decision("rejected", exc.reason, exc.command_id, exc.command_type,
+                        authenticated=exc.authenticated)
+    known = seen(command.id)
+    if known is not None:
+        first_digest, first_answer = known
+        if first_digest == command.digest:
+            return Decision("duplicate", first_answer, command.id, command.type, command,
+                            authenticated=True, status=first_answer)
+        return Decision("rejected", "replayed id: a different command was received with "
+                        "this id", command.id, command.type, authenticated=True)
+    if not room:
+        return Decision("rejected", "busy: the control loop has too many commands waiting",
+                        command.id, command.type, authenticated=True)
+    return Decision("accepted", "queued for the control loop", command.id, command.type,
+                    command, authenticated=True)
 
 
 def _check_target(command_type: str, target: str, site: SiteSpec) -> str:

@@ -8,7 +8,26 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from drivers.schema import Node
+from controller.sections import (
+    Context,
+    Given,
+    Key,
+    Spec,
+    apply,
+    choice,
+    existing_file,
+    file_bytes,
+    file_path,
+    flag,
+    integer,
+    is_loopback,
+    megabytes,
+    number,
+    read,
+    text,
+    topic_prefix,
+)
+from drivers.schema import ConfigError, Node
 from drivers.site import SiteSpec, load_site
 
 
@@ -18,18 +37,16 @@ class LoggingSettings:
     format: str = "text"  # or "json"
 
 
+_LOGGING: Spec = {"level": Key(choice("DEBUG", "INFO", "WARNING", "ERROR")),
+                  "format": Key(choice("text", "json"))}
+
+
 def logging_settings(site: SiteSpec) -> LoggingSettings:
+    """``[logging]`` (absent: INFO, text). Raises ConfigError."""
     node = site.section("logging")
     if node is None:
         return LoggingSettings()
-    node.only(("level", "format"))
-    level = node.get("level")
-    fmt = node.get("format")
-    return LoggingSettings(
-        level="INFO" if level is None else level.str(
-            choices=("DEBUG", "INFO", "WARNING", "ERROR")),
-        format="text" if fmt is None else fmt.str(choices=("text", "json")),
-    )
+    return apply(LoggingSettings(), read(node, _LOGGING, Context.of(site)).values)
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +55,16 @@ class TlsSettings:
     cert_file: str | None
     key_file: str | None
     check_hostname: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerUser:
+    """A client of the embedded broker and the topic filters it may use."""
+
+    name: str
+    password: str
+    publish: tuple[str, ...] = ()
+    subscribe: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,18 +81,29 @@ class UplinkSettings:
     password: str | None = None
     topic_prefix: str = ""
     keepalive_s: int = 30
+    reconnect_max_s: float = 3.0  # the longest wait between two connection attempts
     tls: TlsSettings | None = None
     store_path: str = ""
     quota_bytes: int = 256 * 1024 * 1024
     synchronous: str = "full"
     max_inflight: int = 32
+    dead_letter_max_rows: int = 10_000
+    dead_letter_max_age_s: float = 30 * 86400.0
     hmac_key: bytes | None = None
     ed25519_public_key_pem: bytes | None = None
     max_skew_s: float = 30.0
     replay_window_s: float = 7 * 86400.0
+    response_topic_prefix: str = ""  # MQTT 5 response topics must be under it
+    max_pending_commands: int = 1000  # recorded, not yet decided: beyond, stop reading
+    audit_max_rows: int = 100_000
+    audit_max_age_s: float = 90 * 86400.0
     health_interval_s: float = 60.0
     home_assistant: bool = False
     metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
+    metrics_username: str | None = None
+    metrics_password: str | None = None
+    broker_users: tuple[BrokerUser, ...] = ()
 
 
 def default_store_path(site_id: str) -> str:
@@ -73,126 +111,171 @@ def default_store_path(site_id: str) -> str:
     return os.path.join(state_home, "pedf", f"{site_id}.sqlite")
 
 
+def _secret(node: Node, context: Context) -> str:
+    """A password kept in a file (first line, surrounding whitespace stripped)."""
+    data = file_bytes(strip=True)(node, context)
+    assert isinstance(data, bytes)
+    try:
+        return data.decode()
+    except UnicodeDecodeError:
+        raise node.error("a UTF-8 text file") from None
+
+
+def _pem_public_key(node: Node, context: Context) -> bytes:
+    data = file_bytes()(node, context)
+    assert isinstance(data, bytes)
+    if b"BEGIN PUBLIC KEY" not in data:
+        raise node.error("a PEM public key file")
+    return data
+
+
+def _topic_filters(node: Node, _: Context) -> tuple[str, ...]:
+    filters = []
+    for item in node.list():
+        levels = item.str().split("/")
+        wild = [level for level in levels if "#" in level or "+" in level]
+        if any(level not in ("#", "+") for level in wild) or "#" in levels[:-1]:
+            raise item.error("an MQTT topic filter (+ for one level, # only last)")
+        filters.append(item.str())
+    return tuple(filters)
+
+
+_USER: Spec = {
+    "name": Key(text()), "password": Key(text()), "password_file": Key(_secret, "password"),
+    "publish": Key(_topic_filters), "subscribe": Key(_topic_filters),
+}
+
+
+def _broker_users(node: Node, context: Context) -> tuple[BrokerUser, ...]:
+    users: list[BrokerUser] = []
+    for item in node.list():
+        given = read(item, _USER, context)
+        name = item.req("name").str()
+        if "password" not in given.values:
+            raise ConfigError(item.file, item.child_path("password"),
+                              "a password (password or password_file)", missing=True)
+        if any(user.name == name for user in users):
+            raise item.req("name").error("a user name not used before")
+        users.append(apply(BrokerUser(name, ""), given.values))
+    return tuple(users)
+
+
+#: ``[uplink]``, one rule per key (docs/configuration.md).
+UPLINK: Spec = {
+    "enabled": Key(flag()),
+    "host": Key(text()),
+    "port": Key(integer(1, 65535)),
+    "embedded_host": Key(text()),
+    "protocol": Key(choice("5", "3.1.1")),
+    "client_id": Key(text()),
+    "username": Key(text()),
+    "password": Key(text()),
+    "password_file": Key(_secret, "password"),
+    "topic_prefix": Key(topic_prefix()),
+    "keepalive_s": Key(integer(5, 3600)),
+    "reconnect_max_s": Key(number(0.5, 300)),
+    "health_interval_s": Key(number(1, 86400)),
+    "home_assistant": Key(flag()),
+    "metrics_port": Key(integer(1, 65535)),
+    "metrics_host": Key(text()),
+    "metrics_username": Key(text()),
+    "metrics_password_file": Key(_secret, "metrics_password"),
+    "tls": {
+        "ca_file": Key(existing_file(), "tls_ca_file"),
+        "cert_file": Key(existing_file(), "tls_cert_file"),
+        "key_file": Key(existing_file(), "tls_key_file"),
+        "check_hostname": Key(flag(), "tls_check_hostname"),
+    },
+    "outbox": {
+        "path": Key(file_path(), "store_path"),
+        "quota_mb": Key(megabytes(0.01, 1_000_000), "quota_bytes"),
+        "synchronous": Key(choice("full", "normal")),
+        "max_inflight": Key(integer(1, 1000)),
+        "dead_letter_max_rows": Key(integer(10, 10_000_000)),
+        "dead_letter_max_age_s": Key(number(3600, 3650 * 86400)),
+    },
+    "commands": {
+        "hmac_key": Key(lambda node, _: node.str().encode()),
+        "hmac_key_file": Key(file_bytes(strip=True), "hmac_key"),
+        "ed25519_public_key_file": Key(_pem_public_key, "ed25519_public_key_pem"),
+        "max_skew_s": Key(number(0, 3600)),
+        "replay_window_s": Key(number(3600, 365 * 86400)),
+        "response_topic_prefix": Key(topic_prefix()),
+        "max_pending": Key(integer(10, 1_000_000), "max_pending_commands"),
+        "audit_max_rows": Key(integer(10, 100_000_000)),
+        "audit_max_age_s": Key(number(86400, 3650 * 86400)),
+    },
+    "broker": {"users": Key(_broker_users, "broker_users")},
+}
+
+
 def uplink_settings(site: SiteSpec) -> UplinkSettings:
     """The ``[uplink]`` section (absent: defaults, with the embedded broker). Relative
     paths are relative to the site file. Raises ConfigError."""
-    base = Path(site.file).resolve().parent if site.file and not site.file.startswith("<") \
-        else Path.cwd()
-    node = site.section("uplink")
     prefix = f"pedf/{site.site_id}"
     defaults = UplinkSettings(client_id=f"pedf-{site.site_id}", topic_prefix=prefix,
-                              store_path=default_store_path(site.site_id))
+                              store_path=default_store_path(site.site_id),
+                              response_topic_prefix=f"{prefix}/replies")
+    node = site.section("uplink")
     if node is None:
         return defaults
-    node.only(("enabled", "host", "port", "embedded_host", "protocol", "client_id", "username",
-               "password", "password_file", "topic_prefix", "keepalive_s", "tls", "outbox",
-               "commands", "health_interval_s", "home_assistant", "metrics_port"))
-
-    def opt(key: str) -> Node | None:
-        return node.get(key) if node is not None else None
-
-    def path_of(child: Node) -> str:
-        path = Path(child.str())
-        return str(path if path.is_absolute() else base / path)
-
-    def read_file(child: Node) -> bytes:
-        try:
-            return Path(path_of(child)).read_bytes()
-        except OSError as exc:
-            raise child.error(f"a readable file ({exc.strerror})") from None
-
-    host = opt("host")
-    protocol = opt("protocol")
-    password = opt("password")
-    password_file = opt("password_file")
-    if password is not None and password_file is not None:
-        raise password_file.error("either password or password_file, not both")
+    given = read(node, UPLINK, Context.of(site))
+    values = dict(given.values)
+    tls_values = {name.removeprefix("tls_"): values.pop(name) for name in list(values)
+                  if name.startswith("tls_")}
     tls = None
-    tls_node = opt("tls")
-    if tls_node is not None:
-        tls_node.only(("ca_file", "cert_file", "key_file", "check_hostname"))
-        files = {k: (None if tls_node.get(k) is None else path_of(tls_node.req(k)))
-                 for k in ("ca_file", "cert_file", "key_file")}
-        for key, path in files.items():
-            if path is not None and not os.path.isfile(path):
-                raise tls_node.req(key).error("an existing file")
-        if (files["cert_file"] is None) != (files["key_file"] is None):
-            raise tls_node.error("cert_file and key_file together (client certificate)")
-        check = tls_node.get("check_hostname")
-        tls = TlsSettings(files["ca_file"], files["cert_file"], files["key_file"],
-                          True if check is None else check.bool())
-    outbox = opt("outbox")
-    store_path, quota, synchronous, inflight = (defaults.store_path, defaults.quota_bytes,
-                                                 defaults.synchronous, defaults.max_inflight)
-    if outbox is not None:
-        outbox.only(("path", "quota_mb", "synchronous", "max_inflight"))
-        if outbox.get("path") is not None:
-            store_path = path_of(outbox.req("path"))
-        if outbox.get("quota_mb") is not None:
-            quota = int(outbox.req("quota_mb").float(min=0.01, max=1_000_000) * 1024 * 1024)
-        if outbox.get("synchronous") is not None:
-            synchronous = outbox.req("synchronous").str(choices=("full", "normal"))
-        if outbox.get("max_inflight") is not None:
-            inflight = outbox.req("max_inflight").int(min=1, max=1000)
-    hmac_key = ed_key = None
-    skew, window = defaults.max_skew_s, defaults.replay_window_s
-    commands = opt("commands")
-    if commands is not None:
-        commands.only(("hmac_key", "hmac_key_file", "ed25519_public_key_file", "max_skew_s",
-                       "replay_window_s"))
-        if commands.get("hmac_key") is not None:
-            hmac_key = commands.req("hmac_key").str().encode()
-        if commands.get("hmac_key_file") is not None:
-            hmac_key = read_file(commands.req("hmac_key_file")).strip()
-        if commands.get("ed25519_public_key_file") is not None:
-            ed_key = read_file(commands.req("ed25519_public_key_file"))
-            if b"BEGIN PUBLIC KEY" not in ed_key:
-                raise commands.req("ed25519_public_key_file").error("a PEM public key file")
-        if commands.get("max_skew_s") is not None:
-            skew = commands.req("max_skew_s").float(min=0, max=3600)
-        if commands.get("replay_window_s") is not None:
-            window = commands.req("replay_window_s").float(min=3600, max=365 * 86400)
-    metrics = opt("metrics_port")
-    return UplinkSettings(
-        enabled=True if opt("enabled") is None else node.req("enabled").bool(),
-        host=None if host is None else host.str(),
-        port=defaults.port if opt("port") is None else node.req("port").int(min=1, max=65535),
-        embedded_host=defaults.embedded_host if opt("embedded_host") is None
-        else node.req("embedded_host").str(),
-        protocol=("3.1.1" if host is None else "5") if protocol is None
-        else protocol.str(choices=("5", "3.1.1")),
-        client_id=defaults.client_id if opt("client_id") is None
-        else node.req("client_id").str(),
-        username=None if opt("username") is None else node.req("username").str(),
-        password=(password.str() if password is not None else
-                  read_file(password_file).decode().strip() if password_file is not None
-                  else None),
-        topic_prefix=prefix if opt("topic_prefix") is None else _topic_prefix(
-            node.req("topic_prefix")),
-        keepalive_s=defaults.keepalive_s if opt("keepalive_s") is None
-        else node.req("keepalive_s").int(min=5, max=3600),
-        tls=tls,
-        store_path=store_path,
-        quota_bytes=quota,
-        synchronous=synchronous,
-        max_inflight=inflight,
-        hmac_key=hmac_key,
-        ed25519_public_key_pem=ed_key,
-        max_skew_s=skew,
-        replay_window_s=window,
-        health_interval_s=defaults.health_interval_s if opt("health_interval_s") is None
-        else node.req("health_interval_s").float(min=1, max=86400),
-        home_assistant=False if opt("home_assistant") is None
-        else node.req("home_assistant").bool(),
-        metrics_port=None if metrics is None else metrics.int(min=1, max=65535),
-    )
+    if "tls" in given.tables:
+        if ("cert_file" in tls_values) != ("key_file" in tls_values):
+            raise given.tables["tls"].error(
+                "cert_file and key_file together (client certificate)")
+        tls = apply(TlsSettings(None, None, None), tls_values)
+    values.setdefault("protocol", "5" if values.get("host") else "3.1.1")
+    if "topic_prefix" in values and "response_topic_prefix" not in values:
+        values["response_topic_prefix"] = f"{values['topic_prefix']}/replies"
+    settings = apply(defaults, {**values, "tls": tls})
+    _check_listeners(settings, given)
+    return settings
 
 
-def _topic_prefix(node: Node) -> str:
-    prefix = node.str()
-    if any(c in prefix for c in "#+") or prefix.startswith("/") or prefix.endswith("/"):
-        raise node.error("a topic prefix without wildcards or leading/trailing /")
-    return prefix
+def _check_listeners(settings: UplinkSettings, given: Given) -> None:
+    """What listens beyond this machine must ask who is there."""
+    if given.tables.get("broker") is not None and settings.host is not None:
+        raise given.tables["broker"].error(
+            "no [uplink.broker] with host set (it configures the embedded broker)")
+    if settings.host is None and not is_loopback(settings.embedded_host) \
+            and not settings.broker_users:
+        raise given.error("a loopback address (127.0.0.1, ::1, localhost), or "
+                          "[[uplink.broker.users]] to authenticate clients", "embedded_host")
+    if (settings.metrics_username is None) != (settings.metrics_password is None):
+        raise given.error("metrics_username and metrics_password_file together",
+                          "metrics_username", "metrics_password")
+    if settings.metrics_port is not None and not is_loopback(settings.metrics_host) \
+            and settings.metrics_username is None:
+        raise given.error("a loopback address, or metrics_username and "
+                          "metrics_password_file (basic auth)", "metrics_host")
+
+
+def listeners(settings: UplinkSettings) -> list[tuple[str, str]]:
+    """What ``pedf run`` will listen on: (host:port, what and who may use it)."""
+    found: list[tuple[str, str]] = []
+    if not settings.enabled:
+        return found
+    if settings.host is None:
+        who = (f"{len(settings.broker_users)} user(s) from the site file" if
+               settings.broker_users else f"anonymous clients may read {settings.topic_prefix}"
+               f"/# and publish {settings.topic_prefix}/commands")
+        found.append((_address(settings.embedded_host, settings.port),
+                      f"MQTT broker (embedded): {who}"))
+    if settings.metrics_port is not None:
+        auth = "basic auth" if settings.metrics_username else "no auth"
+        found.append((_address(settings.metrics_host, settings.metrics_port),
+                      f"Prometheus metrics ({auth})"))
+    return found
+
+
+def _address(host: str, port: int) -> str:
+    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return where if is_loopback(host) else f"{where} (beyond this machine)"
 
 
 def check_site(path: Path | str) -> SiteSpec:

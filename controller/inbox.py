@@ -1,7 +1,8 @@
 """The hand-over point between the command channel and the control loop.
 
-The uplink validates and authenticates a command, then calls :meth:`CommandInbox.submit`;
-only when that returns is the command "accepted" (the reply says so). The control loop
+The command channel (``controller.channel``) decides on a command and records the
+decision, then calls :meth:`CommandInbox.submit` for an accepted one; it checks
+:meth:`CommandInbox.room` first, so an accepted command always fits. The control loop
 takes commands with :meth:`CommandInbox.get_nowait` at the start of each cycle and owns
 what happens next (scheduling, cancelling, releasing). The inbox is bounded: when the
 control loop falls that far behind, new commands are refused with the reason "busy"
@@ -28,6 +29,8 @@ class CommandInbox:
     accepted: int = 0
     #: Called after each accepted command (the control loop wakes up at once).
     on_submit: list[Callable[[], None]] = field(default_factory=list)
+    #: Called after the control loop took a command (there is room again).
+    on_take: list[Callable[[], None]] = field(default_factory=list)
     _queue: deque[Command] = field(default_factory=deque)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -44,8 +47,17 @@ class CommandInbox:
 
     def get_nowait(self) -> Command | None:
         with self._lock:
-            return self._queue.popleft() if self._queue else None
+            command = self._queue.popleft() if self._queue else None
+        if command is not None:
+            for callback in self.on_take:
+                callback()
+        return command
 
     def qsize(self) -> int:
         with self._lock:
             return len(self._queue)
+
+    def room(self) -> int:
+        """How many more commands :meth:`submit` would take now."""
+        with self._lock:
+            return self.maxsize - len(self._queue)

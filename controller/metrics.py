@@ -1,16 +1,30 @@
 """Prometheus metrics (``[uplink] metrics_port``): poll success and latency per device,
-outbox depth, dropped messages, commands by result. Values are read at scrape time."""
+outbox depth, dropped and dead-lettered messages, store faults, commands by result.
+Values are read at scrape time.
+
+The endpoint listens on ``metrics_host`` (127.0.0.1 unless configured); with
+``metrics_username`` and ``metrics_password_file`` it asks for HTTP basic auth (then
+anything else gets 401). Elsewhere than on loopback the settings require auth, and the
+address is logged as a warning."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import hmac
 import logging
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+import socket
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.registry import Collector
+
+from controller.sections import is_loopback
 
 if TYPE_CHECKING:
     from controller.app import App
@@ -36,11 +50,24 @@ class GatewayCollector(Collector):
             up.add_metric([name], 1.0 if health.state == "ok" else 0.0)
         yield from (polls, latency, up)
         if app.store is not None:
-            waiting, stored = app.store.depth()
+            store = app.store
+            waiting, stored = store.depth()
             yield GaugeMetricFamily("pedf_outbox_messages", "Messages waiting", value=waiting)
             yield GaugeMetricFamily("pedf_outbox_bytes", "Outbox bytes", value=stored)
             yield CounterMetricFamily("pedf_outbox_dropped", "Messages dropped by the quota",
-                                      value=app.store.dropped_total)
+                                      value=store.dropped_total)
+            yield GaugeMetricFamily("pedf_outbox_dead_letters",
+                                    "Messages that can never be published",
+                                    value=store.dead_letter_count())
+            yield GaugeMetricFamily("pedf_store_writable",
+                                    "1 unless the disk is full, read-only or failing",
+                                    value=1.0 if store.faults.state == "ok" else 0.0)
+            yield CounterMetricFamily("pedf_store_lost_messages",
+                                      "Messages lost to storage faults",
+                                      value=store.faults.lost_messages)
+            yield GaugeMetricFamily("pedf_commands_waiting",
+                                    "Commands recorded, not yet decided",
+                                    value=store.inbound_depth())
         commands = CounterMetricFamily("pedf_commands", "Commands by result",
                                        labels=["result"])
         for result, count in app.stats.commands.items():
@@ -50,16 +77,61 @@ class GatewayCollector(Collector):
                                 value=1.0 if app.stats.connected else 0.0)
 
 
+class _Quiet(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """Scrapes are not worth a log line."""
+
+
+WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+def with_basic_auth(wsgi: WsgiApp, username: str, password: str) -> WsgiApp:
+    """``wsgi`` behind HTTP basic auth: anything without these credentials gets 401."""
+    expected = base64.b64encode(f"{username}:{password}".encode()).decode()
+
+    def guarded(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        given = environ.get("HTTP_AUTHORIZATION", "")
+        scheme, _, token = given.partition(" ")
+        if scheme.lower() == "basic" and hmac.compare_digest(token.strip().encode(),
+                                                             expected.encode()):
+            return wsgi(environ, start_response)
+        start_response("401 Unauthorized", [("WWW-Authenticate", 'Basic realm="pedf"'),
+                                            ("Content-Type", "text/plain")])
+        return [b"authentication required\n"]
+
+    return guarded
+
+
+def start_server(host: str, port: int, wsgi: WsgiApp) -> tuple[WSGIServer, threading.Thread]:
+    """Serve ``wsgi`` on ``host:port`` (IPv4 or IPv6) in a daemon thread. Raises
+    OSError."""
+    family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+    server_class = type("MetricsServer", (ThreadingWSGIServer,), {"address_family": family})
+    server: WSGIServer = make_server(host, port, wsgi, server_class, handler_class=_Quiet)
+    thread = threading.Thread(target=server.serve_forever, name="metrics", daemon=True)
+    thread.start()
+    return server, thread
+
+
 async def serve_metrics(app: App) -> None:
-    """Serve /metrics on ``metrics_port`` until cancelled."""
+    """Serve /metrics on ``metrics_host:metrics_port`` until cancelled."""
     registry = CollectorRegistry()
     registry.register(GatewayCollector(app))
-    port = app.settings.metrics_port
+    settings = app.settings
+    port, host = settings.metrics_port, settings.metrics_host
     assert port is not None
-    server, thread = start_http_server(port, registry=registry)
-    log.info("Prometheus metrics on :%d/metrics", port)
+    wsgi: WsgiApp = make_wsgi_app(registry)
+    if settings.metrics_username is not None and settings.metrics_password is not None:
+        wsgi = with_basic_auth(wsgi, settings.metrics_username, settings.metrics_password)
+    server, thread = start_server(host, port, wsgi)
+    if is_loopback(host):
+        log.info("Prometheus metrics on http://%s:%d/metrics", host, port)
+    else:
+        log.warning("Prometheus metrics on http://%s:%d/metrics, beyond this machine "
+                    "(basic auth)", host, port)
     try:
         await asyncio.Event().wait()
     finally:
         server.shutdown()
+        server.server_close()
         thread.join(timeout=5)

@@ -29,10 +29,10 @@ Service = Callable[[], Awaitable[None]]
 
 
 async def supervise(name: str, service: Service, *, backoff_s: float = 1.0,
-                    backoff_max_s: float = 60.0) -> None:
-    """Run ``service`` forever: restart it after a failure, waiting 1, 2, 4 … s (reset
-    after it ran for a minute). Returns when it returns normally; cancellation
-    propagates."""
+                    backoff_max_s: float = 60.0, reset_after_s: float = 60.0) -> None:
+    """Run ``service`` forever: restart it after a failure, waiting 1, 2, 4 … s, back to
+    ``backoff_s`` after a run longer than ``reset_after_s``; the log line says the wait
+    that follows. Returns when it returns normally; cancellation propagates."""
     delay = backoff_s
     while True:
         started = time.monotonic()
@@ -42,9 +42,9 @@ async def supervise(name: str, service: Service, *, backoff_s: float = 1.0,
         except asyncio.CancelledError:
             raise
         except Exception:
-            log.exception("task %s failed; restarting in %.0f s", name, delay)
-        if time.monotonic() - started > 60.0:
-            delay = backoff_s
+            if time.monotonic() - started > reset_after_s:  # a long run: start afresh
+                delay = backoff_s
+            log.exception("task %s failed; restarting in %.3g s", name, delay)
         await asyncio.sleep(delay)
         delay = min(delay * 2, backoff_max_s)
 

@@ -1,30 +1,52 @@
-"""The gateway's durable state in one SQLite file: the MQTT outbox, the per-gateway
-sequence number, the command replay window and the command audit trail.
+"""The gateway's durable state in one SQLite file: the MQTT outbox and its dead letters,
+the per-gateway sequence number, incoming commands until they are decided, the command
+replay window and audit trail, metering windows, DR performance and saved state.
 
 Durability: WAL journal. ``synchronous = "full"`` (the default) fsyncs the WAL at every
 commit, so a power cut loses nothing that was committed; ``"normal"`` fsyncs only at
 checkpoints — faster on slow SD cards, but a power cut may lose the last few seconds of
-commits (a process crash or SIGKILL loses nothing in either mode). Telemetry is committed
-in batches (one transaction per poll batch), so "full" costs one fsync per batch, not per
-message.
+commits (a process crash or SIGKILL loses nothing in either mode). Writes are batched:
+telemetry one transaction per poll batch, commands one per batch of decisions (audit,
+replay window, replies and the command's removal together).
 
 Outbox semantics: every outgoing message is stored with the next sequence number before
 it is published, and deleted only after the broker acknowledged it (PUBACK). The
-sequence never goes backwards, also across restarts and an emptied outbox. When the
-stored payloads exceed the quota, the **oldest** messages are deleted, counted, and the
-loss is reported (an ``outbox_overflow`` event and the ``dropped`` counters).
+sequence never goes backwards, also across restarts and an emptied outbox, and a number
+is used only when its message was committed. When the stored payloads exceed the quota,
+the **oldest** messages are deleted, counted, and the loss is reported: an
+``outbox_overflow`` event written in the same transaction (the quota keeps room for
+it), and the ``dropped`` counters. A message that can never be
+published moves to the dead-letter table with the reason.
+
+Everything is bounded: the outbox by its quota; audit rows keep a SHA-256 and the first
+:data:`AUDIT_PREFIX_BYTES` of a payload, and the audit and dead-letter tables a number of
+rows and an age (:meth:`Store.maintain` prunes by age); incoming commands by the caller
+(``max_pending_commands``).
+
+Storage faults — disk full, read-only file system, I/O errors — never raise from the
+outbox, state and history writes: they are counted in :attr:`Store.faults` (and the
+messages as lost), logged once per fault, and cleared by the next successful write. The
+command path (:meth:`Store.record_inbound`, :meth:`Store.conclude`) raises
+:class:`StoreWriteError` instead, so a command is never acknowledged or answered unless
+it was written.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
+import logging
 import math
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
+
+log = logging.getLogger("pedf.store")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -36,7 +58,32 @@ CREATE TABLE IF NOT EXISTS outbox (
     created REAL NOT NULL,
     correlation BLOB
 );
+CREATE INDEX IF NOT EXISTS outbox_by_topic ON outbox(topic, seq);
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts REAL NOT NULL,
+    seq INTEGER NOT NULL,
+    topic TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    reason TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS inbound (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    received REAL NOT NULL,
+    source TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    response_topic TEXT,
+    correlation BLOB,
+    size INTEGER NOT NULL,
+    sha256 TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS inbound_seen (
+    fingerprint BLOB PRIMARY KEY,
+    received REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS commands_seen (
     id TEXT PRIMARY KEY,
     digest TEXT NOT NULL,
@@ -63,12 +110,57 @@ CREATE TABLE IF NOT EXISTS audit (
     source TEXT NOT NULL,
     result TEXT NOT NULL,
     reason TEXT NOT NULL,
-    payload TEXT NOT NULL
+    payload TEXT NOT NULL,
+    payload_sha256 TEXT,
+    payload_size INTEGER
 );
 """
 
 #: Per-row overhead counted against the quota on top of topic and payload bytes.
 ROW_OVERHEAD_BYTES = 48
+#: Room the quota keeps for the overflow report written with a loss.
+OVERFLOW_REPORT_BYTES = 512
+#: How much of a payload an audit row or dead letter keeps (the SHA-256 names the rest).
+AUDIT_PREFIX_BYTES = 512
+#: Audit reasons are cut to this many characters.
+MAX_REASON_CHARS = 300
+#: The largest command payload kept whole (``commands.MAX_PAYLOAD_BYTES``): a larger one
+#: is rejected for its size alone, so only its prefix, size and SHA-256 are recorded.
+MAX_RECORDED_BYTES = 16 * 1024
+#: How long the fingerprint of a recorded command is kept to recognise the broker's
+#: redelivery of it (longer than the MQTT session expiry of 1 h).
+REDELIVERY_WINDOW_S = 2 * 3600.0
+
+#: SQLite result codes (primary) that are storage faults, not bugs.
+_FAULTS = {13: "disk full", 8: "read-only", 10: "I/O error", 14: "cannot open",
+           5: "busy", 6: "locked"}
+
+T = TypeVar("T")
+
+
+class StoreWriteError(OSError):
+    """The store could not write: ``kind`` is "disk full", "read-only", "I/O error"…"""
+
+    def __init__(self, kind: str, detail: str) -> None:
+        super().__init__(f"store: {kind} ({detail})")
+        self.kind = kind
+
+
+@dataclass
+class StoreFaults:
+    """Storage faults so far: the current state ("ok" or the fault), since when (UNIX
+    s), how many writes failed and how many outgoing messages were lost to them."""
+
+    state: str = "ok"
+    since: float | None = None
+    errors: int = 0
+    lost_messages: int = 0
+    recoveries: int = 0  # faults that ended (a write succeeded again)
+    last_error: str = ""
+
+    def as_dict(self) -> dict[str, object]:
+        return {"state": self.state, "since": self.since, "errors": self.errors,
+                "lost_messages": self.lost_messages, "last_error": self.last_error}
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,11 +193,79 @@ class Dropped:
     last_seq: int
 
 
+@dataclass(frozen=True, slots=True)
+class InboundCommand:
+    """A command as it arrived, before it is decided; ``row`` once it is recorded. A
+    payload over :data:`MAX_RECORDED_BYTES` comes back from the store cut to its prefix,
+    with the whole one's ``size`` and ``sha256``."""
+
+    payload: bytes
+    response_topic: str | None = None
+    correlation: bytes | None = None
+    source: str = "mqtt"
+    received_s: float = 0.0
+    row: int | None = None
+    size: int = -1  # of the payload as it arrived (-1: len(payload))
+    sha256: str = ""  # of the payload as it arrived ("": computed from payload)
+
+    @property
+    def full_size(self) -> int:
+        return len(self.payload) if self.size < 0 else self.size
+
+    @property
+    def full_sha256(self) -> str:
+        return self.sha256 or hashlib.sha256(self.payload).hexdigest()
+
+    def fingerprint(self) -> bytes:
+        """SHA-256 of everything that arrived (the same bytes again have the same one)."""
+        digest = hashlib.sha256()
+        for part in (self.payload, (self.response_topic or "").encode("utf-8", "replace"),
+                     self.correlation or b""):
+            digest.update(len(part).to_bytes(8, "big"))
+            digest.update(part)
+        return digest.digest()
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """One decision for the audit table; the payload is kept as its prefix, size and
+    SHA-256 (``size``/``sha256`` when ``payload`` is already a prefix)."""
+
+    command_id: str | None
+    command_type: str | None
+    source: str
+    result: str
+    reason: str
+    payload: bytes
+    size: int | None = None
+    sha256: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Conclusion:
+    """Everything one decided command writes, in the same transaction: its audit row,
+    its place in the replay window (id, digest, answer), its replies, and the removal of
+    its inbound row."""
+
+    audit: AuditEntry
+    replies: Sequence[Outgoing] = ()
+    remember: tuple[str, str, str] | None = None
+    row: int | None = None
+
+
+def _json(body: dict[str, object], seq: int) -> bytes:
+    return json.dumps({"seq": seq, **body}, separators=(",", ":"), ensure_ascii=False,
+                      allow_nan=False).encode()
+
+
 class Store:
     """Thread-safe (one connection, one lock): the uplink may call it from a worker."""
 
     def __init__(self, path: Path | str, *, quota_bytes: int = 256 * 1024 * 1024,
-                 synchronous: str = "full") -> None:
+                 synchronous: str = "full", audit_max_rows: int = 100_000,
+                 audit_max_age_s: float = 90 * 86400.0, dead_letter_max_rows: int = 10_000,
+                 dead_letter_max_age_s: float = 30 * 86400.0,
+                 overflow_topic: str | None = None) -> None:
         if synchronous not in ("full", "normal"):
             raise ValueError(f"synchronous must be 'full' or 'normal', got {synchronous!r}")
         if quota_bytes < 4096:
@@ -114,19 +274,96 @@ class Store:
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self.quota_bytes = quota_bytes
+        self.audit_max_rows = audit_max_rows
+        self.audit_max_age_s = audit_max_age_s
+        self.dead_letter_max_rows = dead_letter_max_rows
+        self.dead_letter_max_age_s = dead_letter_max_age_s
+        #: Where an ``outbox_overflow`` event reports each quota loss (None: nowhere).
+        self.overflow_topic = overflow_topic
+        self.faults = StoreFaults()
         self._lock = threading.Lock()
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA auto_vacuum=INCREMENTAL")  # new files give space back
         self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA journal_size_limit=4194304")  # the WAL shrinks back to 4 MiB
         self._db.execute(f"PRAGMA synchronous={synchronous.upper()}")
+        self._next_seq = self._stored_bytes = 0  # set below, once the tables exist
+        self._txn_seq = self._txn_bytes = 0
+        self._migrate_audit()
+        self._migrate_inbound()
         self._db.executescript(SCHEMA)
         self._next_seq = max(int(self._meta("next_seq", "1")), self._max_seq() + 1)
-        self._stored_bytes = self._db.execute(
+        self._stored_bytes = int(self._db.execute(
             "SELECT COALESCE(SUM(LENGTH(topic) + LENGTH(payload)), 0) + ? * COUNT(*) "
-            "FROM outbox", (ROW_OVERHEAD_BYTES,)).fetchone()[0]
+            "FROM outbox", (ROW_OVERHEAD_BYTES,)).fetchone()[0])
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+    # -- transactions and faults ----------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """One write transaction (the caller holds the lock). Storage faults become
+        :class:`StoreWriteError` and are recorded in :attr:`faults`."""
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise self._fault(exc) from None
+        self._txn_seq, self._txn_bytes = self._next_seq, self._stored_bytes
+        try:
+            yield
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("ROLLBACK")
+            raise self._fault(exc) from None
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("ROLLBACK")
+            raise
+        # Counters follow what was committed, never a rolled-back transaction.
+        self._next_seq, self._stored_bytes = self._txn_seq, self._txn_bytes
+        self._healthy()
+
+    def _fault(self, exc: sqlite3.Error) -> Exception:
+        kind = _FAULTS.get(getattr(exc, "sqlite_errorcode", 0) & 0xFF)
+        if kind is None:
+            return exc  # a bug, not the disk: let it show
+        faults = self.faults
+        faults.errors += 1
+        faults.last_error = f"{kind}: {exc}"
+        if faults.state != kind:
+            faults.state, faults.since = kind, time.time()
+            log.error("store %s: %s (%s); writes fail until it is fixed", self.path, kind, exc)
+        return StoreWriteError(kind, str(exc))
+
+    def _healthy(self) -> None:
+        faults = self.faults
+        if faults.state != "ok":
+            log.warning("store %s writable again after %s for %.0f s (%d messages lost)",
+                        self.path, faults.state, time.time() - (faults.since or time.time()),
+                        faults.lost_messages)
+            faults.state, faults.since = "ok", None
+            faults.recoveries += 1
+
+    def _execute_or_log(self, sql: str, rows: Sequence[Sequence[object]]) -> None:
+        """One statement for each of ``rows``, in a transaction; a storage fault is
+        recorded and logged, not raised."""
+        def write() -> None:
+            self._db.executemany(sql, rows)
+
+        self._write_or(None, write)
+
+    def _write_or(self, default: T, write: Callable[[], T]) -> T:
+        """Run ``write`` in a transaction; on a storage fault return ``default``."""
+        with self._lock:
+            try:
+                with self._transaction():
+                    return write()
+            except StoreWriteError:
+                return default
 
     # -- meta ---------------------------------------------------------------------------
 
@@ -156,43 +393,69 @@ class Store:
         """Store messages in one transaction.
 
         Each body gets ``"seq"``, the next sequence number, before it is serialised
-        (NaN/inf are refused: ValueError). Returns the sequence numbers and what the
-        quota dropped, if anything.
+        (NaN/inf are refused: ValueError, and no number is used). Returns the sequence
+        numbers and what the quota dropped, if anything. On a storage fault nothing is
+        stored: ``([], None)``, and the messages are counted in ``faults.lost_messages``.
         """
         with self._lock:
-            rows = []
-            seqs = []
-            added = 0
-            for message in messages:
-                seq = self._next_seq
-                payload = json.dumps({"seq": seq, **message.body}, separators=(",", ":"),
-                                     ensure_ascii=False, allow_nan=False).encode()
-                self._next_seq += 1
-                rows.append((seq, message.topic, payload, message.qos, int(message.retain),
-                             time.time(), message.correlation))
-                seqs.append(seq)
-                added += len(message.topic.encode()) + len(payload) + ROW_OVERHEAD_BYTES
-            self._db.execute("BEGIN IMMEDIATE")
             try:
-                self._db.executemany(
-                    "INSERT INTO outbox(seq, topic, payload, qos, retain, created, correlation)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
-                self._set_meta("next_seq", str(self._next_seq))
-                self._stored_bytes += added
-                dropped = self._enforce_quota()
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            return seqs, dropped
+                with self._transaction():
+                    return self._append(messages)
+            except StoreWriteError:
+                self.faults.lost_messages += len(messages)
+                return [], None
 
-    def _enforce_quota(self) -> Dropped | None:
-        if self._stored_bytes <= self.quota_bytes:
-            return None
+    def _append(self, messages: Sequence[Outgoing]) -> tuple[list[int], Dropped | None]:
+        """Insert ``messages`` inside the caller's transaction (its counters become the
+        store's when it commits)."""
+        rows = []
+        seq = self._txn_seq
+        added = 0
+        for message in messages:
+            payload = _json(message.body, seq)
+            rows.append((seq, message.topic, payload, message.qos, int(message.retain),
+                         time.time(), message.correlation))
+            added += len(message.topic.encode()) + len(payload) + ROW_OVERHEAD_BYTES
+            seq += 1
+        self._db.executemany(
+            "INSERT INTO outbox(seq, topic, payload, qos, retain, created, correlation)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+        self._set_meta("next_seq", str(seq))
+        dropped, freed = self._enforce_quota(self._txn_bytes + added)
+        self._txn_seq = seq
+        self._txn_bytes += added - freed
+        if dropped is not None and self.overflow_topic is not None:
+            self._report(dropped)
+        return [row[0] for row in rows], dropped
+
+    def _report(self, dropped: Dropped) -> None:
+        """The ``outbox_overflow`` event, in the transaction that dropped the messages
+        (so every loss is reported once, with the total after it)."""
+        assert self.overflow_topic is not None
+        seq = self._txn_seq
+        payload = _json({"ts": round(time.time(), 3), "type": "outbox_overflow",
+                         "dropped": dropped.count, "first_seq": dropped.first_seq,
+                         "last_seq": dropped.last_seq,
+                         "dropped_total": int(self._meta("dropped_total", "0"))}, seq)
+        self._db.execute("INSERT INTO outbox(seq, topic, payload, qos, retain, created) "
+                         "VALUES (?, ?, ?, 1, 0, ?)",
+                         (seq, self.overflow_topic, payload, time.time()))
+        self._set_meta("next_seq", str(seq + 1))
+        self._txn_seq = seq + 1
+        self._txn_bytes += len(self.overflow_topic.encode()) + len(payload) + \
+            ROW_OVERHEAD_BYTES
+
+    def _enforce_quota(self, stored_bytes: int) -> tuple[Dropped | None, int]:
+        """Delete the oldest messages until the outbox fits its quota — with room for
+        the overflow report when there is one to write. Returns what went and the bytes
+        freed."""
+        if stored_bytes <= self.quota_bytes:
+            return None, 0
         cursor = self._db.execute(
             "SELECT seq, LENGTH(topic) + LENGTH(payload) FROM outbox ORDER BY seq")
         doomed: list[int] = []
-        excess = self._stored_bytes - self.quota_bytes
+        room = OVERFLOW_REPORT_BYTES if self.overflow_topic is not None else 0
+        excess = stored_bytes - self.quota_bytes + room
         freed = 0
         for seq, size in cursor:
             if freed >= excess:
@@ -200,10 +463,9 @@ class Store:
             doomed.append(seq)
             freed += size + ROW_OVERHEAD_BYTES
         self._db.execute("DELETE FROM outbox WHERE seq <= ?", (doomed[-1],))
-        self._stored_bytes -= freed
         total = int(self._meta("dropped_total", "0")) + len(doomed)
         self._set_meta("dropped_total", str(total))
-        return Dropped(len(doomed), doomed[0], doomed[-1])
+        return Dropped(len(doomed), doomed[0], doomed[-1]), freed
 
     def pending(self, *, after_seq: int = 0, limit: int = 100,
                 exclude: Iterable[int] = ()) -> list[OutboxMessage]:
@@ -213,31 +475,45 @@ class Store:
             rows = self._db.execute(
                 "SELECT seq, topic, payload, qos, retain, correlation FROM outbox "
                 "WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, limit + len(skip))).fetchall()
-        return [OutboxMessage(seq, topic, bytes(payload), qos, bool(retain),
-                              None if correlation is None else bytes(correlation))
-                for seq, topic, payload, qos, retain, correlation in rows
-                if seq not in skip][:limit]
+        return [_message(row) for row in rows if row[0] not in skip][:limit]
+
+    def pending_in(self, topic: str, *, after_seq: int, upto_seq: int,
+                   limit: int) -> list[OutboxMessage]:
+        """Unacknowledged messages of one topic with ``after_seq < seq <= upto_seq``,
+        oldest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT seq, topic, payload, qos, retain, correlation FROM outbox "
+                "WHERE topic = ? AND seq > ? AND seq <= ? ORDER BY seq LIMIT ?",
+                (topic, after_seq, upto_seq, limit)).fetchall()
+        return [_message(row) for row in rows]
+
+    def pending_topics(self) -> list[str]:
+        """The topics with unacknowledged messages (an index walk, not a table scan)."""
+        with self._lock:
+            rows = self._db.execute(
+                "WITH RECURSIVE t(topic) AS (SELECT MIN(topic) FROM outbox UNION ALL "
+                "SELECT (SELECT MIN(topic) FROM outbox WHERE topic > t.topic) FROM t "
+                "WHERE t.topic IS NOT NULL) SELECT topic FROM t WHERE topic IS NOT NULL"
+            ).fetchall()
+        return [str(row[0]) for row in rows]
 
     def acknowledge(self, seqs: Iterable[int]) -> None:
-        """Delete acknowledged messages (after PUBACK)."""
+        """Delete acknowledged messages (after PUBACK). On a storage fault they stay and
+        are sent again later (receivers remove duplicates by ``seq``)."""
         seq_list = list(seqs)
         if not seq_list:
             return
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                freed = self._db.execute(
-                    f"SELECT COALESCE(SUM(LENGTH(topic) + LENGTH(payload)), 0), COUNT(*) "
-                    f"FROM outbox WHERE seq IN ({','.join('?' * len(seq_list))})",
-                    seq_list).fetchone()
-                self._db.execute(
-                    f"DELETE FROM outbox WHERE seq IN ({','.join('?' * len(seq_list))})",
-                    seq_list)
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._stored_bytes -= int(freed[0]) + ROW_OVERHEAD_BYTES * int(freed[1])
+        marks = ",".join("?" * len(seq_list))
+
+        def delete() -> None:
+            size, count = self._db.execute(
+                f"SELECT COALESCE(SUM(LENGTH(topic) + LENGTH(payload)), 0), COUNT(*) "
+                f"FROM outbox WHERE seq IN ({marks})", seq_list).fetchone()
+            self._db.execute(f"DELETE FROM outbox WHERE seq IN ({marks})", seq_list)
+            self._txn_bytes -= int(size) + ROW_OVERHEAD_BYTES * int(count)
+
+        self._write_or(None, delete)
 
     def depth(self) -> tuple[int, int]:
         """(messages waiting, bytes counted against the quota)."""
@@ -249,6 +525,112 @@ class Store:
         with self._lock:
             return self._max_seq()
 
+    # -- dead letters -------------------------------------------------------------------
+
+    def dead_letter(self, seq: int, reason: str) -> bool:
+        """Move outbox message ``seq``, which can never be published, to the dead-letter
+        table with ``reason`` (its SHA-256, size and a bounded prefix are kept). False
+        when it is gone already or the store cannot write."""
+        def move() -> bool:
+            row = self._db.execute("SELECT topic, payload FROM outbox WHERE seq = ?",
+                                   (seq,)).fetchone()
+            if row is None:
+                return False
+            topic, payload = str(row[0]), bytes(row[1])
+            self._db.execute(
+                "INSERT INTO dead_letters(ts, seq, topic, size, sha256, payload, reason) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (time.time(), seq, topic[:AUDIT_PREFIX_BYTES], len(payload),
+                 hashlib.sha256(payload).hexdigest(), payload[:AUDIT_PREFIX_BYTES],
+                 reason[:MAX_REASON_CHARS]))
+            self._db.execute("DELETE FROM outbox WHERE seq = ?", (seq,))
+            self._db.execute("DELETE FROM dead_letters WHERE id <= "
+                             "(SELECT MAX(id) FROM dead_letters) - ?",
+                             (self.dead_letter_max_rows,))
+            self._txn_bytes -= len(topic.encode()) + len(payload) + ROW_OVERHEAD_BYTES
+            return True
+
+        moved = self._write_or(False, move)
+        if moved:
+            log.error("outbox message %d can never be published (%s): moved to the "
+                      "dead letters", seq, reason)
+        return moved
+
+    def dead_letters(self, limit: int = 100) -> list[dict[str, object]]:
+        """The newest dead letters: ts, seq, topic, size, sha256, reason."""
+        return self._dicts("SELECT ts, seq, topic, size, sha256, reason FROM dead_letters "
+                           "ORDER BY id DESC LIMIT ?", limit)
+
+    def dead_letter_count(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(*) FROM dead_letters").fetchone()[0])
+
+    # -- incoming commands --------------------------------------------------------------
+
+    def record_inbound(self, arrivals: Sequence[tuple[InboundCommand, bool]]) -> int:
+        """Record commands as they arrived, in one transaction, before the broker is
+        told they were received. Each comes with ``redelivered`` (the broker's DUP
+        flag): a redelivery of bytes recorded before is skipped. Returns how many were
+        recorded. Raises :class:`StoreWriteError` (then nothing was recorded)."""
+        now = time.time()
+        with self._lock, self._transaction():
+            recorded = 0
+            for command, redelivered in arrivals:
+                fingerprint = command.fingerprint()
+                if redelivered and self._db.execute(
+                        "SELECT 1 FROM inbound_seen WHERE fingerprint = ?",
+                        (fingerprint,)).fetchone() is not None:
+                    continue
+                payload = command.payload
+                kept = payload if len(payload) <= MAX_RECORDED_BYTES else \
+                    payload[:AUDIT_PREFIX_BYTES]
+                self._db.execute(
+                    "INSERT INTO inbound(received, source, payload, response_topic, "
+                    "correlation, size, sha256) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (command.received_s or now, command.source, kept,
+                     command.response_topic, command.correlation, command.full_size,
+                     command.full_sha256))
+                self._db.execute("INSERT OR REPLACE INTO inbound_seen(fingerprint, received)"
+                                 " VALUES (?, ?)", (fingerprint, now))
+                recorded += 1
+            return recorded
+
+    def pending_inbound(self, limit: int = 64) -> list[InboundCommand]:
+        """Recorded commands not decided yet, in arrival order."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, received, source, payload, response_topic, correlation, size, "
+                "sha256 FROM inbound ORDER BY id LIMIT ?", (limit,)).fetchall()
+        return [InboundCommand(bytes(payload), topic, None if corr is None else bytes(corr),
+                               str(source), float(received), int(row), int(size), str(sha))
+                for row, received, source, payload, topic, corr, size, sha in rows]
+
+    def inbound_depth(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(*) FROM inbound").fetchone()[0])
+
+    def conclude(self, conclusions: Sequence[Conclusion]) -> list[list[int]]:
+        """Write decided commands in one transaction: audit rows, replay window, replies
+        (outbox), and the removal of their inbound rows. Returns each one's reply
+        sequence numbers. Raises :class:`StoreWriteError` (then nothing was written)."""
+        with self._lock, self._transaction():
+            seqs: list[list[int]] = []
+            for conclusion in conclusions:
+                self._audit(conclusion.audit)
+                if conclusion.remember is not None:
+                    command_id, digest, reply = conclusion.remember
+                    self._db.execute(
+                        "INSERT OR REPLACE INTO commands_seen(id, digest, received, reply) "
+                        "VALUES (?, ?, ?, ?)", (command_id, digest, time.time(), reply))
+                if conclusion.replies:
+                    seqs.append(self._append(conclusion.replies)[0])
+                else:
+                    seqs.append([])
+                if conclusion.row is not None:
+                    self._db.execute("DELETE FROM inbound WHERE id = ?", (conclusion.row,))
+            self._prune_audit_rows()
+            return seqs
+
     # -- state and history ----------------------------------------------------------------
 
     def get_state(self, key: str) -> str | None:
@@ -258,16 +640,14 @@ class Store:
         return value or None
 
     def set_state(self, key: str, value: str) -> None:
-        with self._lock:
-            self._set_meta(f"state:{key}", value)
+        """Save a blob of state; on a storage fault the previous one stays (logged)."""
+        self._write_or(None, lambda: self._set_meta(f"state:{key}", value))
 
     def record_windows(self, rows: Iterable[tuple[float, str, float]]) -> None:
         """Demand-window history: (window start s, series, average kW)."""
-        with self._lock:
-            self._db.executemany(
-                "INSERT OR REPLACE INTO metering_windows(window_start, series, demand_kw) "
-                "VALUES (?, ?, ?)",
-                [(start, name, kw if math.isfinite(kw) else None) for start, name, kw in rows])
+        values = [(start, name, kw if math.isfinite(kw) else None) for start, name, kw in rows]
+        self._execute_or_log("INSERT OR REPLACE INTO metering_windows(window_start, series, "
+                             "demand_kw) VALUES (?, ?, ?)", values)
 
     def windows(self, series: str, since_s: float, until_s: float) -> list[tuple[float, float]]:
         """(window start, kW) of ``series`` with ``since_s <= start < until_s``."""
@@ -280,11 +660,10 @@ class Store:
 
     def record_performance(self, record: dict[str, object]) -> None:
         """One interval of a DR event's performance (see controller.control.loop)."""
-        with self._lock:
-            self._db.execute(
-                "INSERT OR REPLACE INTO dr_performance(event_id, interval_start, record) "
-                "VALUES (?, ?, ?)", (record["event_id"], record["interval_start"],
-                                     json.dumps(record, allow_nan=False)))
+        text = json.dumps(record, allow_nan=False)
+        self._execute_or_log("INSERT OR REPLACE INTO dr_performance(event_id, interval_start, "
+                             "record) VALUES (?, ?, ?)",
+                             [(record["event_id"], record["interval_start"], text)])
 
     def performance(self, event_id: str) -> list[dict[str, object]]:
         with self._lock:
@@ -308,27 +687,105 @@ class Store:
         return None if row is None else (str(row[0]), str(row[1]))
 
     def remember_command(self, command_id: str, digest: str, reply: str) -> None:
-        with self._lock:
-            self._db.execute("INSERT OR REPLACE INTO commands_seen(id, digest, received, reply) "
-                             "VALUES (?, ?, ?, ?)", (command_id, digest, time.time(), reply))
+        self._execute_or_log("INSERT OR REPLACE INTO commands_seen(id, digest, received, "
+                             "reply) VALUES (?, ?, ?, ?)",
+                             [(command_id, digest, time.time(), reply)])
 
     def forget_commands_before(self, cutoff: float) -> int:
-        with self._lock:
-            return self._db.execute("DELETE FROM commands_seen WHERE received < ?",
-                                    (cutoff,)).rowcount
+        return self._write_or(0, lambda: self._db.execute(
+            "DELETE FROM commands_seen WHERE received < ?", (cutoff,)).rowcount)
 
     def audit(self, *, command_id: str | None, command_type: str | None, source: str,
-              result: str, reason: str, payload: str) -> None:
-        with self._lock:
-            self._db.execute(
-                "INSERT INTO audit(ts, command_id, command_type, source, result, reason, "
-                "payload) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (time.time(), command_id, command_type, source, result, reason, payload[:65536]))
+              result: str, reason: str, payload: str | bytes) -> None:
+        """One audit row (the command path writes its own in :meth:`conclude`)."""
+        data = payload.encode("utf-8", "replace") if isinstance(payload, str) else payload
+        entry = AuditEntry(command_id, command_type, source, result, reason, data)
+
+        def write() -> None:
+            self._audit(entry)
+            self._prune_audit_rows()
+
+        self._write_or(None, write)
+
+    def _audit(self, entry: AuditEntry) -> None:
+        self._db.execute(
+            "INSERT INTO audit(ts, command_id, command_type, source, result, reason, "
+            "payload, payload_sha256, payload_size) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (time.time(), entry.command_id, entry.command_type, entry.source, entry.result,
+             entry.reason[:MAX_REASON_CHARS],
+             entry.payload[:AUDIT_PREFIX_BYTES].decode("utf-8", "replace"),
+             entry.sha256 or hashlib.sha256(entry.payload).hexdigest(),
+             len(entry.payload) if entry.size is None else entry.size))
+
+    def _prune_audit_rows(self) -> None:
+        self._db.execute("DELETE FROM audit WHERE id <= (SELECT MAX(id) FROM audit) - ?",
+                         (self.audit_max_rows,))
 
     def audit_rows(self, limit: int = 100) -> list[dict[str, object]]:
+        """The newest audit rows: ts, command id and type, source, result, reason, and
+        the payload's SHA-256, size and prefix."""
+        return self._dicts("SELECT ts, command_id, command_type, source, result, reason, "
+                           "payload_sha256, payload_size, payload FROM audit ORDER BY id DESC "
+                           "LIMIT ?", limit)
+
+    def _dicts(self, sql: str, *parameters: object) -> list[dict[str, object]]:
+        """Rows as dicts by column name."""
         with self._lock:
-            cursor = self._db.execute(
-                "SELECT ts, command_id, command_type, source, result, reason FROM audit "
-                "ORDER BY id DESC LIMIT ?", (limit,))
+            cursor = self._db.execute(sql, parameters)
             names = [d[0] for d in cursor.description]
             return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+    def audit_count(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(*) FROM audit").fetchone()[0])
+
+    def _migrate_inbound(self) -> None:
+        """Inbound tables written before payloads had their size and hash: add them (-1
+        and "" mean "the payload's own")."""
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(inbound)")}
+        if columns and "size" not in columns:
+            self._db.execute("ALTER TABLE inbound ADD COLUMN size INTEGER NOT NULL DEFAULT -1")
+            self._db.execute("ALTER TABLE inbound ADD COLUMN sha256 TEXT NOT NULL DEFAULT ''")
+
+    def _migrate_audit(self) -> None:
+        """Stores written before audit rows were bounded: add the hash and size, cut the
+        payloads to their prefix (once)."""
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(audit)")}
+        if not columns or "payload_sha256" in columns:
+            return
+        with self._transaction():
+            self._db.execute("ALTER TABLE audit ADD COLUMN payload_sha256 TEXT")
+            self._db.execute("ALTER TABLE audit ADD COLUMN payload_size INTEGER")
+            rows = self._db.execute("SELECT id, payload FROM audit").fetchall()
+            for row, payload in rows:
+                data = str(payload).encode("utf-8", "replace")
+                self._db.execute(
+                    "UPDATE audit SET payload = ?, payload_sha256 = ?, payload_size = ? "
+                    "WHERE id = ?", (data[:AUDIT_PREFIX_BYTES].decode("utf-8", "replace"),
+                                     hashlib.sha256(data).hexdigest(), len(data), row))
+        log.info("store %s: %d audit rows cut to their hash and prefix", self.path, len(rows))
+
+    # -- housekeeping -------------------------------------------------------------------
+
+    def maintain(self, now_s: float | None = None) -> None:
+        """Prune by age: audit rows, dead letters, redelivery fingerprints; give free
+        pages back to the file system (stores created by this version). Call now and
+        then (the command service does, hourly)."""
+        now = time.time() if now_s is None else now_s
+
+        def prune() -> None:
+            self._db.execute("DELETE FROM audit WHERE ts < ?", (now - self.audit_max_age_s,))
+            self._db.execute("DELETE FROM dead_letters WHERE ts < ?",
+                             (now - self.dead_letter_max_age_s,))
+            self._db.execute("DELETE FROM inbound_seen WHERE received < ?",
+                             (now - REDELIVERY_WINDOW_S,))
+
+        self._write_or(None, prune)
+        with self._lock, contextlib.suppress(sqlite3.Error):
+            self._db.execute("PRAGMA incremental_vacuum(1000)").fetchall()
+
+
+def _message(row: tuple[Any, ...]) -> OutboxMessage:
+    seq, topic, payload, qos, retain, correlation = row
+    return OutboxMessage(int(seq), str(topic), bytes(payload), int(qos), bool(retain),
+                         None if correlation is None else bytes(correlation))

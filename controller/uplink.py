@@ -1,18 +1,19 @@
 """The MQTT uplink: telemetry out through a durable outbox, signed commands in.
 
-Three cooperating tasks (all supervised by the gateway):
+Cooperating tasks (all supervised by the gateway):
 
 * :class:`TelemetryRecorder` turns every reading batch into one telemetry message,
   device state changes into events, and a periodic health message, and writes them to
-  the outbox (:class:`~controller.store.Store`) before anything is sent;
-* :class:`Publisher` keeps a connection to the broker (reconnecting with backoff),
-  publishes the outbox at QoS 1 with up to ``max_inflight`` messages in flight, and
-  deletes a message only after its PUBACK. After a reconnect the backlog drains
-  **interleaved** with new messages (one old, one new), so live data is never starved;
-  each stream stays in sequence order;
-* :class:`CommandChannel` checks incoming commands (``controller.commands``), enforces
-  the persistent replay window, audits every decision, hands accepted commands to the
-  :class:`~controller.inbox.CommandInbox`, and replies through the outbox.
+  the outbox (:class:`~controller.store.Store`) before anything is sent; it reports
+  what storage faults lost once the store can write again;
+* :class:`Publisher` keeps a connection to the broker (reconnecting with a jittered,
+  capped backoff), publishes the outbox at QoS 1 with up to ``max_inflight`` messages in
+  flight — per topic in sequence order, topics in turn (:mod:`controller.drain`) — and
+  deletes a message only after its PUBACK; a message that can never be published goes
+  to the dead letters. It records incoming commands in the store before acknowledging
+  them to the broker (:mod:`controller.mqttclient`);
+* :class:`~controller.channel.CommandChannel` decides the recorded commands, audits and
+  answers them, and hands accepted ones to the control loop.
 
 The retained status message and the last will (``online``/``offline``) and Home Assistant
 discovery configs describe the connection, not data: they are published directly on
@@ -25,10 +26,10 @@ import asyncio
 import contextlib
 import logging
 import math
+import random
 import socket
 import ssl
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,12 +40,18 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from controller.bus import Batch, ReadingBus
-from controller.commands import CommandRejectedError, Verifier, validate
 from controller.config import UplinkSettings
-from controller.inbox import CommandInbox
-from controller.store import Dropped, OutboxMessage, Outgoing, Store
+from controller.drain import Drain
+from controller.mqttclient import GatewayClient, packet_size
+from controller.store import (
+    Dropped,
+    InboundCommand,
+    OutboxMessage,
+    Outgoing,
+    Store,
+    StoreWriteError,
+)
 from drivers.reading import Quality
-from drivers.site import SiteSpec
 
 log = logging.getLogger("pedf.uplink")
 
@@ -85,6 +92,7 @@ class Topics:
 @dataclass
 class UplinkStats:
     connected: bool = False
+    subscribed: bool = False  # to the command topic, on the current connection
     connects: int = 0
     published: int = 0
     acknowledged: int = 0
@@ -92,6 +100,9 @@ class UplinkStats:
     commands: dict[str, int] = field(default_factory=lambda: {"accepted": 0, "rejected": 0,
                                                               "duplicate": 0})
     dropped: int = 0  # outbox quota drops in this run (the store keeps the total)
+    dead_letters: int = 0  # messages moved to the dead letters in this run
+    redeliveries: int = 0  # commands the broker sent again that were recorded already
+    response_topics_refused: int = 0  # MQTT 5 response topics not replied to
 
 
 # -- telemetry --------------------------------------------------------------------------
@@ -131,6 +142,7 @@ class TelemetryRecorder:
     health: Callable[[], dict[str, Any]] = dict
     health_interval_s: float = 60.0
     _device_state: dict[str, str] = field(default_factory=dict)
+    _lost_reported: int = 0  # messages lost to storage faults, already reported
 
     async def run(self) -> None:
         subscription = self.bus.subscribe("uplink", maxsize=100_000)
@@ -154,23 +166,31 @@ class TelemetryRecorder:
             self.bus.unsubscribe(subscription)
 
     async def record(self, messages: list[Outgoing]) -> list[int]:
+        """Store ``messages``; returns their sequence numbers ([] when a storage fault
+        lost them: counted in the store's faults, reported once it can write again)."""
         seqs, dropped = await asyncio.to_thread(self.store.append, messages)
         if dropped is not None:
-            await self._report_overflow(dropped)
+            self._count_overflow(dropped)
+        if seqs and self.store.faults.lost_messages > self._lost_reported:
+            await self._report_fault()
         self.notify.set()
         return seqs
 
-    async def _report_overflow(self, dropped: Dropped) -> None:
+    async def _report_fault(self) -> None:
+        """A ``store_fault`` event: how many messages a storage fault (disk full,
+        read-only file system…) lost while it lasted."""
+        faults = self.store.faults
+        lost = faults.lost_messages - self._lost_reported
+        self._lost_reported = faults.lost_messages
+        await asyncio.to_thread(self.store.append, [Outgoing(self.topics.events, {
+            "ts": round(time.time(), 3), "type": "store_fault", "lost": lost,
+            "lost_total": faults.lost_messages, "last_error": faults.last_error})])
+
+    def _count_overflow(self, dropped: Dropped) -> None:
+        """The store wrote the ``outbox_overflow`` event; count and log the loss."""
         self.stats.dropped += dropped.count
         log.warning("outbox quota reached: dropped %d oldest messages (seq %d–%d)",
                     dropped.count, dropped.first_seq, dropped.last_seq)
-        event = Outgoing(self.topics.events, {
-            "ts": round(time.time(), 3), "type": "outbox_overflow", "dropped": dropped.count,
-            "first_seq": dropped.first_seq, "last_seq": dropped.last_seq,
-            "dropped_total": self.store.dropped_total})
-        _, again = await asyncio.to_thread(self.store.append, [event])
-        if again is not None:
-            self.stats.dropped += again.count
 
     def _messages(self, batch: Batch) -> list[Outgoing]:
         if not batch:
@@ -189,89 +209,19 @@ class TelemetryRecorder:
         return messages
 
     def _health_body(self, bus_dropped: int) -> dict[str, object]:
-        waiting, stored_bytes = self.store.depth()
+        store, stats = self.store, self.stats
+        waiting, stored_bytes = store.depth()
         return {"ts": round(time.time(), 3), "devices": self.health(),
                 "outbox": {"waiting": waiting, "bytes": stored_bytes,
-                           "dropped_total": self.store.dropped_total},
-                "uplink": {"connects": self.stats.connects, "published": self.stats.published,
-                           "commands": dict(self.stats.commands)},
+                           "dropped_total": store.dropped_total,
+                           "dead_letters": store.dead_letter_count()},
+                "store": store.faults.as_dict(),
+                "uplink": {"connects": stats.connects, "published": stats.published,
+                           "commands": dict(stats.commands),
+                           "commands_waiting": store.inbound_depth(),
+                           "redeliveries": stats.redeliveries,
+                           "response_topics_refused": stats.response_topics_refused},
                 "bus_dropped": bus_dropped}
-
-
-# -- commands ---------------------------------------------------------------------------
-
-
-@dataclass
-class CommandChannel:
-    site: SiteSpec
-    store: Store
-    topics: Topics
-    inbox: CommandInbox
-    verifier: Verifier
-    ratings: Callable[[str, str], float | None]
-    stats: UplinkStats
-    max_skew_s: float = 30.0
-    replay_window_s: float = 7 * 86400.0
-    clock: Callable[[], float] = time.time
-
-    def handle(self, payload: bytes, *, response_topic: str | None = None,
-               correlation: bytes | None = None, source: str = "mqtt") -> list[Outgoing]:
-        """Decide on one command; returns the reply messages to store and send."""
-        now = self.clock()
-        try:
-            command = validate(payload, site=self.site, verifier=self.verifier, now_s=now,
-                               max_skew_s=self.max_skew_s, ratings=self.ratings)
-        except CommandRejectedError as exc:
-            self.stats.commands["rejected"] += 1
-            self.store.audit(command_id=exc.command_id, command_type=exc.command_type,
-                             source=source, result="rejected", reason=exc.reason,
-                             payload=payload.decode("utf-8", errors="replace"))
-            log.warning("command %s rejected: %s", exc.command_id or "?", exc.reason)
-            return self._replies({"command_id": exc.command_id, "status": "rejected",
-                                  "reason": exc.reason}, response_topic, correlation, now)
-        seen = self.store.seen_command(command.id)
-        if seen is not None:
-            seen_digest, seen_reply = seen
-            if seen_digest == command.digest:  # the same command again: same answer
-                self.stats.commands["duplicate"] += 1
-                self.store.audit(command_id=command.id, command_type=command.type,
-                                 source=source, result="duplicate", reason=seen_reply,
-                                 payload=payload.decode())
-                return self._replies({"command_id": command.id, "status": seen_reply,
-                                      "duplicate": True}, response_topic, correlation, now)
-            self.stats.commands["rejected"] += 1
-            reason = "replayed id: a different command was received with this id"
-            self.store.audit(command_id=command.id, command_type=command.type, source=source,
-                             result="rejected", reason=reason, payload=payload.decode())
-            return self._replies({"command_id": command.id, "status": "rejected",
-                                  "reason": reason}, response_topic, correlation, now)
-        try:
-            self.inbox.submit(command)
-        except CommandRejectedError as exc:
-            self.stats.commands["rejected"] += 1
-            self.store.audit(command_id=command.id, command_type=command.type, source=source,
-                             result="rejected", reason=exc.reason, payload=payload.decode())
-            return self._replies({"command_id": command.id, "status": "rejected",
-                                  "reason": exc.reason}, response_topic, correlation, now)
-        self.store.remember_command(command.id, command.digest, "accepted")
-        self.store.audit(command_id=command.id, command_type=command.type, source=source,
-                         result="accepted", reason="queued for the control loop",
-                         payload=payload.decode())
-        self.stats.commands["accepted"] += 1
-        log.info("command %s (%s) accepted", command.id, command.type)
-        return self._replies({"command_id": command.id, "status": "accepted"},
-                             response_topic, correlation, now)
-
-    def _replies(self, body: dict[str, object], response_topic: str | None,
-                 correlation: bytes | None, now: float) -> list[Outgoing]:
-        body = {"ts": round(now, 3), **body}
-        replies = [Outgoing(self.topics.replies, body)]
-        if response_topic and response_topic != self.topics.replies:
-            replies.append(Outgoing(response_topic, body, correlation=correlation))
-        return replies
-
-    def forget_old(self) -> None:
-        self.store.forget_commands_before(self.clock() - self.replay_window_s)
 
 
 # -- publishing -------------------------------------------------------------------------
@@ -289,9 +239,36 @@ def tls_context(settings: UplinkSettings) -> ssl.SSLContext | None:
     return context
 
 
+class Backoff:
+    """Waits between connection attempts: doubling from ``base_s`` up to ``cap_s``, each
+    between half and all of that (so a fleet does not reconnect in step), back to
+    ``base_s`` after a connection that worked."""
+
+    def __init__(self, base_s: float = 0.5, cap_s: float = 3.0,
+                 rng: random.Random | None = None) -> None:
+        self.base_s, self.cap_s = base_s, cap_s
+        self.rng = rng or random.Random()
+        self.attempt = 0
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+    def next(self) -> float:
+        ceiling = min(self.cap_s, self.base_s * 2 ** min(self.attempt, 30))
+        self.attempt += 1
+        return float(ceiling / 2 + self.rng.uniform(0, ceiling / 2))
+
+
 @dataclass
 class Publisher:
-    """Outbox → broker, and the broker's commands → :class:`CommandChannel`."""
+    """Outbox → broker, and the broker's commands → the store's inbound table.
+
+    Incoming commands are recorded (:meth:`Store.record_inbound`) before the broker gets
+    their PUBACK, in batches; ``on_recorded`` then wakes the command channel. While more
+    than ``max_pending_commands`` recorded commands wait for a decision, nothing more is
+    read (the broker keeps them). A message that can never be published — a topic MQTT
+    cannot carry, larger than the broker accepts, or refused by the broker (MQTT 5
+    PUBACK ≥ 0x80) — moves to the dead letters and never holds up the rest."""
 
     settings: UplinkSettings
     host: str
@@ -300,13 +277,19 @@ class Publisher:
     topics: Topics
     notify: asyncio.Event
     stats: UplinkStats
-    commands: CommandChannel | None = None
+    on_recorded: Callable[[], None] | None = None  # None: commands are not subscribed
+    decided: asyncio.Event | None = None  # set when recorded commands were decided
     on_connect: list[Callable[[aiomqtt.Client], Any]] = field(default_factory=list)
-    backoff_max_s: float = 30.0
     publish_timeout_s: float = 15.0
+    receive_maximum: int = 64  # MQTT 5: unacknowledged commands the broker may send
+    #: The arrivals queue's size: mosquitto 2.0 was seen sending past the receive maximum
+    #: (up to about twice it) while PUBACKs are under way; beyond the queue the session
+    #: is ended so that the broker sends the rest again.
+    incoming_queue: int = 1024
+    backoff: Backoff | None = None
 
     async def run(self) -> None:
-        delay = 1.0
+        backoff = self.backoff or Backoff(cap_s=self.settings.reconnect_max_s)
         while True:
             connects = self.stats.connects
             try:
@@ -314,16 +297,18 @@ class Publisher:
             except* (aiomqtt.MqttError, OSError) as group:  # bare, or from the session's tasks
                 exc = group.exceptions[0]
                 self.stats.last_error = str(exc)
-                log.warning("MQTT %s:%d: %s; reconnecting in %.0f s", self.host, self.port,
-                            exc, delay if self.stats.connects == connects else 1.0)
+                if self.stats.connects != connects:  # it was up: start the backoff afresh
+                    backoff.reset()
+                delay = backoff.next()
+                log.warning("MQTT %s:%d: %s; reconnecting in %.1f s", self.host, self.port,
+                            exc, delay)
+            else:
+                delay = backoff.next()
             finally:
-                self.stats.connected = False
-            if self.stats.connects != connects:  # it was up: start the backoff afresh
-                delay = 1.0
+                self.stats.connected = self.stats.subscribed = False
             await asyncio.sleep(delay)
-            delay = min(delay * 2, self.backoff_max_s)
 
-    def _client(self) -> aiomqtt.Client:
+    def _client(self) -> GatewayClient:
         settings = self.settings
         v5 = settings.protocol == "5"
         will = aiomqtt.Will(self.topics.status, b'{"state":"offline"}', qos=1, retain=True)
@@ -331,7 +316,8 @@ class Publisher:
         if v5:
             properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             properties.SessionExpiryInterval = 3600  # keep our command subscription a while
-        return aiomqtt.Client(
+            properties.ReceiveMaximum = self.receive_maximum
+        return GatewayClient(
             self.host, self.port, identifier=settings.client_id,
             username=settings.username, password=settings.password,
             protocol=aiomqtt.ProtocolVersion.V5 if v5 else aiomqtt.ProtocolVersion.V311,
@@ -342,6 +328,7 @@ class Publisher:
             max_inflight_messages=settings.max_inflight,
             # Small replies must not wait behind the telemetry stream (Nagle).
             socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
+            incoming_limit=self.incoming_queue,
         )
 
     async def _session(self) -> None:
@@ -354,17 +341,31 @@ class Publisher:
                                  timeout=self.publish_timeout_s)
             for hook in self.on_connect:
                 await hook(client)
-            if self.commands is not None:
+            if self.on_recorded is not None:
                 await client.subscribe(self.topics.commands, qos=1)
+                self.stats.subscribed = True
             async with asyncio.TaskGroup() as group:
                 group.create_task(self._publish_loop(client), name="uplink publish")
-                if self.commands is not None:
+                if self.on_recorded is not None:
                     group.create_task(self._receive_loop(client), name="uplink commands")
 
-    async def _publish_loop(self, client: aiomqtt.Client) -> None:
-        watermark = await asyncio.to_thread(self.store.max_seq)
-        drain = _Drain(self.store, watermark)
-        inflight: dict[asyncio.Task[None], int] = {}
+    # -- outgoing -----------------------------------------------------------------------
+
+    async def _publish_loop(self, client: GatewayClient) -> None:
+        """Publish the outbox for as long as the connection lasts; when it ends (an
+        error, or the session's other task), the publishes in flight end with it."""
+        inflight: dict[asyncio.Task[str | None], int] = {}
+        try:
+            await self._publish_outbox(client, inflight)
+        finally:
+            for task in inflight:
+                task.cancel()
+            await asyncio.gather(*inflight, return_exceptions=True)
+
+    async def _publish_outbox(self, client: GatewayClient,
+                              inflight: dict[asyncio.Task[str | None], int]) -> None:
+        drain = Drain(self.store)
+        await drain.start()
         acked: list[int] = []
         while True:
             if self.notify.is_set():  # the recorder stored more: look for it
@@ -374,8 +375,11 @@ class Publisher:
                 message = await drain.next()
                 if message is None:
                     break
-                task = asyncio.create_task(self._publish(client, message))
-                inflight[task] = message.seq
+                refusal = self._refusal(message, client)
+                if refusal is not None:
+                    await self._dead_letter(message.seq, refusal)
+                    continue
+                inflight[asyncio.create_task(self._publish(client, message))] = message.seq
             if acked:
                 batch, acked = acked, []
                 await asyncio.to_thread(self.store.acknowledge, batch)
@@ -386,124 +390,86 @@ class Publisher:
                 for task in done:
                     seq = inflight.pop(task)
                     exc = task.exception()
-                    if exc is not None:
-                        for other in inflight:
-                            other.cancel()
-                        raise exc
-                    acked.append(seq)
+                    if isinstance(exc, ValueError):  # paho: not a topic or payload MQTT carries
+                        await self._dead_letter(seq, f"MQTT cannot carry it: {exc}")
+                    elif exc is not None:
+                        raise exc  # the connection failed: the rest ends with it
+                    elif (refused := task.result()) is not None:
+                        await self._dead_letter(seq, f"the broker refused it: {refused}")
+                    else:
+                        acked.append(seq)
                 continue
             with contextlib.suppress(TimeoutError):  # idle: wait for the recorder
                 async with asyncio.timeout(1.0):
                     await self.notify.wait()
             drain.refresh()
 
-    async def _publish(self, client: aiomqtt.Client, message: OutboxMessage) -> None:
+    def _refusal(self, message: OutboxMessage, client: GatewayClient) -> str | None:
+        """Why ``message`` can never be published on this connection, if it cannot."""
+        limit = client.maximum_packet_size
+        if limit is not None and packet_size(message.topic, message.payload,
+                                             message.correlation) > limit:
+            return f"larger than the broker's maximum packet size ({limit} bytes)"
+        return None
+
+    async def _dead_letter(self, seq: int, reason: str) -> None:
+        if await asyncio.to_thread(self.store.dead_letter, seq, reason):
+            self.stats.dead_letters += 1
+
+    async def _publish(self, client: GatewayClient, message: OutboxMessage) -> str | None:
         properties = None
         if message.correlation is not None and self.settings.protocol == "5":
             properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
             properties.CorrelationData = message.correlation
-        await client.publish(message.topic, message.payload, qos=message.qos,
-                             retain=message.retain, properties=properties,
-                             timeout=self.publish_timeout_s)
-        self.stats.published += 1
+        refused = await client.publish_checked(
+            message.topic, message.payload, qos=message.qos, retain=message.retain,
+            properties=properties, timeout_s=self.publish_timeout_s)
+        if refused is None:
+            self.stats.published += 1
+        return refused
 
-    async def _receive_loop(self, client: aiomqtt.Client) -> None:
-        assert self.commands is not None
-        async for message in client.messages:
-            if not message.topic.matches(self.topics.commands):
-                continue
-            payload = message.payload if isinstance(message.payload, bytes | bytearray) \
-                else str(message.payload).encode()
-            response_topic = correlation = None
-            if message.properties is not None:
-                response_topic = getattr(message.properties, "ResponseTopic", None)
-                correlation = getattr(message.properties, "CorrelationData", None)
-            replies = await asyncio.to_thread(
-                self.commands.handle, bytes(payload), response_topic=response_topic,
-                correlation=correlation)
-            await asyncio.to_thread(self.store.append, replies)
-            self.notify.set()
+    # -- incoming -----------------------------------------------------------------------
+
+    async def _receive_loop(self, client: GatewayClient) -> None:
+        """Record arriving commands, then acknowledge them to the broker; a batch at a
+        time. A storage fault leaves them unacknowledged (the broker keeps them)."""
+        assert self.on_recorded is not None
+        while True:
+            batch = [await client.arrivals.get()]
+            while len(batch) < 256 and not client.arrivals.empty():
+                batch.append(client.arrivals.get_nowait())
+            await self._until_decided()
+            arrivals = [(InboundCommand(a.payload, a.response_topic, a.correlation, "mqtt",
+                                        time.time()), a.dup)
+                        for a in batch if a.topic == self.topics.commands]
+            while True:
+                try:
+                    recorded = await asyncio.to_thread(self.store.record_inbound, arrivals)
+                    break
+                except StoreWriteError as exc:
+                    log.warning("commands not recorded (%s): not acknowledged yet", exc)
+                    await asyncio.sleep(1.0)
+            client.acknowledge(batch)
+            self.stats.redeliveries += len(arrivals) - recorded
+            self.on_recorded()
+            if client.overflowed:
+                raise aiomqtt.MqttError(
+                    f"{client.overflowed} commands arrived beyond the incoming queue: "
+                    "reconnecting so that the broker sends them again")
+
+
+    async def _until_decided(self) -> None:
+        """While too many recorded commands wait for a decision, read no more (the
+        broker holds them)."""
+        while await asyncio.to_thread(self.store.inbound_depth) >= \
+                self.settings.max_pending_commands:
+            if self.decided is not None:
+                self.decided.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(1.0):
+                    await (self.decided or asyncio.Event()).wait()
 
 
 def _status_online() -> bytes:
     return (b'{"state":"online","protocol":"' + PROTOCOL_VERSION.encode() + b'","ts":'
             + str(round(time.time(), 3)).encode() + b"}")
-
-
-class _Drain:
-    """Chooses what to publish next: backlog (seq ≤ watermark at connect) and live
-    messages, alternating, each in sequence order. Reads the store a page at a time, and
-    looks for new live messages only after :meth:`refresh` (the recorder stored some)."""
-
-    PAGE = 256
-
-    def __init__(self, store: Store, watermark: int) -> None:
-        self.store = store
-        self.watermark = watermark
-        self.backlog: deque[OutboxMessage] = deque()
-        self.live: deque[OutboxMessage] = deque()
-        self.backlog_cursor = 0
-        self.live_cursor = watermark
-        self.backlog_done = watermark == 0
-        self.live_dirty = True
-        self.turn_backlog = True
-
-    def refresh(self) -> None:
-        self.live_dirty = True
-
-    async def _fill(self) -> None:
-        if not self.backlog and not self.backlog_done:
-            page = await asyncio.to_thread(self.store.pending, after_seq=self.backlog_cursor,
-                                           limit=self.PAGE)
-            page = [m for m in page if m.seq <= self.watermark]
-            if page:
-                self.backlog.extend(page)
-                self.backlog_cursor = page[-1].seq
-            else:
-                self.backlog_done = True
-        if not self.live and self.live_dirty:
-            page = await asyncio.to_thread(self.store.pending, after_seq=self.live_cursor,
-                                           limit=self.PAGE)
-            if page:
-                self.live.extend(page)
-                self.live_cursor = page[-1].seq
-            if len(page) < self.PAGE:
-                self.live_dirty = False  # all stored live messages are in hand
-
-    async def next(self) -> OutboxMessage | None:
-        if not self.backlog or not self.live:
-            await self._fill()
-        if self.backlog and (self.turn_backlog or not self.live):
-            self.turn_backlog = False
-            return self.backlog.popleft()
-        if self.live:
-            self.turn_backlog = True
-            return self.live.popleft()
-        return None
-
-
-# -- the embedded broker ----------------------------------------------------------------
-
-
-@contextlib.asynccontextmanager
-async def embedded_broker(host: str, port: int) -> Any:
-    """An amqtt broker (MQTT 3.1.1, anonymous) on ``host:port`` for the demo and for
-    sites without a broker of their own."""
-    from amqtt.broker import Broker
-
-    logging.getLogger("amqtt").setLevel(logging.WARNING)
-    logging.getLogger("transitions").setLevel(logging.WARNING)
-    broker = Broker({
-        "listeners": {"default": {"type": "tcp", "bind": f"{host}:{port}"}},
-        "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin":
-                    {"allow_anonymous": True}},
-    })
-    try:
-        await broker.start()
-    except Exception as exc:
-        raise OSError(f"cannot start the embedded MQTT broker on {host}:{port}: {exc}") from None
-    try:
-        yield broker
-    finally:
-        with contextlib.suppress(Exception):
-            await broker.shutdown()

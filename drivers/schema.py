@@ -56,7 +56,8 @@ def describe(value: object) -> str:
 def load_toml(path: Path | str) -> Node:
     """Parse a TOML file into a root :class:`Node`.
 
-    Raises :class:`ConfigError` naming the file when it cannot be read or parsed.
+    Raises :class:`ConfigError` naming the file when it is missing, a directory,
+    unreadable, not UTF-8, or not valid TOML.
     """
     file = str(path)
     try:
@@ -64,6 +65,15 @@ def load_toml(path: Path | str) -> Node:
             data = tomllib.load(handle)
     except FileNotFoundError:
         raise ConfigError(file, "", "an existing TOML file", missing=True) from None
+    except IsADirectoryError:
+        raise ConfigError(file, "", "a TOML file", got_text="a directory") from None
+    except OSError as exc:
+        raise ConfigError(file, "", "a readable TOML file",
+                          got_text=exc.strerror or type(exc).__name__) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(file, "", "UTF-8 text",
+                          got_text=f"the byte 0x{exc.object[exc.start]:02x} at offset "
+                                   f"{exc.start}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(file, "", f"valid TOML ({exc})", "a syntax error") from None
     return Node(file, "", data)

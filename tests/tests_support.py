@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import TypeVar
 
 from controller.runtime import Gateway, with_serial_ports
 from controller.scheduler import DeviceHealth
@@ -26,19 +27,55 @@ from simulators.clock import ManualClock
 from simulators.runner import SiteRunner
 from simulators.sitefile import build_site
 
+T = TypeVar("T")
+
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "jinan-office.toml"
 
 
-async def wait_until(condition: Callable[[], object], *, timeout_s: float = 10.0,
-                     poll_s: float = 0.01, what: str = "") -> None:
-    """Wait until ``condition()`` is true, checking every ``poll_s``; fail the test after
-    ``timeout_s`` naming ``what`` (a deadline, never a fixed sleep before an assert)."""
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout_s:g} s: {what or condition}")
-        await asyncio.sleep(poll_s)
+# -- waiting on a condition ----------------------------------------------------------
+
+
+class _Deadline:
+    """When a wait for ``what`` must end; :meth:`met` fails the test past it."""
+
+    def __init__(self, timeout_s: float, what: str | Callable[[], str]) -> None:
+        self.timeout_s, self.what = timeout_s, what
+        self.at = time.monotonic() + timeout_s
+
+    def met(self, value: object) -> bool:
+        if value:
+            return True
+        if time.monotonic() >= self.at:
+            text = self.what() if callable(self.what) else self.what
+            raise AssertionError(f"{text}: not within {self.timeout_s:g} s")
+        return False
+
+
+async def eventually(condition: Callable[[], T], *, timeout_s: float = 10.0,
+                     what: str | Callable[[], str] = "the condition",
+                     interval_s: float = 0.05) -> T:
+    """Wait until ``condition()`` returns something truthy, and return it. The test fails
+    (naming ``what``, which may be a function giving the state at that moment) when that
+    takes longer than ``timeout_s``: a deadline, not a pace — on a loaded machine the
+    wait only gets longer. The one way tests wait for something to happen."""
+    deadline = _Deadline(timeout_s, what)
+    while not deadline.met(value := condition()):  # noqa: ASYNC110 - polling is the job
+        await asyncio.sleep(interval_s)
+    return value
+
+
+def eventually_sync(condition: Callable[[], T], *, timeout_s: float = 10.0,
+                    what: str | Callable[[], str] = "the condition",
+                    interval_s: float = 0.05) -> T:
+    """:func:`eventually` for tests without an event loop (subprocesses)."""
+    deadline = _Deadline(timeout_s, what)
+    while not deadline.met(value := condition()):
+        time.sleep(interval_s)
+    return value
+
+
+# -- ports and site files -------------------------------------------------------------
 
 
 def free_port() -> int:
@@ -134,9 +171,9 @@ class Polling:
 
     async def until(self, condition: Callable[[], bool], what: str, *,
                     timeout_s: float = 10.0) -> None:
-        """:func:`wait_until`, reporting the devices' health on failure."""
+        """:func:`eventually`, reporting the devices' health on failure."""
         try:
-            await wait_until(condition, timeout_s=timeout_s, what=what)
+            await eventually(condition, timeout_s=timeout_s, what=what)
         except AssertionError as exc:
             raise AssertionError(f"{exc}; health {self.gateway.health()}") from None
 
@@ -272,7 +309,8 @@ class Mosquitto:
     persistence so stop/start keeps queued messages like a real broker restart."""
 
     def __init__(self, folder: Path, *, tls: bool = False, port: int | None = None,
-                 users: dict[str, str] | None = None, acl: str | None = None) -> None:
+                 users: dict[str, str] | None = None, acl: str | None = None,
+                 extra: tuple[str, ...] = ()) -> None:
         self.binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
         assert Path(self.binary).exists(), (
             "mosquitto is missing: .ci/system-packages --check-or-install")
@@ -304,6 +342,7 @@ class Mosquitto:
         if acl is not None:
             (folder / "acl").write_text(acl)
             lines.append(f"acl_file {folder / 'acl'}")
+        lines += extra  # more settings, e.g. max_packet_size
         if tls:
             lines += [f"listener {self.tls_port} 127.0.0.1",
                       f"cafile {self.certs['ca']}", f"certfile {self.certs['server_cert']}",
@@ -314,20 +353,26 @@ class Mosquitto:
     def start(self) -> Mosquitto:
         import contextlib
         import subprocess
-        import time
 
-        self.process = subprocess.Popen([self.binary, "-c", str(self.config)],
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 10
-        while True:
+        process = subprocess.Popen([self.binary, "-c", str(self.config)],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.process = process
+
+        def listening() -> bool:
+            if process.poll() is not None:
+                _, errors = process.communicate()
+                raise AssertionError(f"mosquitto did not start: {errors.decode()}")
             with contextlib.suppress(OSError), socket.create_connection(
                     ("127.0.0.1", self.port), 0.2):
-                return self
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                self.process.kill()
-                _, errors = self.process.communicate()
-                raise AssertionError(f"mosquitto did not start: {errors.decode()}")
-            time.sleep(0.05)
+                return True
+            return False
+
+        try:
+            eventually_sync(listening, timeout_s=10, what="mosquitto listening")
+        except AssertionError:
+            process.kill()
+            raise
+        return self
 
     def stop(self) -> None:
         import subprocess

@@ -363,10 +363,11 @@ class ControlLoop:
     async def _cycles(self, next_cycle: float) -> None:
         while True:
             await self.cycle()
-            next_cycle += self.settings.cycle_s
             now = time.monotonic()
-            if next_cycle < now:
-                next_cycle = now
+            if now >= next_cycle:  # the periodic cycle; one a command woke early is extra
+                next_cycle += self.settings.cycle_s
+                if next_cycle < now:
+                    next_cycle = now
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(next_cycle - now):

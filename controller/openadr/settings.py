@@ -7,9 +7,20 @@ from __future__ import annotations
 import re
 import ssl
 from dataclasses import dataclass
-from pathlib import Path
 from urllib.parse import urlsplit
 
+from controller.sections import (
+    Context,
+    Key,
+    Spec,
+    apply,
+    existing_file,
+    flag,
+    number,
+    read,
+    text,
+    texts,
+)
 from drivers.schema import Node
 from drivers.site import SiteSpec
 
@@ -45,10 +56,64 @@ class OpenAdrSettings:
         return self.vtn_url.startswith("https://")
 
 
-_KEYS = ("enabled", "vtn_url", "ven_name", "ven_id", "poll_interval_s", "report_interval_s",
-         "cert_file", "key_file", "ca_file", "vtn_fingerprint", "check_hostname",
-         "sign_messages", "participate", "opt_out_above_kw", "check_flexibility",
-         "market_contexts", "act_on_test_events", "simple_levels_kw", "capacity_kw")
+def _vtn_url(node: Node, _: Context) -> str:
+    url = node.str()
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise node.error('the VTN\'s URL, e.g. "https://vtn.example.com/OpenADR2/Simple/2.0b"')
+    return url.rstrip("/")
+
+
+def _fingerprint(node: Node, _: Context) -> str:
+    fingerprint = node.str().strip().upper()
+    if not _FINGERPRINT.match(fingerprint):
+        raise node.error("the VTN's OpenADR fingerprint: 10 hex bytes separated by ':' "
+                         "(the last 10 bytes of the certificate's SHA-256)")
+    return fingerprint
+
+
+def _ca_file(node: Node, context: Context) -> str:
+    ca = existing_file()(node, context)
+    assert isinstance(ca, str)
+    try:
+        ssl.create_default_context(cafile=ca)
+    except (ssl.SSLError, ValueError) as exc:
+        raise node.error(f"a PEM file of CA certificates ({exc})") from None
+    return ca
+
+
+def _levels(node: Node, _: Context) -> tuple[float, float, float]:
+    items = node.list()
+    if len(items) != 3:
+        raise node.error("[kW at level 1, level 2, level 3]")
+    low, middle, high = (item.float(min=0.0, max=1e6) for item in items)
+    if not low <= middle <= high:
+        raise node.error("kW that do not decrease from level 1 to 3")
+    return (low, middle, high)
+
+
+#: ``[openadr]``, one rule per key (docs/openadr.md).
+OPENADR: Spec = {
+    "enabled": Key(flag()),
+    "vtn_url": Key(_vtn_url, required=True),
+    "ven_name": Key(text()),
+    "ven_id": Key(text()),
+    "poll_interval_s": Key(number(1.0, 86400.0)),
+    "report_interval_s": Key(number(1.0, 86400.0)),
+    "cert_file": Key(existing_file()),
+    "key_file": Key(existing_file()),
+    "ca_file": Key(_ca_file),
+    "vtn_fingerprint": Key(_fingerprint),
+    "check_hostname": Key(flag()),
+    "sign_messages": Key(flag()),
+    "participate": Key(flag()),
+    "opt_out_above_kw": Key(number(0.0, 1e6, above=True)),
+    "check_flexibility": Key(flag()),
+    "market_contexts": Key(texts()),
+    "act_on_test_events": Key(flag()),
+    "simple_levels_kw": Key(_levels),
+    "capacity_kw": Key(number(0.0, 1e6, above=True)),
+}
 
 
 def openadr_settings(site: SiteSpec) -> OpenAdrSettings | None:
@@ -57,96 +122,20 @@ def openadr_settings(site: SiteSpec) -> OpenAdrSettings | None:
     node = site.section("openadr")
     if node is None:
         return None
-    node.only(_KEYS)
-    base = Path(site.file).resolve().parent if site.file and not site.file.startswith("<") \
-        else Path.cwd()
-
-    def opt(key: str) -> Node | None:
-        return node.get(key) if node is not None else None
-
-    def path_of(key: str) -> str | None:
-        child = opt(key)
-        if child is None:
-            return None
-        path = Path(child.str())
-        path = path if path.is_absolute() else base / path
-        if not path.is_file():
-            raise child.error("an existing file")
-        return str(path)
-
-    url_node = node.req("vtn_url")
-    url = url_node.str()
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise url_node.error('the VTN\'s URL, e.g. "https://vtn.example.com/OpenADR2/Simple/2.0b"')
-    url = url.rstrip("/")
-    cert, key, ca = path_of("cert_file"), path_of("key_file"), path_of("ca_file")
+    given = read(node, OPENADR, Context.of(site))
+    values = given.values
+    url = str(values["vtn_url"])
+    cert, key, ca = (values.get(name) for name in ("cert_file", "key_file", "ca_file"))
     if (cert is None) != (key is None):
         raise node.error("cert_file and key_file together (the VEN's client certificate)")
-    if parts.scheme == "http" and (cert is not None or ca is not None):
-        raise url_node.error("an https:// URL (cert_file / ca_file are TLS settings)")
-    if cert is not None and key is not None:
+    if url.startswith("http://") and (cert is not None or ca is not None):
+        raise given.error("an https:// URL (cert_file / ca_file are TLS settings)", "vtn_url")
+    if isinstance(cert, str) and isinstance(key, str):
         _check_key_pair(node, cert, key)
-    if ca is not None:
-        try:
-            ssl.create_default_context(cafile=ca)
-        except (ssl.SSLError, ValueError) as exc:
-            raise node.req("ca_file").error(f"a PEM file of CA certificates ({exc})") from None
-    fingerprint = None
-    if opt("vtn_fingerprint") is not None:
-        fp_node = node.req("vtn_fingerprint")
-        fingerprint = fp_node.str().strip().upper()
-        if not _FINGERPRINT.match(fingerprint):
-            raise fp_node.error("the VTN's OpenADR fingerprint: 10 hex bytes separated by ':' "
-                                "(the last 10 bytes of the certificate's SHA-256)")
-    sign = True
-    if opt("sign_messages") is not None:
-        sign = node.req("sign_messages").bool()
-        if sign and cert is None:
-            raise node.req("sign_messages").error("false, or cert_file and key_file to sign with")
-    levels = (10.0, 20.0, 30.0)
-    if opt("simple_levels_kw") is not None:
-        items = node.req("simple_levels_kw").list()
-        if len(items) != 3:
-            raise node.req("simple_levels_kw").error("[kW at level 1, level 2, level 3]")
-        values = [item.float(min=0.0, max=1e6) for item in items]
-        if not values[0] <= values[1] <= values[2]:
-            raise node.req("simple_levels_kw").error("kW that do not decrease from level 1 to 3")
-        levels = (values[0], values[1], values[2])
-    contexts: tuple[str, ...] = ()
-    if opt("market_contexts") is not None:
-        contexts = tuple(item.str() for item in node.req("market_contexts").list())
-
-    def number(key: str, low: float, high: float, *, exclusive: bool = False) -> float | None:
-        child = opt(key)
-        return None if child is None else child.float(min=low, max=high,
-                                                      min_exclusive=exclusive)
-
-    def flag(key: str, default: bool) -> bool:
-        child = opt(key)
-        return default if child is None else child.bool()
-
-    ven_name = opt("ven_name")
-    ven_id = opt("ven_id")
-    report = number("report_interval_s", 1.0, 86400.0)
-    return OpenAdrSettings(
-        vtn_url=url,
-        ven_name=site.site_id if ven_name is None else ven_name.str(),
-        ven_id=None if ven_id is None else ven_id.str(),
-        enabled=flag("enabled", True),
-        poll_interval_s=number("poll_interval_s", 1.0, 86400.0),
-        report_interval_s=60.0 if report is None else report,
-        cert_file=cert, key_file=key, ca_file=ca, vtn_fingerprint=fingerprint,
-        check_hostname=flag("check_hostname", True),
-        sign_messages=sign and cert is not None,
-        participate=flag("participate", True),
-        opt_out_above_kw=number("opt_out_above_kw", 0.0, 1e6, exclusive=True),
-        check_flexibility=flag("check_flexibility", True),
-        market_contexts=contexts,
-        act_on_test_events=flag("act_on_test_events", False),
-        simple_levels_kw=levels,
-        capacity_kw=number("capacity_kw", 0.0, 1e6, exclusive=True),
-    )
+    if values.get("sign_messages") and cert is None:
+        raise given.error("false, or cert_file and key_file to sign with", "sign_messages")
+    settings = apply(OpenAdrSettings(vtn_url=url, ven_name=site.site_id), values)
+    return apply(settings, {"sign_messages": settings.sign_messages and cert is not None})
 
 
 def _check_key_pair(node: Node, cert: str, key: str) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from sim_plant import SimPlant
-from tests_support import wait_until
+from tests_support import eventually
 
 from controller.control.events import DrEvent
 from controller.control.loop import ControlLoop
@@ -84,7 +84,7 @@ class ClosedLoop:
         it holds is handed back."""
         cycles = self.loop.cycles
         task = asyncio.create_task(self.loop.run())
-        await wait_until(lambda: self.loop.cycles > cycles, what="a cycle of the running loop")
+        await eventually(lambda: self.loop.cycles > cycles, what="a cycle of the running loop")
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task

@@ -10,6 +10,7 @@ import json
 import statistics
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from closed_loop import ClosedLoop, at
@@ -65,7 +66,7 @@ async def test_dr_reduction_delivers_at_least_95_percent(tmp_path: Path) -> None
     # The settlement estimate went out on the uplink and into the store.
     settlements = [m.body for m in published if m.topic.endswith("/dr/settlement")]
     assert len(settlements) == 1
-    estimate = settlements[0]
+    estimate: dict[str, Any] = settlements[0]
     assert (estimate["event_id"], estimate["declared_kw"]) == ("dr-1", 60.0)
     assert estimate["response_ratio"] >= 0.95
     assert estimate["duration_h"] == pytest.approx(1.0)

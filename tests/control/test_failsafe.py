@@ -8,7 +8,7 @@ import dataclasses
 from pathlib import Path
 
 from closed_loop import EXAMPLE, ClosedLoop
-from tests_support import wait_until
+from tests_support import eventually
 
 from controller.control.events import DrEvent
 from controller.control.loop import ControlLoop
@@ -119,7 +119,7 @@ async def test_what_does_not_revert_is_handed_back_when_control_stops(tmp_path: 
     assert heat_pump.sg_ready_state == 1  # blocked by the utility's command
     task = asyncio.create_task(loop.loop.run())
     # the running loop takes over from the manual cycles
-    await wait_until(lambda: loop.loop.cycles >= 13, what="a cycle of the running loop")
+    await eventually(lambda: loop.loop.cycles >= 13, what="a cycle of the running loop")
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
@@ -139,7 +139,7 @@ async def test_a_setting_left_held_by_a_crash_is_released_at_the_next_start(
     second = ControlLoop(first.plant, SETTINGS, CommandInbox(), Store(store_path),
                          clock=first.clock.now)
     task = asyncio.create_task(second.run())
-    await wait_until(lambda: heat_pump.sg_ready_state == 2, what="SG-Ready released")
+    await eventually(lambda: heat_pump.sg_ready_state == 2, what="SG-Ready released")
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task

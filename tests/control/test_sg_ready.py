@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 from pathlib import Path
+from typing import Any
 
 from closed_loop import ClosedLoop, at
 
@@ -28,7 +29,7 @@ def contacts_site() -> SiteSpec:
     return load_site(SITE)
 
 
-def register_site(**changes: float) -> SiteSpec:
+def register_site(**changes: Any) -> SiteSpec:
     """The same building with SG-Ready through the heat pump's own register."""
     site = load_site(SITE)
     heat_pump = site.devices["heat_pump"]
@@ -38,7 +39,7 @@ def register_site(**changes: float) -> SiteSpec:
     return dataclasses.replace(site, devices=devices)
 
 
-def with_wiring(site: SiteSpec, **changes: float) -> SiteSpec:
+def with_wiring(site: SiteSpec, **changes: Any) -> SiteSpec:
     heat_pump = site.devices["heat_pump"]
     assert heat_pump.sg_ready is not None
     devices = dict(site.devices, heat_pump=dataclasses.replace(

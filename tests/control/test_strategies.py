@@ -158,15 +158,15 @@ def test_indoor_safety_limits_override_events() -> None:
 
 def test_thermal_storage_heats_up_or_cools_down_within_the_band() -> None:
     settings = ControlSettings(thermal_surplus_kw=10.0)
-    surplus = {"grid_w": -20_000.0}
-    heating = compose(snapshot(indoor_c=21.0, outdoor_c=0.0, **surplus), Context(settings),
-                      strategies.ALL)
+    surplus = -20_000.0  # grid power, W
+    heating = compose(snapshot(indoor_c=21.0, outdoor_c=0.0, grid_w=surplus),
+                      Context(settings), strategies.ALL)
     assert heating.claims[Actuator("sg_ready", "hp")].value == strategies.SG_BOOST
-    full = compose(snapshot(indoor_c=23.8, outdoor_c=0.0, **surplus), Context(settings),
+    full = compose(snapshot(indoor_c=23.8, outdoor_c=0.0, grid_w=surplus), Context(settings),
                    strategies.ALL)
     assert full.claims[Actuator("sg_ready", "hp")].value == strategies.SG_NORMAL
-    cooling = compose(snapshot(indoor_c=23.0, outdoor_c=32.0, **surplus), Context(settings),
-                      strategies.ALL)
+    cooling = compose(snapshot(indoor_c=23.0, outdoor_c=32.0, grid_w=surplus),
+                      Context(settings), strategies.ALL)
     assert cooling.claims[Actuator("sg_ready", "hp")].value == strategies.SG_BOOST
 
 

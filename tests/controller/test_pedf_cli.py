@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -63,7 +64,7 @@ def test_check_names_file_key_and_expectation(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def simulated_site(tmp_path: Path) -> tuple[Path, subprocess.Popen[str]]:
+def simulated_site(tmp_path: Path) -> Iterator[tuple[Path, subprocess.Popen[str]]]:
     """The example site on free ports, served by ``pedf sim site`` in another process."""
     site = example_on_free_ports(tmp_path)
     process = start("sim", "site", str(site), "--start", "2026-06-22T11:00:00")
@@ -125,9 +126,15 @@ def test_scan_finds_units_and_sunspec_models(simulated_site: tuple[Path, object]
 def test_run_polls_and_stops_cleanly_on_sigterm(simulated_site: tuple[Path, object]) -> None:
     site, _ = simulated_site
     process = start("--log-format", "json", "run", str(site))
-    time.sleep(3.0)
+    assert process.stderr is not None
+    before: list[str] = []
+    while not any("grid_meter: answering" in line for line in before):  # the log goes on
+        line = process.stderr.readline()
+        assert line, f"pedf run ended early: {''.join(before)}"
+        before.append(line)
     process.send_signal(signal.SIGTERM)
-    _, errors = process.communicate(timeout=20)
+    _, rest = process.communicate(timeout=20)
+    errors = "".join(before) + rest
     assert process.returncode == 0, errors
     records = [json.loads(line) for line in errors.splitlines() if line.startswith("{")]
     assert any(r["msg"] == "grid_meter: answering" for r in records)

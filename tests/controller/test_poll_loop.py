@@ -152,7 +152,8 @@ async def test_bus_drops_the_oldest_batch_for_a_slow_subscriber() -> None:
     for index in range(5):
         bus.publish((reading("p", index),))
     assert slow.dropped == 3
-    assert [b[0].value for b in (slow.get_nowait(), slow.get_nowait())] == [3, 4]
+    kept = [slow.get_nowait(), slow.get_nowait()]
+    assert [b[0].value for b in kept if b is not None] == [3, 4]
     assert fast.dropped == 0
     assert fast.queue.qsize() == 5
     assert bus.latest.value("d", "p") == 4.0

@@ -9,7 +9,7 @@ import contextlib
 import re
 from pathlib import Path
 
-from tests_support import example_on_free_ports, mbpoll, polling, simulated, wait_until
+from tests_support import eventually, example_on_free_ports, mbpoll, polling, simulated
 
 from controller.control.events import DrEvent
 from controller.control.loop import ControlLoop, sg_ready_state
@@ -38,12 +38,12 @@ async def test_the_gateway_drives_the_contacts_and_hands_them_back(tmp_path: Pat
             loop.book.add(DrEvent("sg-1", "sg_ready", "heat_pump", now - 1, 3600.0, 1))
             task = asyncio.create_task(loop.run())
             try:
-                await wait_until(lambda: heat_pump.sg_ready_state == 1, timeout_s=20,
+                await eventually(lambda: heat_pump.sg_ready_state == 1, timeout_s=20,
                                  what="the heat pump blocked by its contacts")
                 assert relay.states[12:14] == [True, False]  # 1:0 on channels 13, 14
                 assert relay.safe_states[12:14] == [False, False]  # programmed to fall open
                 assert all(relay.safe_states[:12])
-                await wait_until(lambda: sg_ready_state(
+                await eventually(lambda: sg_ready_state(
                     loop.plant, spec.devices["heat_pump"]) == 1, timeout_s=20,
                     what="the blocked state read back from the relay's coils")
             finally:

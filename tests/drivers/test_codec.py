@@ -19,6 +19,7 @@ from drivers.codec import (
     decode_points,
     encode,
     encode_write,
+    register_map,
     registers_to_bytes,
     with_dependencies,
 )
@@ -134,7 +135,7 @@ def image_from(table: Table, address: int, registers: list[int]) -> RegisterImag
 
 
 def test_golden_sdm630_input_registers() -> None:
-    sdm = get_map("sdm630")
+    sdm = register_map(get_map("sdm630"))
     image = RegisterImage()
     image.store(Table.INPUT, 0x0000, [
         0x4366, 0x8000,  # L1 voltage 230.5 V (f32 0x43668000)
@@ -163,7 +164,7 @@ def test_golden_sdm630_input_registers() -> None:
 def test_golden_dtsu666_scaled_floats(irat: int, urat: int, ct: float, pt: float) -> None:
     """The Chint quick manual's conversion table: the registers hold the secondary side;
     U × UrAt·0.1, I × IrAt, P and energy × UrAt·0.1 × IrAt (ratios at 0x0006/0x0007)."""
-    dtsu = get_map("dtsu666")
+    dtsu = register_map(get_map("dtsu666"))
     image = RegisterImage()
     image.store(Table.HOLDING, 0x0006, [irat, urat])  # IrAt, UrAt (×0.1: 10 = ratio 1)
     image.store(Table.HOLDING, 0x2006, [0x4510, 0x5000])  # Ua raw 2309.0 → 230.9 V (×0.1)
@@ -188,7 +189,7 @@ def test_golden_dtsu666_scaled_floats(irat: int, urat: int, ct: float, pt: float
 
 
 def test_a_ratio_the_device_does_not_report_makes_the_primary_value_unknown() -> None:
-    dtsu = get_map("dtsu666")
+    dtsu = register_map(get_map("dtsu666"))
     image = RegisterImage()
     image.store(Table.HOLDING, 0x0006, [0, 10])  # IrAt 0: not a ratio
     image.store(Table.HOLDING, 0x200C, [0x45A4, 0x1000])
@@ -198,7 +199,7 @@ def test_a_ratio_the_device_does_not_report_makes_the_primary_value_unknown() ->
 
 
 def test_golden_sunspec_inverter_with_scale_factors() -> None:
-    inverter = get_map("sunspec-inverter")
+    inverter = register_map(get_map("sunspec-inverter"))
     w = inverter.point("inverter_three_phase.W")
     w_sf = inverter.point("inverter_three_phase.W_SF")
     hz = inverter.point("inverter_three_phase.Hz")
@@ -222,7 +223,7 @@ def test_golden_sunspec_inverter_with_scale_factors() -> None:
 
 
 def test_points_missing_from_the_image_are_left_out() -> None:
-    sdm = get_map("sdm630")
+    sdm = register_map(get_map("sdm630"))
     point = sdm.point(sdm.capabilities["power_w"])
     assert decode_points(sdm, [point], RegisterImage()) == {}
 

@@ -3,11 +3,13 @@ the protocol's driver encodes the writes (here checked down to the request frame
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import pytest
 
 from drivers.codec import decode
 from drivers.devices import Battery, HeatPump, Inverter, Meter, Relay, Write, device_class
-from drivers.frames import Function
+from drivers.frames import Function, Request
 from drivers.maploader import get_map
 from drivers.modbus import ModbusDriver, ModbusExchange
 from drivers.points import WriteRangeError
@@ -26,7 +28,7 @@ def test_meter_reads_through_capabilities_whatever_the_protocol() -> None:
         Meter(get_map("relay16"), {})
 
 
-def _requests(driver: ModbusDriver, write: Write, latest: dict[str, object]) -> list[object]:
+def _requests(driver: ModbusDriver, write: Write, latest: Mapping[str, object]) -> list[Request]:
     operation = driver.write(write, latest)  # type: ignore[arg-type]
     requests = []
     while (exchange := operation.next_exchange()) is not None:
@@ -46,8 +48,8 @@ def test_inverter_power_limit_follows_the_maps_recipe() -> None:
         ("controls.WMaxLim_Ena", 1)]
     driver = ModbusDriver(inverter_map, 1, Framing.STREAM)
     (request,) = _requests(driver, writes[1], latest)
-    assert request.function is Function.WRITE_SINGLE_REGISTER  # type: ignore[attr-defined]
-    assert request.values == (425,)  # type: ignore[attr-defined]
+    assert request.function is Function.WRITE_SINGLE_REGISTER
+    assert request.values == (425,)
     assert decode(inverter_map.point("controls.WMaxLimPct"), [425], -1) == 42.5  # type: ignore[arg-type]
     assert [w.point for w in inverter.release_power_limit()] == ["controls.WMaxLim_Ena"]
     with pytest.raises(WriteRangeError, match="outside 0–100"):
@@ -99,7 +101,7 @@ def test_relay_channels_and_watchdog() -> None:
     write = relay.set_channel(3, True)
     assert (write.point, write.value) == ("relay_3", True)
     (request,) = _requests(ModbusDriver(relay_map, 1, Framing.SERIAL), write, {})
-    assert (request.function, request.address, request.values) == (  # type: ignore[attr-defined]
+    assert (request.function, request.address, request.values) == (
         Function.WRITE_SINGLE_COIL, 2, (1,))
     assert [(w.point, w.value) for w in relay.arm_watchdog(90)] == [("watchdog_timeout", 90)]
 

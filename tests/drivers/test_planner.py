@@ -185,7 +185,7 @@ def test_every_group_plan_includes_its_scale_factors(model: str) -> None:
 
 
 def test_device_limit_lowers_request_size() -> None:
-    inverter = get_map("sunspec-inverter")
+    inverter = register_map(get_map("sunspec-inverter"))
     names = [p.name for p in inverter.points.values()]
     assert all(r.count <= 40 for r in plan_group(inverter, names, max_registers=40))
 

@@ -10,7 +10,7 @@ import tomllib
 import pytest
 from tests_support import site_from_text
 
-from drivers.codec import decode, encode
+from drivers.codec import decode, encode, register_map
 from drivers.devices import (
     SG_READY_CONTACTS,
     Relay,
@@ -129,7 +129,7 @@ def test_wiring_errors_name_the_key(heat_pump: str, relay: str, model: str, wher
 
 
 def test_coded_values_decode_and_encode_through_the_table() -> None:
-    point = get_map("midea-mthermal-r290").points["sg_signals"]
+    point = register_map(get_map("midea-mthermal-r290")).points["sg_signals"]
     assert [decode(point, [raw]) for raw in (0, 2, 4, 6)] == [2, 1, 3, 4]
     assert decode(point, [1]) is None  # a code the table does not have
     assert encode(point, 1) == [2]  # blocked: the SG signal, bit 1

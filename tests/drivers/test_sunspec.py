@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from drivers import sunspec
-from drivers.codec import RegisterImage, encode
+from drivers.codec import RegisterImage, encode, register_map
 from drivers.maploader import get_map
 from drivers.points import Table
 
@@ -16,7 +16,7 @@ def test_model_lengths_match_pysunspec2() -> None:
 
 
 def test_inverter_map_layout_is_a_valid_chain() -> None:
-    inverter = get_map("sunspec-inverter")
+    inverter = register_map(get_map("sunspec-inverter"))
     constants = inverter.sim_constants
     assert constants["SunS"] == "SunS"
     address = inverter.point("SunS").address + 2
@@ -31,7 +31,7 @@ def test_inverter_map_layout_is_a_valid_chain() -> None:
 
 
 def serve_image(device_map_name: str) -> RegisterImage:
-    device_map = get_map(device_map_name)
+    device_map = register_map(get_map(device_map_name))
     image = RegisterImage()
     for point in device_map.points.values():
         value = device_map.sim_constants.get(point.name)
@@ -63,7 +63,7 @@ def test_scan_without_marker_finds_nothing() -> None:
 
 def test_scan_reports_a_broken_chain() -> None:
     image = serve_image("sunspec-battery")
-    end = get_map("sunspec-battery").point("end.ID").address
+    end = register_map(get_map("sunspec-battery")).point("end.ID").address
     image.store(Table.HOLDING, end, [1, 66])  # claims another model where the end is
     scan = run_scan(image, sunspec.SunSpecScan())
     assert scan.error is not None

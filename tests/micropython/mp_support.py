@@ -23,12 +23,12 @@ from typing import Any
 import numpy as np
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 
-from tests_support import free_port
+from tests_support import free_port as free_port  # the tests take it from here
 
-from drivers.codec import RegisterImage, decode_points, with_dependencies
+from drivers.codec import RegisterImage, decode_points, register_map, with_dependencies
 from drivers.maploader import get_map
 from drivers.planner import plan_group
-from drivers.points import DeviceMap, Table, Value
+from drivers.points import DeviceMap, Point, Table, Value
 
 REPO = Path(__file__).resolve().parents[2]
 FIRMWARE = REPO / "micropython"
@@ -37,7 +37,7 @@ TOOLS = FIRMWARE / "tools"
 HEAP = "100K"
 ADC_MID = 2048
 FULL_SCALE = 4095
-MAP = get_map("esp32-submeter")
+MAP = register_map(get_map("esp32-submeter"))
 UNIT = 1
 ModbusClient = AsyncModbusTcpClient | AsyncModbusSerialClient
 
@@ -65,7 +65,7 @@ def run_script(build: Path, script: Path, *args: str, timeout: float = 60,
 # -- the gateway's side ------------------------------------------------------------------
 
 
-async def poll(client: ModbusClient, device_map: DeviceMap,
+async def poll(client: ModbusClient, device_map: DeviceMap[Point],
                names: tuple[str, ...]) -> dict[str, Value]:
     image = RegisterImage()
     for request in plan_group(device_map, names):

@@ -22,11 +22,11 @@ from pymodbus.pdu.register_message import (
     WriteSingleRegisterRequest,
 )
 
-from drivers.codec import RegisterImage, decode_points
+from drivers.codec import RegisterImage, decode_points, register_map
 from drivers.maploader import get_map
 from drivers.points import Point, Table
 
-MAP = get_map("esp32-submeter")
+MAP = register_map(get_map("esp32-submeter"))
 UNIT = 7
 HYPOTHESIS = settings(max_examples=60, deadline=None,
                       suppress_health_check=[HealthCheck.function_scoped_fixture])

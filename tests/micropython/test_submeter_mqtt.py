@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ import aiomqtt
 import pytest
 from mp_support import Device, sine_wave
 from tests_support import Mosquitto
+from tests_support import eventually as shared_eventually
 
 TOPIC = "pedf/submeter"
 DEVICE = "sm-test"
@@ -97,11 +97,9 @@ def ring_lines(root: Path) -> list[bytes]:
     return [line for path in sorted(ring.iterdir()) for line in path.read_bytes().splitlines()]
 
 
-async def eventually(condition: Any, seconds: float = 20.0, what: str = "") -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.05)
+async def eventually(condition: Any, what: str = "") -> None:
+    """``tests_support.eventually`` with this suite's 20 s deadline."""
+    await shared_eventually(condition, timeout_s=20.0, what=what)
 
 
 async def test_readings_survive_a_dead_link_and_a_reboot_in_order(

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -19,14 +18,14 @@ from typing import Any
 from openleadr import OpenADRServer, hooks, objects, utils
 from openleadr.messaging import create_message, parse_message, validate_xml_schema
 from sim_plant import SimPlant
-from tests_support import EXAMPLE, example_on_free_ports, free_port
+from tests_support import EXAMPLE, eventually, example_on_free_ports, free_port
 
 from controller.control.events import DrEvent
 from controller.control.loop import ControlLoop
 from controller.control.settings import control_settings
 from controller.inbox import CommandInbox
 from controller.openadr import Ven, ven_for
-from controller.store import Store
+from controller.store import Outgoing, Store
 from drivers.site import load_site
 from simulators.clock import ManualClock
 
@@ -187,10 +186,8 @@ async def running_utility(**kwargs: Any) -> AsyncIterator[Utility]:
 
 async def until(condition: Callable[[], bool], timeout_s: float = 10.0,
                 what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"{what}: not met within {timeout_s} s"
-        await asyncio.sleep(0.05)
+    """``tests_support.eventually`` with this suite's argument order."""
+    await eventually(condition, timeout_s=timeout_s, what=what)
 
 
 def site_with_openadr(tmp_path: Path, section: str, *, free_ports: bool = False) -> Path:
@@ -251,9 +248,13 @@ def building(tmp_path: Path, openadr: str, *, store_path: Path | None = None
     clock = ManualClock(START)
     plant, _ = SimPlant.build(spec, clock.now, start_s=START)
     store = Store(store_path or tmp_path / "state.sqlite")
+
+    def publish(messages: list[Outgoing]) -> None:
+        store.append(messages)
+
     try:
         loop = ControlLoop(plant, control_settings(spec), CommandInbox(), store,
-                           publish=store.append, clock=clock.now)
+                           publish=publish, clock=clock.now)
         ven = ven_for(spec, loop)
         assert ven is not None
         yield Site(loop, ven, clock, store)

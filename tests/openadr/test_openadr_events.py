@@ -101,7 +101,7 @@ async def test_opt_out_policy(tmp_path: Path) -> None:
         # a test event is answered but not acted on
         assert answer("test", "SIMPLE", "level", [1.0], test=True) == "optIn"
         assert "oadr:test" not in site.loop.book.events
-        rows = {row["command_id"]: (row["result"], row["reason"])
+        rows = {row["command_id"]: (str(row["result"]), str(row["reason"]))
                 for row in site.store.audit_rows() if row["source"] == "openadr"}
         assert rows["oadr:big"][0] == "optOut"
         assert rows["oadr:ok"][0] == "optIn"

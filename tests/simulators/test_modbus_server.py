@@ -6,13 +6,14 @@ import asyncio
 import contextlib
 import struct
 import time
+from typing import Any
 
 import pytest
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusIOException
 from pymodbus.pdu import ModbusPDU
 
-from drivers.codec import RegisterImage, decode_points, with_dependencies
+from drivers.codec import RegisterImage, decode_points, register_map, with_dependencies
 from drivers.planner import plan_group
 from drivers.points import Table
 from drivers.site import DeviceSpec
@@ -37,8 +38,8 @@ async def read_table(client: AsyncModbusTcpClient | AsyncModbusSerialClient, tab
 
 
 async def poll(client: AsyncModbusTcpClient | AsyncModbusSerialClient, device: DeviceSpec,
-               group: str) -> dict[str, object]:
-    device_map = device.device_map
+               group: str) -> dict[str, Any]:
+    device_map = register_map(device.device_map)
     image = RegisterImage()
     for request in plan_group(device_map, device_map.groups[group].points):
         response = await read_table(client, request.table, request.address, request.count,
@@ -124,7 +125,7 @@ async def test_writes_are_checked_against_the_map(running_site: SiteRunner) -> N
     inverter = spec.devices["pv_inverter"]
     client = await tcp_client(inverter)
     try:
-        w = inverter.device_map.point("inverter_three_phase.W")
+        w = register_map(inverter.device_map).point("inverter_three_phase.W")
         response = await client.write_register(w.address, 5, device_id=1)  # read-only
         assert response.isError()
         assert response.exception_code == 2

@@ -43,7 +43,7 @@ async def test_pymodbustcp_reads_relay_coils(running_site: SiteRunner) -> None:
     running_site.site.model.relays["relay_b"].write_channel(4, False)
 
     def read() -> list[bool] | None:
-        client = ModbusClient(host=relay.line.host, port=relay.line.port,  # type: ignore[union-attr]
+        client = ModbusClient(host=relay.line.host, port=relay.line.port,
                               unit_id=2, timeout=2.0)
         try:
             return client.read_coils(0, 16)  # type: ignore[no-any-return]

@@ -3,18 +3,20 @@ audited, and never reaches the control loop; good commands are queued once."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from tests_support import EXAMPLE
+from tests_support import EXAMPLE, eventually
 
+from controller.channel import CommandChannel
 from controller.commands import CommandRejectedError, Verifier, sign_ed25519, sign_hmac, validate
 from controller.inbox import CommandInbox
-from controller.store import Store
-from controller.uplink import CommandChannel, Topics, UplinkStats
+from controller.store import InboundCommand, Store
+from controller.uplink import Topics, UplinkStats
 from drivers.site import SiteSpec, load_site
 
 KEY = b"test-key"
@@ -92,6 +94,13 @@ def test_a_good_command_validates(site: SiteSpec) -> None:
     (b"[1, 2]", "expected a JSON object"),
     (b"\xff\xfe", "not UTF-8"),
     (b"{" + b'"a":1,' * 5000 + b'"b":2}', "exceeds 16384"),
+    # what used to escape the parser (issue 14), and its kin
+    (b'{"id": "x", "params": {"kw": 1e400}}', "1e400 is out of range for a number"),
+    (b"[" * 5000 + b"]" * 5000, "nest deeper than 8"),
+    (b'{"id": "x", "kw": ' + b"9" * 5000 + b"}", "a number of 5000 characters"),
+    (b'{"id": "a", "id": "b"}', "duplicate key 'id'"),
+    (b'{"id": "x", "params": {"kw": 1, "kw": 2}}', "duplicate key 'kw'"),
+    (b'{"id": "\\ud800"}', "lone surrogate"),
 ])
 def test_bad_commands_are_rejected_with_a_reason(site: SiteSpec, payload: bytes,
                                                  reason: str) -> None:
@@ -140,9 +149,10 @@ def test_channel_queues_once_replies_and_audits(site: SiteSpec, tmp_path: Path) 
     store = Store(tmp_path / "s.sqlite")
     inbox = CommandInbox()
     handler = channel(site, store, inbox)
-    replies = handler.handle(signed(command()), response_topic="operator/replies/7",
+    replies = handler.handle(signed(command()), response_topic="pedf/jinan-office/replies/op-7",
                              correlation=b"\x07")
-    assert [r.topic for r in replies] == ["pedf/jinan-office/replies", "operator/replies/7"]
+    assert [r.topic for r in replies] == ["pedf/jinan-office/replies",
+                                          "pedf/jinan-office/replies/op-7"]
     assert replies[0].body["status"] == "accepted"
     assert replies[1].correlation == b"\x07"
     again = handler.handle(signed(command()))  # the same command again: idempotent
@@ -188,3 +198,87 @@ def test_time_is_checked_with_the_real_clock_by_default(site: SiteSpec) -> None:
     body = command(issued_at=now, expires_at=now + 60)
     assert validate(signed(body), site=site, verifier=Verifier(hmac_key=KEY), now_s=now,
                     max_skew_s=30, ratings=ratings).expires_at == now + 60
+
+
+# -- the channel as a service: recorded commands, batches, room, faults -----------------
+
+
+async def test_recorded_commands_are_decided_after_a_restart(site: SiteSpec,
+                                                              tmp_path: Path) -> None:
+    """What was recorded before a crash and not decided is decided at the next start:
+    a command that expired meanwhile is answered as expired, never applied."""
+    path = tmp_path / "s.sqlite"
+    store = Store(path)
+    fresh = signed(command(id="fresh"))
+    stale = signed(command(id="stale", issued_at=NOW - 4000, expires_at=NOW - 3000))
+    store.record_inbound([(InboundCommand(fresh), False), (InboundCommand(stale), False)])
+    store.close()  # the gateway died here
+    inbox = CommandInbox()
+    handler = channel(site, Store(path), inbox)
+    service = asyncio.create_task(handler.run())
+    try:
+        await eventually(lambda: handler.store.inbound_depth() == 0, what="decided")
+    finally:
+        service.cancel()
+    replies = {json.loads(m.payload)["command_id"]: json.loads(m.payload)
+               for m in handler.store.pending()}
+    assert replies["fresh"]["status"] == "accepted"
+    assert replies["stale"]["status"] == "rejected"
+    assert replies["stale"]["reason"] == "expired 3000 s ago"
+    assert [c.id for c in iter(inbox.get_nowait, None)] == ["fresh"]
+
+
+def test_one_batch_accepts_a_command_once(site: SiteSpec, tmp_path: Path) -> None:
+    inbox = CommandInbox()
+    handler = channel(site, Store(tmp_path / "s.sqlite"), inbox)
+    same = InboundCommand(signed(command()))
+    replies = handler.process([same, same])
+    assert [r[0].body["status"] for r in replies] == ["accepted", "accepted"]
+    assert replies[1][0].body.get("duplicate") is True
+    assert inbox.qsize() == 1
+
+
+def test_the_audit_stays_within_a_tiny_quota(site: SiteSpec, tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.sqlite", audit_max_rows=10)
+    handler = channel(site, store, CommandInbox())
+    for number in range(30):
+        handler.handle(signed(command(id=f"bad-{number}"), b"wrong key") + b" " * 10_000)
+    rows = store.audit_rows(limit=100)
+    assert len(rows) == 10
+    assert [row["command_id"] for row in rows] == [f"bad-{n}" for n in range(29, 19, -1)]
+    assert all(row["payload_size"] and int(str(row["payload_size"])) > 10_000 for row in rows)
+
+
+async def test_a_full_inbox_waits_for_the_control_loop_before_refusing(
+        site: SiteSpec, tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.sqlite")
+    inbox = CommandInbox(maxsize=1)
+    handler = channel(site, store, inbox)
+    handler.busy_wait_s = 30.0
+    store.record_inbound([(InboundCommand(signed(command(id=f"c{n}"))), False)
+                          for n in range(3)])
+    service = asyncio.create_task(handler.run())
+    taken: list[str] = []
+    try:
+        while len(taken) < 3:  # a slow control loop takes one command at a time
+            got = await eventually(inbox.get_nowait, what="a command in the inbox")
+            assert got is not None
+            taken.append(got.id)
+    finally:
+        service.cancel()
+    assert taken == ["c0", "c1", "c2"]  # none refused as busy
+    assert handler.stats.commands["accepted"] == 3
+
+
+def test_a_bug_in_deciding_is_a_rejection_not_a_crash(site: SiteSpec, tmp_path: Path) -> None:
+    def broken(device: str, capability: str) -> float | None:
+        raise RuntimeError("a bug")
+
+    store = Store(tmp_path / "s.sqlite")
+    handler = CommandChannel(site, store, Topics("pedf/jinan-office"), CommandInbox(),
+                             Verifier(hmac_key=KEY), broken, UplinkStats(), clock=lambda: NOW)
+    body = handler.handle(signed(command(type="battery_setpoint", target="battery",
+                                         params={"power_w": 1.0, "duration_s": 60})))[0].body
+    assert body["status"] == "rejected"
+    assert body["reason"] == "internal error (RuntimeError): not applied"
+    assert store.audit_rows()[0]["result"] == "rejected"

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
-from tests_support import example_on_free_ports
+from tests_support import eventually, example_on_free_ports
 
 from controller.app import assemble
 from controller.config import uplink_settings
@@ -45,7 +45,15 @@ async def test_windows_are_summarised_kept_and_survive_a_restart(tmp_path: Path)
         stop = asyncio.Event()
         task = asyncio.create_task(app.gateway.run(stop, [
             (name, service) for name, service in app.services if name == "metering"]))
-        await asyncio.sleep(12.0)  # a 15-minute window every 3.75 s
+        assert app.store is not None
+        store: Store = app.store
+
+        def summaries_stored() -> int:
+            return sum(m.topic.endswith("/metering/window") for m in store.pending(limit=1000))
+
+        # A 15-minute window every 3.75 s: the first one is partial, the next ones whole.
+        await eventually(lambda: summaries_stored() >= 3, timeout_s=60,
+                         what="three window summaries")
         stop.set()
         await task
         assert app.store is not None

@@ -11,156 +11,55 @@ import os
 import signal
 import sqlite3
 import sys
-import time
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aiomqtt
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
-from tests_support import Mosquitto, example_on_free_ports, free_port, with_uplink
+from tests_support import Mosquitto, eventually, free_port
+from uplink_support import (
+    KEY,
+    PREFIX,
+    building,
+    collecting,
+    connected,
+    drained,
+    gateway,
+    out_of_order,
+    publish_command,
+    settings_for,
+    site_file_for_run,
+)
 
-from controller.app import App, assemble
 from controller.commands import sign_hmac
-from controller.config import UplinkSettings, uplink_settings
 from controller.operator import build_command
-from drivers.site import SiteSpec, load_site
-from simulators.clock import ManualClock
-from simulators.runner import SiteRunner
-from simulators.sitefile import build_site
-
-START = 1_782_093_600.0  # 2026-06-22 10:00 in Jinan
-KEY = b"jinan-demo-key-change-me"
 
 
-@dataclass
-class Collector:
-    """A subscriber with a persistent session that reconnects through broker restarts."""
-
-    port: int
-    topic: str
-    messages: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
-    client_id: str = "test-collector"
-
-    async def run(self) -> None:
-        while True:
-            try:
-                async with aiomqtt.Client("127.0.0.1", self.port, identifier=self.client_id,
-                                          clean_session=False,
-                                          protocol=aiomqtt.ProtocolVersion.V311) as client:
-                    await client.subscribe(self.topic, qos=1)
-                    async for message in client.messages:
-                        payload = message.payload
-                        assert isinstance(payload, bytes | bytearray)
-                        self.messages.append((str(message.topic), json.loads(payload)))
-            except aiomqtt.MqttError:
-                await asyncio.sleep(0.2)
-
-    def seqs(self) -> list[int]:
-        return [body["seq"] for _, body in self.messages if "seq" in body]
-
-
-@contextlib.asynccontextmanager
-async def collecting(port: int, topic: str) -> AsyncIterator[Collector]:
-    collector = Collector(port, topic)
-    task = asyncio.create_task(collector.run())
-    await asyncio.sleep(0.3)
-    try:
-        yield collector
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-
-def settings_for(site: SiteSpec, tmp_path: Path, port: int, **changes: Any) -> UplinkSettings:
-    return dataclasses.replace(uplink_settings(site), host="127.0.0.1", port=port,
-                               protocol="5", store_path=str(tmp_path / "state.sqlite"),
-                               health_interval_s=2.0, **changes)
-
-
-@contextlib.asynccontextmanager
-async def building(tmp_path: Path, *, control: bool = True
-                   ) -> AsyncIterator[tuple[SiteSpec, SiteRunner]]:
-    path = example_on_free_ports(tmp_path)
-    if not control:
-        path.write_text(path.read_text(encoding="utf-8") + "\n[control]\nenabled = false\n",
-                        encoding="utf-8")
-    spec = load_site(path)
-    async with SiteRunner(build_site(spec, start_s=START), ManualClock(START)) as runner:
-        yield spec, runner
-
-
-@contextlib.asynccontextmanager
-async def gateway(spec: SiteSpec, runner: SiteRunner, settings: UplinkSettings
-                  ) -> AsyncIterator[App]:
-    async with assemble(spec, serial_ports=runner.serial_ports, settings=settings) as app:
-        stop = asyncio.Event()
-        task = asyncio.create_task(app.gateway.run(stop, app.services))
-        try:
-            yield app
-        finally:
-            stop.set()
-            await task
-
-
-async def until(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.05)
-
-
-async def connected(app: App, timeout_s: float = 10.0) -> None:
-    """Until the uplink is connected and subscribed to commands."""
-    deadline = time.monotonic() + timeout_s
-    while not app.stats.connected:
-        assert time.monotonic() < deadline, f"not connected: {app.stats.last_error}"
-        await asyncio.sleep(0.05)
-    await asyncio.sleep(0.3)
-
-
-async def drained(app: App, timeout_s: float = 30.0) -> None:
-    assert app.store is not None
-    deadline = time.monotonic() + timeout_s
-    while app.store.depth()[0] > 0:
-        assert time.monotonic() < deadline, f"outbox still holds {app.store.depth()}"
-        await asyncio.sleep(0.1)
-
-
-def first_occurrences_increase(seqs: list[int]) -> bool:
-    seen: set[int] = set()
-    firsts = []
-    for seq in seqs:
-        if seq not in seen:
-            seen.add(seq)
-            firsts.append(seq)
-    return firsts == sorted(firsts)
-
-
-async def test_a_broker_outage_loses_nothing(tmp_path: Path) -> None:
+async def test_a_broker_outage_loses_nothing_and_keeps_each_topic_in_order(
+        tmp_path: Path) -> None:
     broker = Mosquitto(tmp_path / "broker").start()
     try:
         async with building(tmp_path) as (spec, runner), \
-                collecting(broker.port, "pedf/jinan-office/#") as collector:
+                collecting(broker.port, f"{PREFIX}/#") as collector:
             settings = settings_for(spec, tmp_path, broker.port)
             async with gateway(spec, runner, settings) as app:
-                await asyncio.sleep(3.0)
+                store = app.store
+                assert store is not None
+                await eventually(lambda: len(collector.on(f"{PREFIX}/telemetry/grid_meter")) >= 2,
+                                 timeout_s=20, what="telemetry flowing")
                 broker.stop()  # the broker goes away under steady telemetry
-                await asyncio.sleep(4.0)
-                assert app.store is not None
-                waiting = app.store.depth()[0]
-                assert waiting > 20  # telemetry piled up in the outbox meanwhile
+                await eventually(lambda: store.depth()[0] > 60, timeout_s=30,
+                                 what="a backlog in the outbox")
                 broker.start()
-                await asyncio.sleep(1.0)
-                await drained(app)
-                last = app.store.next_seq - 1
-                await asyncio.sleep(1.0)
-            received = set(collector.seqs())
-            missing = set(range(1, last + 1)) - received
-            assert not missing, f"lost {len(missing)} of {last}: {sorted(missing)[:10]}"
+                last = store.next_seq - 1  # written during the outage, or before
+
+                def missing() -> set[int]:
+                    return set(range(1, last + 1)) - set(collector.seqs())
+
+                await eventually(lambda: not missing(), timeout_s=30,
+                                 what=lambda: f"{len(missing())} of {last} delivered")
+            # After the outage the backlog and new messages interleave across topics, but
+            # within a topic they arrive in sequence order.
+            assert out_of_order(collector.messages) == []
             assert app.stats.connects >= 2
     finally:
         broker.stop()
@@ -173,43 +72,36 @@ async def test_sigkill_mid_stream_then_restart_delivers_every_written_seq(
     try:
         async with building(tmp_path) as (spec, _runner), \
                 collecting(broker.port, "pedf/jinan-office/#") as collector:
-            site_file = with_uplink(Path(spec.file), f"""
-                [uplink]
-                host = "127.0.0.1"
-                port = {broker.port}
-                protocol = "5"
-                [uplink.outbox]
-                path = "{state}"
-                [uplink.commands]
-                hmac_key = "jinan-demo-key-change-me"
-                """.replace("    ", ""))
+            site_file = site_file_for_run(spec.file, broker.port, state)
             command = [sys.executable, "-m", "controller.cli", "run", str(site_file)]
             env = {**os.environ, "PYTHONUNBUFFERED": "1"}
             first = await asyncio.create_subprocess_exec(
                 *command, env=env, stderr=asyncio.subprocess.DEVNULL)
-            await asyncio.sleep(4.0)
+            await eventually(lambda: collector.on(f"{PREFIX}/telemetry/grid_meter"),
+                             timeout_s=30, what="telemetry from the first gateway")
             broker.stop()  # from now on the outbox keeps what it writes
-            await asyncio.sleep(3.0)
+
+            def waiting() -> int:
+                with contextlib.closing(sqlite3.connect(state)) as db:
+                    return int(db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+
+            await eventually(lambda: waiting() > 20, timeout_s=30, what="a backlog")
             first.send_signal(signal.SIGKILL)  # mid-stream, no chance to flush anything
             await first.wait()
-            with sqlite3.connect(state) as db:
+            with contextlib.closing(sqlite3.connect(state)) as db:
                 written_up_to = int(db.execute(
                     "SELECT value FROM meta WHERE key = 'next_seq'").fetchone()[0]) - 1
-                waiting = db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
-            assert waiting > 20  # undelivered when the gateway died
+            assert waiting() > 20  # undelivered when the gateway died
             assert not set(range(1, written_up_to + 1)) <= set(collector.seqs())
             broker.start()
             second = await asyncio.create_subprocess_exec(
                 *command, env=env, stderr=asyncio.subprocess.PIPE)
-            deadline = time.monotonic() + 30
-            while not set(range(1, written_up_to + 1)) <= set(collector.seqs()):
-                assert time.monotonic() < deadline, "not everything arrived"
-                await asyncio.sleep(0.2)
+            await eventually(lambda: set(range(1, written_up_to + 1)) <= set(collector.seqs()),
+                             timeout_s=30, what="everything written before the kill")
             second.send_signal(signal.SIGTERM)
             _, errors = await second.communicate()
             assert second.returncode == 0, errors.decode()[-2000:]
-            before_kill = [s for s in collector.seqs() if s <= written_up_to]
-            assert first_occurrences_increase(before_kill)
+            assert out_of_order(collector.messages, written_up_to) == []  # per topic
     finally:
         broker.stop()
 
@@ -221,11 +113,8 @@ async def test_quota_overflow_drops_the_oldest_and_reports_it(tmp_path: Path) ->
         async with gateway(spec, runner, settings) as app:
             store = app.store
             assert store is not None
-            deadline = time.monotonic() + 30
-            while store.dropped_total == 0:
-                assert time.monotonic() < deadline
-                await asyncio.sleep(0.2)
-            await asyncio.sleep(1.0)
+            await eventually(lambda: store.dropped_total > 0, timeout_s=30,
+                             what="the quota dropping messages")
             _waiting, stored = store.depth()
             assert stored <= 64 * 1024
             remaining = [m.seq for m in store.pending(limit=100_000)]
@@ -233,11 +122,12 @@ async def test_quota_overflow_drops_the_oldest_and_reports_it(tmp_path: Path) ->
             assert remaining[0] == store.dropped_total + 1  # exactly the oldest were dropped
             broker = Mosquitto(tmp_path / "broker", port=port).start()
             try:
-                async with collecting(port, "pedf/jinan-office/#") as collector:
+                async with collecting(port, f"{PREFIX}/#") as collector:
                     await drained(app)
-                    await asyncio.sleep(0.5)
                     last = store.next_seq - 1
                     dropped = store.dropped_total
+                    await eventually(lambda: last in collector.seqs(), timeout_s=10,
+                                     what="the last message delivered")
             finally:
                 broker.stop()
     received = set(collector.seqs())
@@ -264,8 +154,8 @@ async def test_commands_over_mqtt5_and_nothing_written_when_rejected(tmp_path: P
             settings = settings_for(spec, tmp_path, broker.port)
             async with gateway(spec, runner, settings) as app:
                 await connected(app)
-                await until(lambda: app.gateway.capability("battery", "max_charge_w")
-                            is not None)  # the rating check needs the battery's rating
+                await eventually(lambda: app.gateway.capability("battery", "max_charge_w")
+                                 is not None, what="the battery's rating")  # for the check
                 good = sign_hmac(build_command("sg_ready", target="heat_pump",
                                                params={"state": 1, "duration_s": 600},
                                                lifetime_s=660), KEY)
@@ -273,28 +163,36 @@ async def test_commands_over_mqtt5_and_nothing_written_when_rejected(tmp_path: P
                 over = sign_hmac(build_command("battery_setpoint", target="battery",
                                                params={"power_w": 5e6, "duration_s": 60},
                                                lifetime_s=120), KEY)
-                replies = {}
+                replies: dict[str, dict[str, Any]] = {}  # by command id
+                answered: dict[int, dict[str, Any]] = {}  # on the response topic, by index
                 async with aiomqtt.Client("127.0.0.1", broker.port, identifier="operator",
                                           protocol=aiomqtt.ProtocolVersion.V5) as client:
-                    await client.subscribe("operator/replies", qos=1)
+                    await client.subscribe("pedf/jinan-office/replies/#", qos=1)
                     for index, payload in enumerate((good, bad, over, {"id": 3})):
-                        properties = Properties(PacketTypes.PUBLISH)
-                        properties.ResponseTopic = "operator/replies"
-                        properties.CorrelationData = bytes([index])
-                        await client.publish("pedf/jinan-office/commands",
-                                             json.dumps(payload).encode(), qos=1,
-                                             properties=properties)
+                        await publish_command(client, json.dumps(payload).encode(),
+                                              response_topic=f"{PREFIX}/replies/operator",
+                                              correlation=bytes([index]))
                     async with asyncio.timeout(10):
                         async for message in client.messages:
-                            correlation = message.properties.CorrelationData  # type: ignore[union-attr]
-                            replies[correlation[0]] = json.loads(message.payload)  # type: ignore[arg-type]
-                            if len(replies) == 4:
+                            body = json.loads(message.payload)
+                            if str(message.topic) == "pedf/jinan-office/replies":
+                                replies[str(body["command_id"])] = body
+                            else:
+                                correlation = message.properties.CorrelationData  # type: ignore[union-attr]
+                                answered[correlation[0]] = body
+                            if len(replies) == 4 and len(answered) == 2:
                                 break
-                assert replies[0]["status"] == "accepted"
-                assert replies[1] == {**replies[1], "status": "rejected",
-                                      "reason": "bad signature"}
-                assert "above the rating of battery" in replies[2]["reason"]
-                assert "missing field" in replies[3]["reason"]
+                assert replies[good["id"]]["status"] == "accepted"
+                assert replies["forged"] == {**replies["forged"], "status": "rejected",
+                                             "reason": "bad signature"}
+                assert "above the rating of battery" in replies[over["id"]]["reason"]
+                assert "missing field" in replies["None"]["reason"]
+                # Only signed commands are answered on their response topic too.
+                def unsequenced(body: dict[str, Any]) -> dict[str, Any]:
+                    return {k: v for k, v in body.items() if k != "seq"}
+
+                assert {k: unsequenced(v) for k, v in answered.items()} == {
+                    0: unsequenced(replies[good["id"]]), 2: unsequenced(replies[over["id"]])}
                 assert app.inbox.qsize() == 1  # only the good one reached the control loop
                 assert all(h.writes_ok == 0 and h.writes_failed == 0
                            for h in app.gateway.health().values())
@@ -334,14 +232,14 @@ async def test_tls_with_acl(tmp_path: Path) -> None:
                     async with asyncio.timeout(10):
                         async for message in client.messages:
                             assert str(message.topic) == "pedf/jinan-office/replies"
-                            assert json.loads(message.payload)["status"] == "accepted"  # type: ignore[arg-type]
+                            assert json.loads(message.payload)["status"] == "accepted"
                             break
                 assert app.stats.connected
             wrong_ca = dataclasses.replace(settings, tls=_tls(broker.certs["client_cert"]))
             async with gateway(spec, runner, wrong_ca) as app:
-                await asyncio.sleep(2.0)
+                await eventually(lambda: "certificate" in app.stats.last_error.lower(),
+                                 what=lambda: f"a certificate error ({app.stats.last_error})")
                 assert not app.stats.connected
-                assert "certificate" in app.stats.last_error.lower()
     finally:
         broker.stop()
 
@@ -369,10 +267,20 @@ async def test_home_assistant_discovery_and_metrics(tmp_path: Path) -> None:
             settings = settings_for(spec, tmp_path, broker.port, home_assistant=True,
                                     metrics_port=metrics_port)
             async with gateway(spec, runner, settings):
-                await asyncio.sleep(3.0)
-                text = await asyncio.to_thread(
-                    lambda: urllib.request.urlopen(
-                        f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode())
+                soc_config = "homeassistant/sensor/jinan_office_battery_soc_pct/config"
+                await eventually(lambda: soc_config in dict(discovery.messages),
+                                 what="discovery configs")
+
+                def scrape() -> str:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics",
+                                                timeout=5) as response:
+                        return str(response.read().decode())
+
+                def battery_up() -> str:
+                    page = scrape()
+                    return page if 'pedf_device_up{device="battery"} 1.0' in page else ""
+
+                text = await eventually(battery_up, what="the battery up in the metrics")
         configs = dict(discovery.messages)
         soc = configs["homeassistant/sensor/jinan_office_battery_soc_pct/config"]
         assert soc["state_topic"] == "pedf/jinan-office/telemetry/battery"

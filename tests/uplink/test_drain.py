@@ -1,0 +1,62 @@
+"""The order the publisher sends in (per topic by seq, topics in turn) and the waits
+between connection attempts (jittered, capped)."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+from controller.drain import Drain
+from controller.store import OutboxMessage, Outgoing, Store
+from controller.uplink import Backoff
+
+
+async def everything(drain: Drain) -> list[OutboxMessage]:
+    sent = []
+    while (message := await drain.next()) is not None:
+        sent.append(message)
+    return sent
+
+
+async def test_each_topic_in_order_topics_in_turn(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.sqlite")
+    store.append([Outgoing("t/telemetry", {"n": n}) for n in range(300)])  # a long backlog
+    store.append([Outgoing("t/replies", {"n": n}) for n in range(3)])
+    drain = Drain(store)
+    await drain.start()
+    first = [await drain.next() for _ in range(6)]
+    assert [m.topic for m in first if m] == ["t/replies", "t/telemetry"] * 3 or \
+        [m.topic for m in first if m] == ["t/telemetry", "t/replies"] * 3
+    store.append([Outgoing("t/replies", {"n": 3}), Outgoing("t/events", {"n": 0})])
+    drain.refresh()  # the recorder stored more
+    rest = await everything(drain)
+    sent = [m for m in first if m] + rest
+    assert sorted(m.seq for m in sent) == list(range(1, 306))  # each exactly once
+    by_topic: dict[str, list[int]] = {}
+    for message in sent:
+        by_topic.setdefault(message.topic, []).append(message.seq)
+    assert all(seqs == sorted(seqs) for seqs in by_topic.values())
+    position = {m.seq: index for index, m in enumerate(sent)}
+    assert position[304] < 12
+    assert position[305] < 12
+
+
+async def test_acknowledged_and_dead_messages_are_not_sent_again(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.sqlite")
+    seqs, _ = store.append([Outgoing("t/a", {"n": n}) for n in range(200)])
+    store.acknowledge(seqs[:50])
+    store.dead_letter(seqs[60], "refused")
+    drain = Drain(store)
+    await drain.start()
+    assert [m.seq for m in await everything(drain)] == [s for s in seqs[50:] if s != seqs[60]]
+
+
+def test_reconnect_waits_are_jittered_and_capped() -> None:
+    backoff = Backoff(base_s=0.5, cap_s=3.0, rng=random.Random(7))
+    waits = [backoff.next() for _ in range(50)]
+    assert 0.25 <= waits[0] <= 0.5
+    assert all(wait <= 3.0 for wait in waits)  # delivery resumes soon after the broker
+    assert all(wait >= 1.5 for wait in waits[3:])  # … but the broker is not hammered
+    assert len(set(waits)) == len(waits)  # a fleet does not reconnect in step
+    backoff.reset()
+    assert backoff.next() <= 0.5
