@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from closed_loop import ClosedLoop
-from tests_support import wait_until
+from tests_support import eventually
 from vendor_sites import vendor_site
 
 from controller.control.events import DrEvent
@@ -49,7 +49,7 @@ async def restart(loop: ClosedLoop, store: Path, released: Callable[[], bool],
                          clock=loop.clock.now)
     task = asyncio.create_task(second.run())
     try:
-        await wait_until(released, what=what)
+        await eventually(released, what=what)
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from pymodbus.client import AsyncModbusTcpClient
-from tests_support import polling, simulated, wait_until
+from tests_support import eventually, polling, simulated
 from vendor_sites import vendor_site_on_free_ports
 
 from controller.control.events import DrEvent
@@ -28,6 +28,7 @@ from controller.control.settings import ControlSettings
 from controller.inbox import CommandInbox
 from controller.lines import TcpLine
 from drivers.devices import Inverter
+from drivers.points import Pacing
 from simulators.modbus import ServedDevice
 
 HUAWEI_POINTS = {
@@ -51,7 +52,7 @@ async def test_the_gateway_polls_and_controls_a_quirky_huawei_over_one_connectio
         loop.book.add(DrEvent("bat", "battery", "battery", loop.clock(), 600.0, -2000.0))
         task = asyncio.create_task(loop.run())
         try:
-            await wait_until(lambda: battery.forced_w == -2000.0, timeout_s=15.0,
+            await eventually(lambda: battery.forced_w == -2000.0, timeout_s=15.0,
                              what="the forcible charge in force")
             # … and the derating, by the inverter's recipe through the gateway.
             inverter = Inverter(spec.devices["inverter"].device_map,
@@ -94,7 +95,7 @@ async def test_without_the_maps_pacing_the_huawei_quirks_bite(
     gateway reports an error), so polls fail — the pacing is what lets it through."""
     spec = vendor_site_on_free_ports("huawei-shop", tmp_path, timeout_s="0.3")
     careless = dataclasses.replace(spec, devices={
-        name: dataclasses.replace(d, pacing=dataclasses.replace(d.pacing, **{setting: 0.0}))
+        name: dataclasses.replace(d, pacing=_without(d.pacing, setting))
         for name, d in spec.devices.items()})
     async with simulated(spec) as runner, polling(careless) as gateway:
         unit = runner.devices["inverter"]
@@ -115,7 +116,7 @@ async def test_a_second_client_is_refused_while_the_gateway_polls(tmp_path: Path
                                       timeout=1.0, retries=0)
         await client.connect()
         try:  # the device closes the second connection at once
-            await wait_until(lambda: not client.connected, what="second client refused")
+            await eventually(lambda: not client.connected, what="second client refused")
         finally:
             client.close()
         polls = gateway.polls("inverter")
@@ -129,3 +130,13 @@ def _quiet_pymodbus() -> None:
     import logging
 
     logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
+
+
+def _without(pacing: Pacing, setting: str) -> Pacing:
+    """``pacing`` with one of its delays (``request_interval_s`` or ``connect_delay_s``)
+    set to zero."""
+    if setting == "request_interval_s":
+        return dataclasses.replace(pacing, request_interval_s=0.0)
+    if setting == "connect_delay_s":
+        return dataclasses.replace(pacing, connect_delay_s=0.0)
+    raise ValueError(f"no pacing delay named {setting!r}")

@@ -17,8 +17,7 @@ from pathlib import Path
 import pytest
 from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusIOException
-from test_wire import mbpoll, polled_values
-from tests_support import simulated
+from tests_support import mbpoll, polled_values, simulated
 from vendor_sites import vendor_site_on_free_ports
 
 from drivers.site import DeviceSpec
