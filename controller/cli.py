@@ -17,6 +17,7 @@ from controller.config import check_site, logging_settings
 from controller.logs import setup_logging
 from controller.runtime import Service
 from drivers.maploader import MapError, get_map, shipped_models
+from drivers.points import Pacing
 from drivers.schema import ConfigError
 from drivers.site import SiteSpec, load_site
 
@@ -592,6 +593,13 @@ def cmd_maps(args: argparse.Namespace) -> int:
         return 2
     print(f"{device_map.model}: {device_map.description} ({device_map.documentation})")
     print(f"  protocol: {device_map.protocol.value}")
+    if device_map.shared_unit:
+        print(f"  part of a {device_map.shared_unit}: shares its unit id with its other parts")
+    pacing = device_map.pacing
+    if pacing != Pacing():
+        print(f"  pacing: {pacing.request_interval_s:g} s between requests, "
+              f"{pacing.connect_delay_s:g} s after connecting"
+              + (", one client at a time" if pacing.single_client else ""))
     for point in device_map.points.values():
         print(f"  {point.location:<28} {point.access.value:<2} {point.unit:<4} {point.name}")
     for name, control in device_map.controls.items():

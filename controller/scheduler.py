@@ -104,6 +104,15 @@ class _PendingWrite:
 
 
 @dataclass
+class Pace:
+    """When a station (a unit id, an address) was last spoken to: request pacing counts
+    from there. Devices that are parts of one physical device at one unit (maps with one
+    ``shared_unit``) share it, because the device paces its requests, not the maps'."""
+
+    last_request: float = -math.inf  # monotonic, end of the last exchange
+
+
+@dataclass
 class DevicePoller:
     """A device's driver, schedule, health and write budget (state only; the line's
     scheduler does the I/O)."""
@@ -112,12 +121,17 @@ class DevicePoller:
     driver: Driver
     groups: list[GroupSchedule]
     health: DeviceHealth = field(default_factory=DeviceHealth)
-    last_request: float = -math.inf  # monotonic
+    pace: Pace = field(default_factory=Pace)
     write_tokens: float = 0.0
     write_tokens_at: float = 0.0
 
+    @property
+    def last_request(self) -> float:
+        return self.pace.last_request
+
     @classmethod
-    def create(cls, spec: DeviceSpec, driver: Driver, now: float) -> DevicePoller:
+    def create(cls, spec: DeviceSpec, driver: Driver, now: float,
+               pace: Pace | None = None) -> DevicePoller:
         # A fixed slot per device spreads the polls over PHASE_SLOTS instants a second
         # (or an interval, if shorter), instead of every device asking in the same one.
         slot = zlib.crc32(spec.name.encode()) * PHASE_SLOTS // 0x1_0000_0000 / PHASE_SLOTS
@@ -125,8 +139,8 @@ class DevicePoller:
                   for group in spec.groups.values()]
         for schedule in groups:
             driver.read(schedule.group.points)  # plan now: a bad map fails at start-up
-        return cls(spec, driver, groups, write_tokens=float(spec.write_burst),
-                   write_tokens_at=now)
+        return cls(spec, driver, groups, pace=pace or Pace(),
+                   write_tokens=float(spec.write_burst), write_tokens_at=now)
 
     def next_poll(self) -> tuple[float, GroupSchedule]:
         """When this device may next be polled, and which group."""
@@ -170,10 +184,13 @@ class LineScheduler:
                     start: float | None = None) -> LineScheduler:
         """The scheduler of ``line`` for ``specs``, each with its protocol's driver.
         Polls are phased from ``start`` (monotonic s; default now): a gateway gives all
-        its lines the same start, so that their slots coincide."""
+        its lines the same start, so that their slots coincide. Devices at one station
+        (the parts of one device at one unit id) share their pacing."""
         now = time.monotonic() if start is None else start
-        return cls(str(line), line, [DevicePoller.create(s, driver_for(s), now) for s in specs],
-                   bus, wall_clock)
+        paces: dict[str, Pace] = {}
+        return cls(str(line), line, [
+            DevicePoller.create(s, driver_for(s), now, paces.setdefault(s.station, Pace()))
+            for s in specs], bus, wall_clock)
 
     def device(self, name: str) -> DevicePoller:
         """The device ``name`` on this line; raises KeyError."""
@@ -302,7 +319,7 @@ class LineScheduler:
                     continue
                 raise
             finally:  # pacing counts from the end of an exchange (connect delays included)
-                device.last_request = time.monotonic()
+                device.pace.last_request = time.monotonic()
             elapsed_ms = (time.monotonic() - started) * 1000.0
             health = device.health
             health.latency_ms = elapsed_ms if health.latency_ms == 0 else (

@@ -77,6 +77,9 @@ KINDS: dict[str, KindSpec] = {
             r"power_limit_pct", r"power_limit_enabled", r"power_limit_revert_s",
             r"power_limit_ramp_s", r"operating_state", r"frequency_hz", r"l[123]_voltage_v",
             r"reactive_power_var", r"temperature_c",
+            # the AC port (a hybrid's carries its battery too), per phase and in total
+            r"ac_power_w", r"apparent_power_va", r"power_factor", r"l[123]_(current_a|power_w)",
+            r"(l1_l2|l2_l3|l3_l1)_voltage_v", r"efficiency_pct", r"dc_energy_wh",
         ),
         controls={"power_limit": ControlSpec("% of rated AC power", "power_limit_pct")},
     ),
@@ -87,6 +90,12 @@ KINDS: dict[str, KindSpec] = {
             r"charge_limit_pct", r"discharge_limit_pct", r"control_revert_s",
             r"min_reserve_pct", r"charge_state", r"voltage_v", r"current_a",
             r"state_of_health_pct",
+            # vendors' forced charge/discharge: command, EMS mode, power (one register or
+            # one per direction), how it ends (duration or target SoC), what is in force
+            r"forced_mode", r"ems_mode", r"forced_(power|charge|discharge|setpoint)_w",
+            r"forced_duration_s", r"forced_by_soc", r"forced_target_soc_pct",
+            r"(charge|discharge)_power_limit_w", r"(max|min)_soc_pct",
+            r"(charge|discharge)_energy_wh", r"temperature_c",
         ),
         controls={"power_setpoint": ControlSpec("W, + discharge, − charge",
                                                 "charge_limit_pct")},

@@ -87,7 +87,7 @@ _TOP_KEYS = ("device", "points", "sunspec", "capabilities", "groups", "unreadabl
              "reserved", "aliases", "controls", "watchdog", "simulation")
 _DEVICE_KEYS = ("model", "kind", "protocol", "manufacturer", "description", "documentation",
                 "word_order", "byte_order", "not_implemented", "max_registers", "max_gap",
-                "pacing")
+                "pacing", "shared_unit")
 _POINT_KEYS = ("name", "table", "address", "type", "length", "word_order", "byte_order",
                "scale", "offset", "scale_factor", "unit", "access", "min", "max",
                "not_implemented", "enum", "bits", "codes", "description", "ratios")
@@ -149,7 +149,8 @@ def _parse(root: Node, expected_model: str | None) -> AnyMap:
     return dataclasses.replace(
         _device_map(root, device, model, kind, Protocol.MODBUS, by_name, constants),
         unreadable=unreadable, reserved=reserved, aliases=aliases,
-        max_registers=max_registers, max_gap=max_gap)
+        max_registers=max_registers, max_gap=max_gap,
+        shared_unit=_str_or(device.get("shared_unit"), ""))
 
 
 def _device_map(root: Node, device: Node, model: str, kind: str, protocol: Protocol,

@@ -372,6 +372,11 @@ class DeviceMap(Generic[P]):
     max_gap: int = 0
     pacing: Pacing = Pacing()
     documentation: str = ""
+    #: Modbus: the physical device this map is a part of, when several maps read one
+    #: device at one unit id (a SUN2000 inverter, the LUNA2000 battery and the power
+    #: sensor it reads): devices whose maps name the same ``shared_unit`` may share a
+    #: unit id on a line. Empty: the map is a whole device.
+    shared_unit: str = ""
     #: DL/T 645: block data identifiers and the identifiers whose data they concatenate.
     blocks: Mapping[int, tuple[int, ...]] = field(default_factory=dict)
     #: Fixed values a simulated device serves (identification strings, ratings).

@@ -23,7 +23,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from drivers.capabilities import relay_channel_count
 from drivers.maploader import get_map
-from drivers.points import AnyMap, Pacing, PollGroup, Protocol
+from drivers.points import AnyMap, Pacing, Point, PollGroup, Protocol, Table
 from drivers.protocol import Framing
 from drivers.schema import ConfigError, Node, load_toml
 
@@ -496,18 +496,56 @@ def _resolve_lines(devices: Mapping[str, DeviceSpec], line_nodes: Mapping[str, N
             else SERIAL_DEFAULTS[Protocol.MODBUS]
         lines[name] = _line(node, default)
     resolved: dict[str, DeviceSpec] = {}
-    seen: dict[tuple[str, str], str] = {}
+    seen: dict[tuple[str, str], DeviceSpec] = {}
     for device in devices.values():
         line = lines.setdefault(device.line.name, device.line)
         key = (line.name, device.station)
-        if key in seen:
+        other = seen.get(key)
+        if other is not None and not _parts_of_one_device(other, device):
             where = "unit" if device.protocol is Protocol.MODBUS else "address"
+            shared = other.device_map.shared_unit
             raise ConfigError(root.file, f"{device.path}.{where}",
-                              f"a {where} not used by {seen[key]} on the same line",
+                              f"a {where} not used by {other.name} on the same line"
+                              + (f" (only other parts of a {shared} may share it)"
+                                 if shared else ""),
                               device.unit if where == "unit" else device.meter_address)
-        seen[key] = device.name
+        seen.setdefault(key, device)
         resolved[device.name] = dataclasses.replace(device, line=line)
+    _check_shared_units(resolved, root)
     return resolved, lines
+
+
+def _parts_of_one_device(first: DeviceSpec, second: DeviceSpec) -> bool:
+    """Whether two devices at one unit are parts of one physical device: their maps name
+    the same ``shared_unit``."""
+    shared = first.device_map.shared_unit
+    return bool(shared) and second.device_map.shared_unit == shared
+
+
+def _check_shared_units(devices: Mapping[str, DeviceSpec], root: Node) -> None:
+    """Parts of one device at one unit: different models whose registers do not
+    overlap (each register belongs to one part, so a write reaches the right one)."""
+    stations: dict[tuple[str, str], list[DeviceSpec]] = {}
+    for device in devices.values():
+        stations.setdefault((device.line.name, device.station), []).append(device)
+    for parts in stations.values():
+        if len(parts) < 2:
+            continue
+        owner: dict[tuple[Table, int], DeviceSpec] = {}
+        for part in parts:
+            if sum(p.model == part.model for p in parts) > 1:
+                raise ConfigError(root.file, f"{part.path}.model",
+                                  "one device of each model at a shared unit", part.model)
+            for point in part.device_map.points.values():
+                if not isinstance(point, Point):
+                    continue
+                for register in range(point.address, point.end):
+                    holder = owner.setdefault((point.table, register), part)
+                    if holder is not part:
+                        raise ConfigError(
+                            root.file, f"{part.path}.model",
+                            f"a part whose registers do not overlap those of {holder.name} "
+                            f"({point.name} at {point.table.value} {register})", part.model)
 
 
 def _pacing(node: Node | None, default: Pacing) -> Pacing:

@@ -4,8 +4,13 @@ A binding knows a device kind, not a register map: it speaks in capabilities
 (``power_w``, ``soc_pct``…, see ``drivers/capabilities.py``), so every map of that kind is
 simulated by the same binding. A few bindings also fill map-specific status points
 (``extra_points``) when the map has them. Writes arrive as capability and engineering
-value; an impossible value raises ``ValueError`` and the server answers Modbus
-exception 03 (illegal data value), changing nothing.
+value; an impossible value raises ``ValueError`` and the server answers Modbus exception
+03 (illegal data value), changing nothing.
+
+What a binding needs to know of its map is a :class:`MapView`: which capabilities the
+map offers (a Huawei inverter has a derating but no enable switch) and the roles of
+enumerated values, read from their labels (``"charge"``, ``"discharge"``, ``"stop"``,
+``"forced"``, ``"enabled"``, ``"disabled"``): Sungrow's forced charge is 0xAA, Huawei's 1.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from datetime import datetime, tzinfo
 from typing import Protocol
 
 from drivers.devices import SG_READY_CONTACTS
-from drivers.points import Value
+from drivers.points import AnyMap, Value
 from simulators.physics.battery import BatteryModel
 from simulators.physics.dcbus import DcBus
 from simulators.physics.grid import (
@@ -53,6 +58,38 @@ def _number(value: Value) -> float:
     if value is None or isinstance(value, str):
         raise ValueError(f"expected a number, got {value!r}")
     return float(value)
+
+
+@dataclass(frozen=True)
+class MapView:
+    """What a binding needs to know of its device's map: the capabilities it offers
+    (None: every one, as for the SunSpec maps) and, per capability, the labels of its
+    enumerated values (lower case), which name their roles."""
+
+    offered: frozenset[str] | None = None
+    labels: Mapping[str, Mapping[int, str]] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, device_map: AnyMap) -> MapView:
+        labels = {capability: {raw: label.lower() for raw, label in point.enum.items()}
+                  for capability, name in device_map.capabilities.items()
+                  if (point := device_map.points[name]).enum}
+        return cls(frozenset(device_map.capabilities), labels)
+
+    def offers(self, capability: str) -> bool:
+        return self.offered is None or capability in self.offered
+
+    def role(self, capability: str, raw: float) -> str | None:
+        """The label of the value ``raw`` of ``capability`` (None: no label)."""
+        return self.labels.get(capability, {}).get(int(raw))
+
+    def raw(self, capability: str, *roles: str) -> int | None:
+        """The value labelled with the first of ``roles`` that has one, or None."""
+        for role in roles:
+            for raw, label in self.labels.get(capability, {}).items():
+                if label == role:
+                    return raw
+        return None
 
 
 @dataclass
@@ -168,7 +205,12 @@ class MeterBinding:
 
 @dataclass
 class InverterBinding:
+    """A PV inverter. ``battery``: the battery on the same (hybrid) inverter, whose power
+    its AC port also carries (``ac_power``)."""
+
     inverter: PvInverter
+    view: MapView = field(default_factory=MapView)
+    battery: BatteryModel | None = None
 
     def values(self) -> dict[str, Value]:
         inv, cfg = self.inverter, self.inverter.config
@@ -181,7 +223,7 @@ class InverterBinding:
             "dc_power_w": inv.dc_power_w,
             "rated_power_w": cfg.rated_ac_w,
             "power_limit_pct": inv.limit_pct,
-            "power_limit_enabled": 1 if inv.limit_enabled else 0,
+            "power_limit_enabled": self._enabled_raw(inv.limit_enabled),
             "power_limit_revert_s": inv.revert_s,
             "power_limit_ramp_s": inv.ramp_s,
             "operating_state": self._state(),
@@ -195,6 +237,26 @@ class InverterBinding:
             values[f"mppt{index}_power_w"] = per_mppt
             values[f"mppt{index}_voltage_v"] = mppt_voltage
             values[f"mppt{index}_current_a"] = per_mppt / mppt_voltage if mppt_voltage else 0.0
+        return values | self._ac_port(t)
+
+    def _ac_port(self, t: float) -> dict[str, Value]:
+        """The AC port's quantities: power (PV, and a hybrid's battery), per phase and in
+        total, at unity power factor; the conversion and its energy on the DC side."""
+        inv, cfg = self.inverter, self.inverter.config
+        ac = self.ac_power_w
+        values: dict[str, Value] = {
+            "ac_power_w": ac,
+            "apparent_power_va": abs(ac),
+            "power_factor": 1.0,
+            "efficiency_pct": 100.0 * cfg.inverter_efficiency if inv.dc_power_w > 0 else 0.0,
+            "dc_energy_wh": inv.energy_wh / cfg.inverter_efficiency,
+        }
+        for phase in (1, 2, 3):
+            values[f"l{phase}_power_w"] = ac / 3.0
+            values[f"l{phase}_current_a"] = phase_values(ac / 3.0, 1.0, t, phase).current_a
+            following = phase % 3 + 1
+            values[f"l{phase}_l{following}_voltage_v"] = math.sqrt(3.0) * (
+                mains_voltage_v(t, phase) + mains_voltage_v(t, following)) / 2.0
         return values
 
     def _state(self) -> int:
@@ -202,6 +264,15 @@ class InverterBinding:
         if self.inverter.available_w <= 0:
             return 2
         return 5 if self.inverter.limit_active else 4
+
+    def _enabled_raw(self, enabled: bool) -> Value:
+        raw = self.view.raw("power_limit_enabled", "enabled" if enabled else "disabled")
+        return (1 if enabled else 0) if raw is None else raw
+
+    @property
+    def ac_power_w(self) -> float:
+        """What the inverter's AC port carries: PV, and the battery of a hybrid."""
+        return self.inverter.power_w + (self.battery.power_w if self.battery else 0.0)
 
     def extra_points(self) -> dict[str, Value]:
         inv, cfg = self.inverter, self.inverter.config
@@ -212,7 +283,7 @@ class InverterBinding:
             "inverter_three_phase.AphB": phase.current_a,
             "inverter_three_phase.AphC": phase.current_a,
             "inverter_three_phase.VA": inv.power_w,
-            "inverter_three_phase.PF": 1.0,
+            "inverter_three_phase.PF": 100.0,  # model 103 PF is in percent: unity is 100
             "inverter_three_phase.DCA": inv.dc_power_w / 620.0 if inv.dc_power_w else 0.0,
             "inverter_three_phase.DCV": 620.0 if inv.dc_power_w else 0.0,
             "nameplate.WRtg": cfg.rated_ac_w,
@@ -235,11 +306,16 @@ class InverterBinding:
     def write(self, capability: str, value: Value) -> None:
         number = _number(value)
         if capability == "power_limit_pct":
-            self.inverter.set_limit(pct=number)
+            # A map without an enable switch (a Huawei derating) limits by the value alone.
+            enable = None if self.view.offers("power_limit_enabled") else True
+            self.inverter.set_limit(pct=number, enabled=enable)
         elif capability == "power_limit_enabled":
-            if number not in (0, 1):
-                raise ValueError("WMaxLim_Ena must be 0 or 1")
-            self.inverter.set_limit(enabled=bool(number))
+            role = self.view.role(capability, number)
+            if role is None and number in (0, 1):
+                role = "enabled" if number else "disabled"
+            if role not in ("enabled", "disabled"):
+                raise ValueError(f"{number:g} neither enables nor disables the limit")
+            self.inverter.set_limit(enabled=role == "enabled")
         elif capability == "power_limit_revert_s":
             self.inverter.set_limit(revert_s=number)
         elif capability == "power_limit_ramp_s":
@@ -250,12 +326,99 @@ class InverterBinding:
 
 @dataclass
 class BatteryBinding:
+    """A battery. Besides SunSpec model 124's limits it takes the vendors' forced
+    charge and discharge: a command (``forced_mode``: values labelled "charge",
+    "discharge", anything else hands back to the battery's own logic), the power (one
+    ``forced_power_w`` for both directions, or ``forced_charge_w`` and
+    ``forced_discharge_w``), optionally an EMS mode that must be the one labelled
+    "forced" (Sungrow), a duration (``forced_duration_s``, Huawei's period: the device
+    ends the command by itself) or a target SoC instead (``forced_by_soc``,
+    ``forced_target_soc_pct``). The registers keep what was written; the battery holds a
+    forced setpoint until it is released, and reads "stop" again when the device ended
+    it by itself."""
+
     battery: BatteryModel
+    view: MapView = field(default_factory=MapView)
+    command: float = 0.0
+    ems_mode: float = 0.0
+    forced_power_w: float = 0.0
+    forced_charge_w: float = 0.0
+    forced_discharge_w: float = 0.0
+    forced_duration_s: float = 0.0
+    forced_by_soc: float = 0.0
+    forced_target_soc_pct: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.command = float(self.view.raw("forced_mode", "stop", "auto") or 0)
+        self.ems_mode = float(self.view.raw("ems_mode", "self_consumption") or 0)
+
+    def _forced_values(self) -> dict[str, Value]:
+        bat = self.battery
+        command = self.command
+        if bat.forced_w is None and self.view.role("forced_mode", command) in (
+                "charge", "discharge"):  # the device ended it (duration, target SoC)
+            command = float(self.view.raw("forced_mode", "stop", "auto") or 0)
+        return {
+            "forced_mode": command,
+            "ems_mode": self.ems_mode,
+            "forced_power_w": self.forced_power_w,
+            "forced_charge_w": self.forced_charge_w,
+            "forced_discharge_w": self.forced_discharge_w,
+            "forced_duration_s": self.forced_duration_s,
+            "forced_by_soc": self.forced_by_soc,
+            "forced_target_soc_pct": self.forced_target_soc_pct,
+            "forced_setpoint_w": bat.forced_w or 0.0,
+            "charge_power_limit_w": bat.charge_cap_w,
+            "discharge_power_limit_w": bat.discharge_cap_w,
+            "max_soc_pct": bat.max_soc_pct,
+            "min_soc_pct": bat.min_soc_pct,
+            "charge_energy_wh": bat.charged_wh,
+            "discharge_energy_wh": bat.discharged_wh,
+            "temperature_c": 25.0,
+        }
+
+    def _apply_forced(self) -> None:
+        """Put the forced-command registers into effect on the physics."""
+        view, bat = self.view, self.battery
+        role = view.role("forced_mode", self.command)
+        ems_forced = not view.offers("ems_mode") or view.role("ems_mode", self.ems_mode) \
+            == "forced"
+        if not ems_forced or role not in ("charge", "discharge"):
+            bat.set_forced(None)
+            return
+        charging = role == "charge"
+        if view.offers("forced_charge_w" if charging else "forced_discharge_w"):
+            magnitude = self.forced_charge_w if charging else self.forced_discharge_w
+        else:
+            magnitude = self.forced_power_w
+        by_soc = view.offers("forced_by_soc") and self.forced_by_soc == 1
+        bat.set_forced(-magnitude if charging else magnitude,
+                       duration_s=self.forced_duration_s if view.offers("forced_duration_s")
+                       and not by_soc else None,
+                       soc_target_pct=self.forced_target_soc_pct if by_soc else None)
+
+    def _write_forced(self, capability: str, number: float) -> bool:
+        """Apply a write to a forced-command register; False if it is not one."""
+        if capability in ("forced_power_w", "forced_charge_w", "forced_discharge_w",
+                          "forced_duration_s", "forced_target_soc_pct") and number < 0:
+            raise ValueError(f"{capability} cannot be negative")
+        if capability == "forced_by_soc" and number not in (0, 1):
+            raise ValueError("the forced command ends by duration (0) or by SoC (1)")
+        if capability == "forced_mode":
+            self.command = number
+        elif capability in ("ems_mode", "forced_power_w", "forced_charge_w",
+                            "forced_discharge_w", "forced_duration_s", "forced_by_soc",
+                            "forced_target_soc_pct"):
+            setattr(self, capability, number)
+        else:
+            return False
+        self._apply_forced()
+        return True
 
     def values(self) -> dict[str, Value]:
         bat, cfg = self.battery, self.battery.config
         mode = (1 if bat.charge_limited else 0) | (2 if bat.discharge_limited else 0)
-        return {
+        return self._forced_values() | {
             "soc_pct": bat.soc_pct,
             "power_w": bat.power_w,
             "capacity_wh": cfg.capacity_wh,
@@ -273,8 +436,12 @@ class BatteryBinding:
         }
 
     def _charge_state(self) -> int:
-        # SunSpec ChaSt: 2 empty, 3 discharging, 4 charging, 5 full, 6 holding.
         bat = self.battery
+        if "charge_state" in self.view.labels:  # a vendor's states, by their labels
+            role = "discharge" if bat.power_w > 1 else "charge" if bat.power_w < -1 \
+                else "standby"
+            return self.view.raw("charge_state", role) or 0
+        # SunSpec ChaSt: 2 empty, 3 discharging, 4 charging, 5 full, 6 holding.
         if bat.power_w > 1:
             return 3
         if bat.power_w < -1:
@@ -303,7 +470,20 @@ class BatteryBinding:
 
     def write(self, capability: str, value: Value) -> None:
         number = _number(value)
-        if capability == "control_mode":
+        if self._write_forced(capability, number):
+            return
+        if capability in ("charge_power_limit_w", "discharge_power_limit_w"):
+            if number < 0:
+                raise ValueError(f"{capability} cannot be negative")
+            if capability == "charge_power_limit_w":
+                self.battery.charge_cap_w = number
+            else:
+                self.battery.discharge_cap_w = number
+        elif capability in ("max_soc_pct", "min_soc_pct"):
+            if not 0 <= number <= 100:
+                raise ValueError(f"{capability} must be 0–100 %")
+            setattr(self.battery, capability, number)
+        elif capability == "control_mode":
             bits = int(number)
             if bits & ~0b11:
                 raise ValueError("StorCtl_Mod has only bits 0 and 1")

@@ -16,16 +16,26 @@ What a client sees:
   point's limits or refused by the physics answer 03 (illegal data value) and change
   nothing; a write must cover whole points;
 * on TCP a request for a unit id the endpoint does not serve answers exception 0B
-  (gateway target failed to respond); on a serial line it gets no answer, as on RS-485.
+  (gateway target failed to respond); on a serial line it gets no answer, as on RS-485;
+* the device's pacing (its map's ``[device.pacing]`` unless the site file says how this
+  device behaves on its path — a SUN2000 behind a SmartLogger is not behind an
+  SDongle): a request within ``connect_delay_s`` of a TCP connect gets no answer, and
+  one arriving less than ``request_interval_s`` after the previous answer gets
+  exception 06 (server device busy), as a Huawei SUN2000 answers;
+* several maps naming one ``shared_unit`` at one unit id are one physical device
+  (:class:`ServedUnit`): reads may span the parts, each write goes to its part.
 """
 
 from __future__ import annotations
 
 import asyncio
 import bisect
+import dataclasses
 import logging
 import math
+import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from pymodbus.constants import ExcCodes
@@ -35,7 +45,16 @@ from pymodbus.server.requesthandler import ServerRequestHandler
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 from drivers.codec import decode, decode_raw, encode, encode_write, register_map
-from drivers.points import AnyMap, DeviceMap, Point, Table, Value, WriteRangeError
+from drivers.points import (
+    AnyMap,
+    DeviceMap,
+    Pacing,
+    Point,
+    PointBase,
+    Table,
+    Value,
+    WriteRangeError,
+)
 from simulators.bindings import Binding
 from simulators.faults import Faults
 from simulators.served import SimulatedDevice
@@ -84,16 +103,26 @@ def _join(spans: list[tuple[int, int]], device_map: DeviceMap[Point], table: Tab
     return runs
 
 
+@dataclass
+class QuirkCounts:
+    """How often a device's own pacing turned a request away (see the module docstring)."""
+
+    ignored_early: int = 0  # requests within connect_delay_s of a connect: no answer
+    busy: int = 0  # requests within request_interval_s of the previous answer: exception 06
+
+
 class ServedDevice(SimulatedDevice):
     """One simulated device at one unit id: live values in, registers out, writes in."""
 
     def __init__(self, name: str, device_map: AnyMap, binding: Binding, unit: int, *,
                  refresh: Callable[[], None] = lambda: None,
-                 faults: Faults | None = None) -> None:
+                 faults: Faults | None = None, pacing: Pacing | None = None) -> None:
         super().__init__(name, device_map, binding, refresh, faults or Faults())
         self.unit = unit
         self.register_map: DeviceMap[Point] = register_map(device_map)
+        self.pacing = device_map.pacing if pacing is None else pacing
         self.encode_failures = 0
+        self.quirks = QuirkCounts()
         self._starts: dict[Table, list[int]] = {}
         self._points: dict[Table, list[Point]] = {}
         for table in Table:
@@ -278,16 +307,105 @@ class ServedDevice(SimulatedDevice):
         return self.write_registers(address, [int(v) for v in set_values])
 
 
+class _NoBinding:
+    """The binding of a :class:`ServedUnit`: its parts have the real ones."""
+
+    def values(self) -> dict[str, Value]:
+        return {}
+
+    def extra_points(self) -> dict[str, Value]:
+        return {}
+
+    def write(self, capability: str, value: Value) -> None:
+        raise KeyError(capability)
+
+
+class ServedUnit(ServedDevice):
+    """The parts of one physical device answering at one unit id — a SUN2000 inverter,
+    the LUNA2000 battery and the power sensor it reads, each with a map of its own that
+    names the same ``shared_unit``. Clients see one register space: a read may span the
+    parts (the maps' gaps are bridged as each map allows), a write goes to the part
+    owning its registers. Faults are the physical device's: one set for every part."""
+
+    def __init__(self, parts: Sequence[ServedDevice]) -> None:
+        first = parts[0]
+        maps = [part.register_map for part in parts]
+        points: dict[str, Point] = {}  # by "part.point": two parts may use one name
+        self._owner: dict[str, tuple[ServedDevice, Point]] = {}
+        for part in parts:
+            for point in part.register_map.points.values():
+                merged_point = dataclasses.replace(
+                    point, name=f"{part.name}.{point.name}",
+                    scale_factor=point.scale_factor and f"{part.name}.{point.scale_factor}",
+                    ratios=tuple(f"{part.name}.{ratio}" for ratio in point.ratios))
+                points[merged_point.name] = merged_point
+                self._owner[merged_point.name] = (part, point)
+        merged = dataclasses.replace(
+            first.register_map, model="+".join(m.model for m in maps), points=points,
+            capabilities={}, groups={}, controls={}, watchdog=None, sim_constants={},
+            unreadable=tuple(r for m in maps for r in m.unreadable),
+            reserved=tuple(r for m in maps for r in m.reserved),
+            aliases=tuple(a for m in maps for a in m.aliases), sim_quantities={},
+            max_registers=min(m.max_registers for m in maps),
+            max_gap=min(m.max_gap for m in maps))
+        pacing = Pacing(max(p.pacing.request_interval_s for p in parts),
+                        max(p.pacing.connect_delay_s for p in parts),
+                        any(p.pacing.single_client for p in parts))
+        super().__init__("+".join(part.name for part in parts), merged, _NoBinding(),
+                         first.unit, faults=first.faults, pacing=pacing)
+        self.parts = list(parts)
+        for part in parts:
+            part.faults = self.faults
+            part.quirks = self.quirks
+
+    def _live_values(self) -> dict[str, Value]:
+        values: dict[str, Value] = {}
+        for part in self.parts:
+            values.update({f"{part.name}.{name}": value
+                           for name, value in part._live_values().items()})
+        return values
+
+    def apply(self, updates: Sequence[tuple[PointBase, Value]]) -> str | None:
+        for part in self.parts:
+            mine = [(self._owner[point.name][1], value) for point, value in updates
+                    if self._owner[point.name][0] is part]
+            if mine and (refused := part.apply(mine)) is not None:
+                return refused
+        return None
+
+
+def _units(devices: Sequence[ServedDevice]) -> dict[int, ServedDevice]:
+    """The devices by unit id, parts of one physical device joined in a
+    :class:`ServedUnit`."""
+    by_unit: dict[int, list[ServedDevice]] = {}
+    for device in devices:
+        by_unit.setdefault(device.unit, []).append(device)
+    return {unit: parts[0] if len(parts) == 1 else ServedUnit(parts)
+            for unit, parts in by_unit.items()}
+
+
 # -- servers ----------------------------------------------------------------------------
 
 
+#: Slack for the device's request gap: the client's clock and ours may disagree this much.
+_PACING_SLACK_S = 0.001
+
+
 class _FaultInjectingHandler(ServerRequestHandler):
-    """pymodbus' request handler with our unit routing and fault injection."""
+    """pymodbus' request handler with our unit routing, the devices' own pacing and
+    fault injection."""
 
     server: _EndpointMixin
 
+    def __init__(self, owner: _EndpointMixin) -> None:
+        super().__init__(owner, None, None, None)  # type: ignore[no-untyped-call]
+        self.connected_at = -math.inf  # monotonic: the connection of this handler (TCP)
+        self.answered_at: dict[int, float] = {}  # monotonic: each unit's last answer
+
     def callback_connected(self) -> None:
         super().callback_connected()
+        self.connected_at = time.monotonic()
+        self.answered_at = {}
         owner = self.server
         if owner.single_client and len(owner.active_connections) > 1:
             log.info("%s: refusing a second client (single-client device)", owner.label)
@@ -314,6 +432,16 @@ class _FaultInjectingHandler(ServerRequestHandler):
         if faults.disconnect and not owner.serial:
             self.transport.close()
             return
+        pacing, now = device.pacing, time.monotonic()
+        if not owner.serial and now - self.connected_at < pacing.connect_delay_s:
+            device.quirks.ignored_early += 1  # not ready yet after the connect: no answer
+            return
+        answered_at = self.answered_at.get(pdu.dev_id, -math.inf)
+        if now - answered_at < pacing.request_interval_s - _PACING_SLACK_S:
+            device.quirks.busy += 1
+            self._send(ExceptionResponse(pdu.function_code, ExcCodes.DEVICE_BUSY), pdu, addr,
+                       corrupt=False)
+            return
         if faults.latency_s > 0:
             await asyncio.sleep(faults.latency_s)
         try:
@@ -329,6 +457,7 @@ class _FaultInjectingHandler(ServerRequestHandler):
         response.dev_id = request.dev_id
         if not self.transport:
             return
+        self.answered_at[request.dev_id] = time.monotonic()
         frame = bytearray(self.framer.buildFrame(response))
         if corrupt:
             if self.server.serial:
@@ -349,7 +478,7 @@ class _EndpointMixin:
     context: Any
 
     def callback_new_connection(self) -> ServerRequestHandler:
-        return _FaultInjectingHandler(self, None, None, None)  # type: ignore[no-untyped-call]
+        return _FaultInjectingHandler(self)
 
 
 class SimTcpServer(_EndpointMixin, ModbusTcpServer):
@@ -357,11 +486,13 @@ class SimTcpServer(_EndpointMixin, ModbusTcpServer):
 
     def __init__(self, devices: Sequence[ServedDevice], host: str, port: int, *,
                  single_client: bool = False) -> None:
-        self.devices = {d.unit: d for d in devices}
-        self.single_client = single_client
+        self.devices = _units(devices)
+        self.single_client = single_client or any(
+            d.pacing.single_client for d in devices)
         self.serial = False
         self.label = f"tcp://{host}:{port}"
-        super().__init__([d.sim_device() for d in devices], address=(host, port))
+        super().__init__([d.sim_device() for d in self.devices.values()],
+                         address=(host, port))
 
 
 class SimSerialServer(_EndpointMixin, ModbusSerialServer):
@@ -369,9 +500,10 @@ class SimSerialServer(_EndpointMixin, ModbusSerialServer):
 
     def __init__(self, devices: Sequence[ServedDevice], port: str, *, baud: int = 9600,
                  parity: str = "N", stop_bits: int = 1) -> None:
-        self.devices = {d.unit: d for d in devices}
+        self.devices = _units(devices)
         self.single_client = False
         self.serial = True
         self.label = f"rtu://{port}"
-        super().__init__([d.sim_device() for d in devices], port=port, baudrate=baud,
+        super().__init__([d.sim_device() for d in self.devices.values()], port=port,
+                         baudrate=baud,
                          parity=parity, stopbits=stop_bits)

@@ -34,7 +34,8 @@ def served_device(spec: DeviceSpec, binding: Binding, refresh: Callable[[], None
     """The simulated device for ``spec``, answering in its protocol at its address.
     ``clock`` and ``zone`` set a meter's own calendar clock (DL/T 645 date and time)."""
     if spec.protocol is Protocol.MODBUS:
-        return ServedDevice(spec.name, spec.device_map, binding, spec.unit, refresh=refresh)
+        return ServedDevice(spec.name, spec.device_map, binding, spec.unit, refresh=refresh,
+                            pacing=spec.pacing)
     return Dlt645Meter(spec.name, spec.device_map, binding, spec.meter_address,
                        refresh=refresh, clock=clock, zone=zone, password=spec.password)
 

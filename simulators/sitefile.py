@@ -22,6 +22,7 @@ from simulators.bindings import (
     DcBusBinding,
     HeatPumpBinding,
     InverterBinding,
+    MapView,
     MeterBinding,
     RelayBinding,
     SubMeterBinding,
@@ -109,12 +110,12 @@ def build_site(spec: SiteSpec, *, start_s: float | None = None,
             inverter = PvInverter(_pv_config(params, clearness), location, climate, start,
                                   energy_wh=_float(params, "energy_wh", 1_000_000.0, 1, 1e12))
             model.pv[device.name] = inverter
-            bindings[device.name] = InverterBinding(inverter)
+            bindings[device.name] = InverterBinding(inverter, MapView.of(device.device_map))
         elif kind == "battery":
             battery = BatteryModel(_battery_config(params), start,
                                    soc_pct=_float(params, "soc_pct", 60.0, 0, 100))
             model.batteries[device.name] = battery
-            bindings[device.name] = BatteryBinding(battery)
+            bindings[device.name] = BatteryBinding(battery, MapView.of(device.device_map))
         elif kind == "heat_pump":
             heat_pump = HeatPump(_heat_pump_config(params), _building_config(params),
                                  outdoor_c, gains_w, start)
@@ -165,12 +166,28 @@ def build_site(spec: SiteSpec, *, start_s: float | None = None,
         if load.meter is not None:
             meter_name, channel = load.meter
             sub_meter_channels[meter_name][channel] = SubMeterChannelModel(load.name)
+    _link_hybrids(spec, bindings)
     _wire_sg_ready(spec, model)
     model.sub_meters = sub_meter_channels
     for name, meter_channels in sub_meter_channels.items():
         bindings[name] = SubMeterBinding(meter_channels, model.loads, lambda: model.t_s)
     _check_measures(site)
     return site
+
+
+def _link_hybrids(spec: SiteSpec, bindings: dict[str, Binding]) -> None:
+    """A battery that is a part of an inverter's device (one unit, maps with one
+    ``shared_unit``) is a hybrid inverter's: its power flows through the inverter's AC
+    port too."""
+    for device in spec.devices.values():
+        binding = bindings.get(device.name)
+        if not isinstance(binding, InverterBinding) or not device.device_map.shared_unit:
+            continue
+        for other in spec.devices.values():
+            battery = bindings.get(other.name)
+            if isinstance(battery, BatteryBinding) and other.line.name == device.line.name \
+                    and other.station == device.station:
+                binding.battery = battery.battery
 
 
 def _wire_sg_ready(spec: SiteSpec, model: SiteModel) -> None:

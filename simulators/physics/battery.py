@@ -21,13 +21,25 @@ class BatteryConfig:
 class BatteryModel:
     """Power at the AC terminals, + discharge / − charge (W).
 
-    The battery's own logic idles (0 W). External control, as SunSpec model 124 defines
-    it: with ``charge_limited`` the power may not exceed a charge of ``charge_limit_pct``
-    % of ``max_charge_w``; with ``discharge_limited`` it may not exceed a discharge of
-    ``discharge_limit_pct`` %. Negative limits force the opposite direction. The limits
-    lapse ``revert_s`` seconds after the last write (0 = never). The power moves towards
-    its target at ``ramp_w_per_s`` and stops at the SoC bounds. Losses: charging stores
-    ``power × √η``, discharging draws ``power / √η`` from the cells.
+    The battery's own logic idles (0 W). External control comes in two kinds:
+
+    * limits, as SunSpec model 124 defines them: with ``charge_limited`` the power may
+      not exceed a charge of ``charge_limit_pct`` % of ``max_charge_w``; with
+      ``discharge_limited`` it may not exceed a discharge of ``discharge_limit_pct`` %.
+      Negative limits force the opposite direction. The limits lapse ``revert_s``
+      seconds after the last write (0 = never);
+    * a forced setpoint (:meth:`set_forced`, the vendors' "forcible" or "forced mode"
+      charge and discharge): the battery holds ``forced_w`` until released — it does not
+      revert by itself — unless the device was given a duration (it ends that long after
+      the last command) or a target state of charge (it ends when the SoC gets there).
+      A forced setpoint wins over the limits.
+
+    Settable caps (``charge_cap_w``, ``discharge_cap_w``: a vendor's "maximum charging
+    power" setting) and the SoC window (``max_soc_pct``; the floor is the highest of the
+    rating's minimum, ``min_soc_pct`` and ``min_reserve_pct``) bound every target. The
+    power moves towards its target at ``ramp_w_per_s`` and stops at the SoC bounds.
+    Losses: charging stores ``power × √η``, discharging draws ``power / √η`` from the
+    cells.
     """
 
     def __init__(self, config: BatteryConfig, start_s: float, soc_pct: float = 50.0) -> None:
@@ -43,6 +55,13 @@ class BatteryModel:
         self.discharge_limit_pct = 100.0
         self.revert_s = 0.0
         self.min_reserve_pct = config.soc_min_pct
+        self.min_soc_pct = config.soc_min_pct
+        self.max_soc_pct = config.soc_max_pct
+        self.charge_cap_w = config.max_charge_w
+        self.discharge_cap_w = config.max_discharge_w
+        self.forced_w: float | None = None  # forced setpoint, + discharge; None: not forced
+        self.forced_until_s: float | None = None  # a device-side duration ends it then
+        self.forced_soc_target_pct: float | None = None  # ... or reaching this SoC
         self._written_s = start_s
         self.charged_wh = 0.0  # AC energy in, cumulative
         self.discharged_wh = 0.0  # AC energy out, cumulative
@@ -76,8 +95,41 @@ class BatteryModel:
             self.revert_s = revert_s
         self._written_s = self.t_s
 
+    def set_forced(self, power_w: float | None, *, duration_s: float | None = None,
+                   soc_target_pct: float | None = None) -> None:
+        """Force the battery to ``power_w`` (W, + discharge; None releases it to its own
+        logic). ``duration_s``: the device ends the setting that long from now (a new
+        command restarts it); ``soc_target_pct``: it ends when the SoC reaches it (from
+        below when charging, from above when discharging). Neither: it holds until
+        released. Raises ValueError for a non-finite power or a target outside 0–100 %.
+        """
+        if power_w is not None and not math.isfinite(power_w):
+            raise ValueError(f"forced power {power_w} is not a number")
+        if soc_target_pct is not None and not 0.0 <= soc_target_pct <= 100.0:
+            raise ValueError(f"target SoC {soc_target_pct} % is outside 0–100 %")
+        self.forced_w = power_w
+        self.forced_until_s = None if power_w is None or duration_s is None \
+            else self.t_s + duration_s
+        self.forced_soc_target_pct = None if power_w is None else soc_target_pct
+
+    def _forced_ended(self) -> bool:
+        forced, target = self.forced_w, self.forced_soc_target_pct
+        if forced is None:
+            return False
+        if self.forced_until_s is not None and self.t_s >= self.forced_until_s:
+            return True
+        return target is not None and (
+            (forced < 0 and self.soc_pct >= target) or (forced > 0 and self.soc_pct <= target))
+
+    @property
+    def floor_pct(self) -> float:
+        """The state of charge below which the battery does not discharge."""
+        return max(self.config.soc_min_pct, self.min_soc_pct, self.min_reserve_pct)
+
     def target_w(self) -> float:
         """The power the control asks for, before ramp and SoC limits."""
+        if self.forced_w is not None:
+            return self.forced_w
         low, high = -math.inf, math.inf  # in discharge-positive W
         if self.charge_limited:
             low = -self.charge_limit_pct / 100.0 * self.config.max_charge_w
@@ -96,13 +148,16 @@ class BatteryModel:
             return 0.0, 0.0
         if self.revert_s > 0 and self.t_s - self._written_s >= self.revert_s:
             self.charge_limited = self.discharge_limited = False
+        if self._forced_ended():
+            self.set_forced(None)
         cfg = self.config
-        target = max(-cfg.max_charge_w, min(cfg.max_discharge_w, self.target_w()))
+        target = max(-min(cfg.max_charge_w, self.charge_cap_w),
+                     min(cfg.max_discharge_w, self.discharge_cap_w, self.target_w()))
         step = cfg.ramp_w_per_s * dt
         power = self.power_w + max(-step, min(step, target - self.power_w))
         eta = self.efficiency_one_way
-        floor_wh = cfg.capacity_wh * max(cfg.soc_min_pct, self.min_reserve_pct) / 100.0
-        ceiling_wh = cfg.capacity_wh * cfg.soc_max_pct / 100.0
+        floor_wh = cfg.capacity_wh * self.floor_pct / 100.0
+        ceiling_wh = cfg.capacity_wh * min(cfg.soc_max_pct, self.max_soc_pct) / 100.0
         charged = discharged = 0.0
         if power > 0:  # discharge: limited by the energy above the floor
             available = max(0.0, self.stored_wh - floor_wh)

@@ -55,8 +55,8 @@ class ClosedLoop:
         clock = ManualClock(at(start))
         plant, simulated = SimPlant.build(spec, clock.now, start_s=clock.now())
         if soc_pct is not None:
-            battery = simulated.model.batteries["battery"]
-            battery.stored_wh = battery.config.capacity_wh * soc_pct / 100.0
+            for battery in simulated.model.batteries.values():
+                battery.stored_wh = battery.config.capacity_wh * soc_pct / 100.0
         loop = ControlLoop(plant, settings, CommandInbox(), store, clock=clock.now)
         return cls(loop, plant, simulated, clock)
 
@@ -93,12 +93,13 @@ class ClosedLoop:
         model = self.simulated.model
         self.trace.t.append(self.clock.now())
         self.trace.grid_kw.append(model.site_power_w() / 1000.0)
-        battery = model.batteries["battery"]
+        battery = model.batteries["battery"]  # every site variant names its battery so
         self.trace.battery_kw.append(battery.power_w / 1000.0)
         self.trace.soc.append(battery.soc_pct)
         self.trace.pv_kw.append(sum(p.power_w for p in model.pv.values()) / 1000.0)
         self.trace.shed.append(sum(1 for load in model.loads.values() if not load.switched_on))
-        self.trace.sg.append(model.heat_pumps["heat_pump"].sg_ready_state)
+        heat_pump = model.heat_pumps.get("heat_pump")  # site variants may have none
+        self.trace.sg.append(0 if heat_pump is None else heat_pump.sg_ready_state)
 
     def event(self, event: DrEvent) -> None:
         self.loop.book.add(event)

@@ -140,12 +140,23 @@ EXPECTED_FULL_POLL = {
     "ddsu666": 3,  # 10 points: 0x0006, 0x2000-0x200F (reserved 0x200C), 0x4000-0x400B
     "dtsu666": 5,  # 59 points: the keyboard words (2 reads), 0x101E, 0x2000, 0x4000 blocks
     "esp32-submeter": 2,  # 30 points
+    "goodwe-et": 4,  # 21 points: serial, 35103–35138, 35174–35192, 35301 (gaps ≤ 16)
+    "goodwe-et-battery": 5,  # 12 points
+    "goodwe-et-meter": 1,  # 9 points: 36004–36026
+    "huawei-luna2000": 5,  # 23 points; at most 64 registers per read, gaps ≤ 16
+    "huawei-smartlogger": 2,  # 3 points
+    "huawei-sun2000": 7,  # 33 points
+    "huawei-sun2000-meter": 1,  # 20 points: 37100–37137, evcc's block and a bit more
     "midea-mthermal-r290": 3,  # 21 points: settings 1–16, operating 100–151, status 189
     "relay16": 2,  # 34 points (16 coils in one FC 1 read; 18 registers from 4096)
     "sdm630": 9,  # 92 points; the input table answered as a whole, at most 80 per read
     "sg-ready-heatpump": 2,  # 15 points
     "sunspec-battery": 2,  # 96 points
     "sunspec-inverter": 3,  # 194 points
+    "sungrow-sg": 2,  # 24 points: input 4999–5035, holding 5006–5010
+    "sungrow-sh": 4,  # 19 points
+    "sungrow-sh-battery": 6,  # 18 points
+    "sungrow-sh-meter": 3,  # 7 points
 }
 
 

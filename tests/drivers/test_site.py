@@ -196,3 +196,64 @@ def test_serial_silence_is_three_and_a_half_characters() -> None:
     assert settings.silence_s == pytest.approx(3.5 * 10 / 9600)
     assert SerialSettings(115200).silence_s == 0.00175
     assert SerialSettings(2400, "E").char_time_s == pytest.approx(11 / 2400)
+
+
+# -- parts of one device at one unit id ---------------------------------------------------
+
+
+def _unit_site(models: list[str]) -> str:
+    devices = "".join(f'''
+[[devices]]
+name = "part_{index}"
+model = "{model}"
+transport = "tcp"
+host = "127.0.0.1"
+port = 5030
+unit = 1
+''' for index, model in enumerate(models))
+    return '[site]\nid = "parts"\n' + devices
+
+
+def test_parts_of_one_device_share_its_unit(tmp_path: Path) -> None:
+    path = tmp_path / "site.toml"
+    path.write_text(_unit_site(["huawei-sun2000", "huawei-luna2000", "huawei-sun2000-meter"]),
+                    encoding="utf-8")
+    site = load_site(path)
+    assert {d.unit for d in site.devices.values()} == {1}
+    assert len({d.line for d in site.devices.values()}) == 1
+
+
+@pytest.mark.parametrize(("models", "message"), [
+    (["huawei-sun2000", "sunspec-battery"], "only other parts of a huawei-sun2000"),
+    (["sungrow-sh", "huawei-luna2000"], "only other parts of a sungrow-sh"),
+    (["huawei-sun2000", "huawei-sun2000"], "one device of each model at a shared unit"),
+    (["sdm630", "huawei-sun2000-meter"], "a unit not used by part_0"),
+])
+def test_only_parts_of_one_device_share_a_unit(tmp_path: Path, models: list[str],
+                                               message: str) -> None:
+    path = tmp_path / "site.toml"
+    path.write_text(_unit_site(models), encoding="utf-8")
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_site(path)
+
+
+def test_parts_of_one_device_may_not_claim_the_same_register(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import dataclasses
+
+    import drivers.site
+    from drivers.maploader import get_map
+    from drivers.points import Point
+
+    battery = get_map("huawei-luna2000")
+    soc = battery.points["soc"]
+    assert isinstance(soc, Point)
+    clash = dataclasses.replace(soc, address=32064)  # the inverter's input power
+    overlapping = dataclasses.replace(battery, points={**battery.points, "soc": clash})
+    monkeypatch.setattr(drivers.site, "get_map", lambda model: overlapping
+                        if model == "huawei-luna2000" else get_map(model))
+    path = tmp_path / "site.toml"
+    path.write_text(_unit_site(["huawei-sun2000", "huawei-luna2000"]), encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"do not overlap those of part_0 \(soc at "
+                                          r"holding 32064\)"):
+        load_site(path)

@@ -137,6 +137,67 @@ def test_battery_follows_its_setpoint_with_a_ramp_and_reverts() -> None:
     assert battery.power_w == 0.0
 
 
+def test_a_forced_battery_holds_until_released() -> None:
+    """A vendor's forced charge (Sungrow's forced mode, GoodWe's EMS mode): no timer, the
+    battery holds it for as long as nobody releases it."""
+    battery = BatteryModel(BatteryConfig(capacity_wh=100_000, ramp_w_per_s=1e6), 0.0,
+                           soc_pct=40.0)
+    battery.set_forced(-8_000.0)
+    for minute in range(1, 181):
+        battery.advance(60.0 * minute)
+        assert battery.power_w == pytest.approx(-8_000.0)  # three hours, still charging
+    battery.set_forced(None)
+    battery.advance(60.0 * 181)
+    assert battery.power_w == 0.0
+
+
+def test_a_forced_battery_ends_by_itself_after_its_duration_or_at_its_target() -> None:
+    """Huawei's forcible charge/discharge: by duration (a new command restarts it) or
+    until a target SoC."""
+    battery = BatteryModel(BatteryConfig(capacity_wh=10_000, ramp_w_per_s=1e6), 0.0,
+                           soc_pct=50.0)
+    battery.set_forced(2_000.0, duration_s=120.0)
+    battery.advance(100.0)
+    battery.set_forced(2_000.0, duration_s=120.0)  # renewed at t = 100 s
+    battery.advance(200.0)
+    assert battery.power_w == pytest.approx(2_000.0)
+    battery.advance(221.0)
+    assert battery.forced_w is None
+    battery.advance(230.0)
+    assert battery.power_w == 0.0
+    battery.set_forced(-5_000.0, soc_target_pct=55.0)
+    t = 230.0
+    while battery.forced_w is not None and t < 3_600.0:
+        t += 10.0
+        battery.advance(t)
+    assert battery.forced_w is None
+    assert battery.soc_pct == pytest.approx(55.0, abs=0.2)  # stopped at the target
+    with pytest.raises(ValueError, match="outside 0–100"):
+        battery.set_forced(-1_000.0, soc_target_pct=120.0)
+
+
+def test_power_caps_and_soc_window_bound_every_target() -> None:
+    battery = BatteryModel(BatteryConfig(capacity_wh=10_000, ramp_w_per_s=1e6,
+                                         soc_min_pct=5.0), 0.0, soc_pct=50.0)
+    battery.charge_cap_w = 1_500.0  # a vendor's "maximum charging power" setting
+    battery.set_forced(-4_000.0)
+    battery.advance(10.0)
+    assert battery.power_w == pytest.approx(-1_500.0)
+    battery.max_soc_pct = 50.0  # the charging cut-off: no room left
+    battery.advance(20.0)
+    assert battery.power_w == 0.0
+    battery.discharge_cap_w = 0.0  # Sungrow/evcc "hold": no discharge at all
+    battery.set_forced(3_000.0)
+    battery.advance(30.0)
+    assert battery.power_w == 0.0
+    battery.discharge_cap_w = 5_000.0
+    battery.min_soc_pct = 49.99  # the discharging cut-off, just below the SoC
+    battery.advance(60.0)
+    battery.advance(600.0)
+    assert battery.soc_pct == pytest.approx(49.99, abs=1e-6)
+    assert battery.power_w == 0.0
+
+
 def make_heat_pump(outdoor_c: float) -> HeatPump:
     return HeatPump(HeatPumpConfig(), BuildingConfig(initial_indoor_c=21.0),
                     lambda t: outdoor_c, lambda t: 0.0, 0.0)

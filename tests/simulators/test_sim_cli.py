@@ -113,6 +113,26 @@ def test_maps_lists_and_shows() -> None:
     listing = subprocess.run([*PEDF, "maps"], capture_output=True, text=True, timeout=30)
     assert "sdm630" in listing.stdout
     assert "sunspec-inverter" in listing.stdout
+    # The vendors' models, each with its manufacturer and the document it follows:
+    lines = listing.stdout.splitlines()
+    for model, vendor, document in [
+        ("huawei-sun2000", "Huawei", "Solar Inverter Modbus Interface Definitions, Issue 05"),
+        ("huawei-luna2000", "Huawei", "Solar Inverter Modbus Interface Definitions, Issue 05"),
+        ("huawei-smartlogger", "Huawei", "SmartLogger3000 MODBUS Interface Definitions"),
+        ("sungrow-sg", "Sungrow", "PV Grid-Connected String Inverters, V1.1.53"),
+        ("sungrow-sh-battery", "Sungrow", "Residential Hybrid Inverter, V1.1.5"),
+        ("goodwe-et-battery", "GoodWe", "hybrid inverter Modbus protocol (ARM), v1.9"),
+    ]:
+        at = next(i for i, line in enumerate(lines) if line.startswith(model + " "))
+        assert f" {vendor}: " in lines[at], lines[at]
+        assert "document: " in lines[at + 1]
+        assert document in lines[at + 1], lines[at + 1]
+    shown = subprocess.run([*PEDF, "maps", "huawei-luna2000"], capture_output=True,
+                           text=True, timeout=30)
+    assert "part of a huawei-sun2000" in shown.stdout
+    assert "pacing: 0.05 s between requests, 1 s after connecting, one client at a time" \
+        in shown.stdout
+    assert "control power_setpoint: 5 write(s), fail-safe device_reverts" in shown.stdout
     shown = subprocess.run([*PEDF, "maps", "dtsu666"], capture_output=True, text=True,
                            timeout=30)
     assert "8210" in shown.stdout

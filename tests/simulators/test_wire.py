@@ -77,6 +77,7 @@ async def test_pysunspec2_scans_the_simulated_inverter_and_battery(
     assert {1, 103, 120, 121, 122, 123, 160} <= models
     inv = inverter.models[103][0]  # type: ignore[attr-defined]
     assert inv.W.cvalue == pytest.approx(model.pv["pv_inverter"].power_w, abs=5.0)
+    assert inv.PF.cvalue == pytest.approx(100.0)  # percent: unity is 100, not 1
     assert inverter.common[0].Mn.value == "PEDF Toolkit"  # type: ignore[attr-defined]
     battery = await asyncio.to_thread(scan, "battery")
     assert {1, 802, 124} <= set(battery.models)  # type: ignore[attr-defined]
