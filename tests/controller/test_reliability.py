@@ -213,10 +213,12 @@ async def test_wall_clock_jumps_do_not_change_poll_intervals(tmp_path: Path) -> 
         stop.set()
         await task
     # Polls keep their 1 s monotonic schedule: never ahead of it (a jump forward would
-    # make a wall-clock schedule poll at once, again and again), never skipped.
+    # make a wall-clock schedule poll at once, again and again: five polls within a few
+    # ms), never skipped. The first sighting may itself be late on a loaded machine (the
+    # next poll then comes on schedule, sooner than a second after it): 0.3 s allowed.
     (first, start), *later = seen
     for polls, at in later:
-        assert at - start >= (polls - first) * 1.0 - 0.1, seen
+        assert at - start >= (polls - first) * 1.0 - 0.3, seen
     assert skipped(gateway, "pv_inverter") == 0
     assert abs(offset) > 3600  # the wall clock really did jump around
 
