@@ -127,6 +127,12 @@ def build_parser() -> argparse.ArgumentParser:
         pass
     else:
         sim_cli.add_arguments(sub.add_parser("sim", help="serve simulated devices"))
+    from controller.platform import cli as platform_cli
+
+    platform_cli.add_arguments(sub.add_parser(
+        "platform", help="the city energy-monitoring platform: a reference data centre "
+                         "(serve), or a site's uploader alone (upload)"))
+    sub.add_parser("codes", help="the 分类分项 energy codes (住建部 guide), Chinese and English")
     maps = sub.add_parser("maps", help="list the device maps, or show one")
     maps.add_argument("model", nargs="?", help="show the points of this map")
     return parser
@@ -138,6 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "run": cmd_run, "demo": cmd_demo, "read": cmd_read, "scan": cmd_scan,
         "check": cmd_check, "sim": cmd_sim, "maps": cmd_maps, "command": cmd_command,
         "report": cmd_report, "tariff": cmd_tariff,
+        "platform": _platform("cmd_platform"), "codes": _platform("cmd_codes"),
     }
     try:
         status = handlers[args.command](args)
@@ -149,6 +156,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         _silence_stdout()
         return 128 + signal.SIGPIPE
     return status
+
+
+def _platform(name: str) -> Callable[[argparse.Namespace], int]:
+    def handler(args: argparse.Namespace) -> int:
+        from controller.platform import cli as platform_cli
+
+        command: Callable[[argparse.Namespace], int] = getattr(platform_cli, name)
+        return command(args)
+    return handler
 
 
 def _silence_stdout() -> None:

@@ -22,6 +22,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from drivers.capabilities import relay_channel_count
+from drivers.energycodes import energy_code
 from drivers.maploader import get_map
 from drivers.points import AnyMap, Pacing, PollGroup, Protocol
 from drivers.protocol import Framing
@@ -42,7 +43,7 @@ __all__ = [
 
 #: Top-level sections a site file may have; owners other than this module parse the rest.
 SECTIONS = ("site", "lines", "devices", "loads", "simulation", "logging", "uplink",
-            "metering", "control", "openadr")
+            "metering", "control", "openadr", "energy", "platform")
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,47}$")
 _NAME_TEXT = "a name of lowercase letters, digits and _ (starting with a letter)"
@@ -172,6 +173,7 @@ class DeviceSpec:
     operator: str = "00000000"  # DL/T 645 writes: operator code
     sg_ready: SgReadySpec | None = None  # heat pumps: how SG-Ready is set
     safe_open: frozenset[int] = frozenset()  # relays: channels that fall open on a trip
+    energy_code: str | None = None  # 分类分项 code of what it meters (drivers.energycodes)
 
     def safe_closed(self, channel: int) -> bool:
         """Relays: whether ``channel`` closes when the module's watchdog trips."""
@@ -203,6 +205,7 @@ class LoadSpec:
     dc_bus: str | None  # the dc_bus device whose bus feeds it (None: on the AC side)
     simulation: Node | None
     path: str
+    energy_code: str | None = None  # 分类分项 code (drivers.energycodes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -298,7 +301,8 @@ def _name(node: Node) -> str:
 _DEVICE_KEYS = ("name", "model", "line", "transport", "host", "port", "protocol", "unit",
                 "address", "password", "operator", "timeout_s", "retries", "max_registers",
                 "pacing", "groups", "turnaround_s", "unit_switch_delay_s", "backoff_max_s",
-                "writes_per_s", "write_burst", "role", "simulation", "sg_ready", "safe_open")
+                "writes_per_s", "write_burst", "role", "simulation", "sg_ready", "safe_open",
+                "energy_code")
 _SERIAL_KEYS = ("serial_port", "baud", "parity", "stop_bits")
 _DIGITS = re.compile(r"^[0-9]{12}$")
 _CREDENTIAL = re.compile(r"^[0-9A-Fa-f]{8}$")
@@ -377,6 +381,7 @@ def _device(node: Node, line_nodes: Mapping[str, Node]) -> DeviceSpec:
         password=_credential(node.get("password"), "02000000"),
         operator=_credential(node.get("operator"), "00000000"),
         safe_open=_safe_open(node.get("safe_open"), device_map),
+        energy_code=_energy_code(node),
     )
 
 
@@ -538,7 +543,8 @@ def _group(name: str, node: Node, device_map: AnyMap) -> PollGroup:
 
 
 _LOAD_KEYS = ("name", "rated_w", "device", "channel", "priority", "sheddable", "min_on_s",
-              "min_off_s", "max_shed_s", "group", "meter", "dc_bus", "simulation")
+              "min_off_s", "max_shed_s", "group", "meter", "dc_bus", "simulation",
+              "energy_code")
 
 
 def _load(node: Node, devices: Mapping[str, DeviceSpec]) -> LoadSpec:
@@ -592,7 +598,13 @@ def _load(node: Node, devices: Mapping[str, DeviceSpec]) -> LoadSpec:
         dc_bus=dc_bus,
         simulation=node.get("simulation"),
         path=node.path,
+        energy_code=_energy_code(node),
     )
+
+
+def _energy_code(node: Node) -> str | None:
+    code_node = node.get("energy_code")
+    return None if code_node is None else energy_code(code_node)
 
 
 def _check_channels(loads: Mapping[str, LoadSpec], root: Node) -> None:
