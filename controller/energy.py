@@ -191,7 +191,8 @@ def reconcile(main_kwh: float, submetered_kwh: float, settings: EnergySettings) 
         alarm = judged and abs(remainder) > limit
     else:
         alarm = judged and -remainder > limit
-    return Reconciliation(main_kwh, submetered_kwh, remainder, alarm)
+    return Reconciliation(float(main_kwh), float(submetered_kwh), float(remainder),
+                          bool(alarm))
 
 
 @dataclass
@@ -249,7 +250,7 @@ class EnergyAccounting:
         energy = {code: float(value) / 1000.0 for code, value in
                   zip(self.tree.codes, per_code.tolist(), strict=True)}
         sub_kwh = energy.get(ELECTRICITY, 0.0)
-        check = reconcile(main_wh / 1000.0, sub_kwh, self.settings)
+        check = reconcile(float(main_wh) / 1000.0, sub_kwh, self.settings)
         remainder_code = self.settings.remainder_code
         if remainder_code is not None and check.remainder_kwh > 0:
             for code in (remainder_code, *ancestors(remainder_code)):

@@ -79,6 +79,7 @@ class Receiver:
     stats: ReceiverStats = field(default_factory=ReceiverStats)
     _server: asyncio.Server | None = None
     _sessions: dict[tuple[str, str], asyncio.StreamWriter] = field(default_factory=dict)
+    _connections: dict[asyncio.StreamWriter, asyncio.Task[None]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.db_path != ":memory:":
@@ -100,10 +101,12 @@ class Receiver:
     async def close(self) -> None:
         if self._server is not None:
             self._server.close()
-            for writer in list(self._sessions.values()):
-                writer.close()
+            for writer in list(self._connections):
+                writer.close()  # each handler sees its connection end and returns
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(2.0):
+                    await asyncio.gather(*self._connections.values(),
+                                         return_exceptions=True)
                     await self._server.wait_closed()
             self._server = None
 
@@ -173,6 +176,9 @@ class Receiver:
     async def _connection(self, reader: asyncio.StreamReader,
                           writer: asyncio.StreamWriter) -> None:
         self.stats.connections += 1
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections[writer] = task
         peer = writer.get_extra_info("peername")
         packets = PacketReader(self.dialect, self.key)
         challenge: str | None = None
@@ -237,6 +243,7 @@ class Receiver:
         finally:
             if identity is not None and self._sessions.get(identity) is writer:
                 del self._sessions[identity]
+            self._connections.pop(writer, None)
             writer.close()
 
     @staticmethod
