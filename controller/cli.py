@@ -133,6 +133,10 @@ def build_parser() -> argparse.ArgumentParser:
         "platform", help="the city energy-monitoring platform: a reference data centre "
                          "(serve), or a site's uploader alone (upload)"))
     sub.add_parser("codes", help="the 分类分项 energy codes (住建部 guide), Chinese and English")
+    kpi = sub.add_parser("kpi", help="the carbon-peaking plan's figures for a day, its month "
+                                     "and its year, from a site's store")
+    kpi.add_argument("file", help="the site file (for its store)")
+    kpi.add_argument("--date", help="YYYY-MM-DD (default: today, site-local)")
     maps = sub.add_parser("maps", help="list the device maps, or show one")
     maps.add_argument("model", nargs="?", help="show the points of this map")
     return parser
@@ -145,6 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "check": cmd_check, "sim": cmd_sim, "maps": cmd_maps, "command": cmd_command,
         "report": cmd_report, "tariff": cmd_tariff,
         "platform": _platform("cmd_platform"), "codes": _platform("cmd_codes"),
+        "kpi": _platform("cmd_kpi"),
     }
     try:
         status = handlers[args.command](args)

@@ -41,6 +41,9 @@ from drivers.site import SiteSpec
 log = logging.getLogger("pedf.energy")
 
 ELECTRICITY = "01000"
+#: The site's own figures, stored next to the codes (never reported as codes), in kWh.
+SITE_FIGURES = ("site:consumption", "site:grid_import", "site:grid_export",
+                "site:pv_generation")
 #: Levels every window adds to, after the window's own.
 ROLLUP_LEVELS = ("hour", "day", "month", "year")
 
@@ -48,11 +51,17 @@ ROLLUP_LEVELS = ("hour", "day", "month", "year")
 @dataclass(frozen=True, slots=True)
 class EnergySettings:
     """``[energy]``: reconciliation tolerance (% of the main meter's energy in a
-    window) and the code the unmetered remainder is booked to (None: not booked)."""
+    window), the code the unmetered remainder is booked to (None: not booked), and the
+    building facts the KPIs need."""
 
     tolerance_pct: float = 5.0
     remainder_code: str | None = None
     min_main_kwh: float = 0.1  # windows with less at the main meter are not judged
+    floor_area_m2: float | None = None  # for EUI and carbon per m² (controller.kpi)
+    building_type: str = "office"  # GB/T 51161 building type
+    climate_zone: str = "cold"  # GB/T 51161 climate zone (Jinan: cold)
+    building_class: str = "A"  # GB/T 51161 class A (windows open) or B (sealed)
+    coal_method: str = "equivalent"  # electricity's 当量值, or "primary" for 等价值
 
 
 def _code_rule(node: Node, _: Context) -> str:
@@ -67,10 +76,11 @@ ENERGY: Spec = {
     "tolerance_pct": Key(number(0.0, 100.0)),
     "remainder_code": Key(_code_rule),
     "min_main_kwh": Key(number(0.0, 1e6)),
-    # Read by controller.kpi (floor area, building type, climate zone, factors).
     "floor_area_m2": Key(number(0.0, 1e8, above=True)),
-    "building_type": Key(lambda node, _: node.str()),
-    "climate_zone": Key(lambda node, _: node.str()),
+    "building_type": Key(lambda node, _: node.str(choices=["office"])),
+    "climate_zone": Key(lambda node, _: node.str(choices=["cold"])),
+    "building_class": Key(lambda node, _: node.str(choices=["A", "B"])),
+    "coal_method": Key(lambda node, _: node.str(choices=["equivalent", "primary"])),
 }
 
 
@@ -79,10 +89,7 @@ def energy_settings(site: SiteSpec) -> EnergySettings:
     node = site.section("energy")
     if node is None:
         return EnergySettings()
-    values = read(node, ENERGY, Context.of(site)).values
-    own = {k: v for k, v in values.items() if k in ("tolerance_pct", "remainder_code",
-                                                    "min_main_kwh")}
-    return apply(EnergySettings(), own)
+    return apply(EnergySettings(), read(node, ENERGY, Context.of(site)).values)
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,14 +241,17 @@ class EnergyAccounting:
         delta = np.maximum(now - previous, 0.0)  # a period reset starts totals at 0
         delta[:, np.any(now < previous, axis=0)] = now[:, np.any(now < previous, axis=0)]
         use_wh = np.zeros(len(self.coded), dtype=np.float64)
-        main_wh = 0.0
+        main_wh = grid_import = grid_export = pv_wh = 0.0
         for item in self.coded:
             imported, exported = delta[0, item.index], delta[1, item.index]
             if item.role == "pv":
                 use_wh[item.index] = exported - imported
                 main_wh += exported - imported
+                pv_wh += exported - imported
             elif item.role == "grid":
                 main_wh += imported - exported
+                grid_import += imported
+                grid_export += exported
             elif item.role == "battery":
                 main_wh += exported - imported
             else:
@@ -255,6 +265,8 @@ class EnergyAccounting:
         if remainder_code is not None and check.remainder_kwh > 0:
             for code in (remainder_code, *ancestors(remainder_code)):
                 energy[code] = energy.get(code, 0.0) + check.remainder_kwh
+        energy.update(zip(SITE_FIGURES, (float(v) / 1000.0 for v in (
+            main_wh, grid_import, grid_export, pv_wh)), strict=True))
         rollups = period_starts(start_s, self.site.zone)
         return EnergyWindow(self.level, start_s, energy, rollups), check
 

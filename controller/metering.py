@@ -42,6 +42,7 @@ from controller.energy import (
     Reconciliation,
     energy_settings,
 )
+from controller.kpi import window_kpis
 from controller.store import EnergyWindow, Outgoing, Store
 from controller.tariffs import (
     DEFAULT_TARIFF,
@@ -413,8 +414,12 @@ class MeteringFeed:
         messages: list[Outgoing] = []
         if accounted is not None:
             self.last_energy = accounted
-            body["energy"] = {"codes": {c: round(v, 4) for c, v in accounted[0].energy.items()},
-                              "reconciliation": accounted[1].to_dict()}
+            body["energy"] = {
+                "codes": {c: round(v, 4) for c, v in accounted[0].energy.items()},
+                "reconciliation": accounted[1].to_dict(),
+                "kpi": await asyncio.to_thread(
+                    window_kpis, self.store, accounted[0], self.energy.settings,
+                    self.config.carbon.mean_kg_per_kwh)}
             event = self.energy.alarm_event(window, accounted[1], self.clock())
             if event is not None and self.events_topic is not None:
                 messages.append(Outgoing(self.events_topic, event))

@@ -1,5 +1,6 @@
 """``pedf platform serve`` (the reference data centre), ``pedf platform upload`` (the
-uploader alone, from a site's store) and ``pedf codes`` (the 分类分项 codes)."""
+uploader alone, from a site's store), ``pedf codes`` (the 分类分项 codes) and ``pedf kpi``
+(the plan's figures from a site's store)."""
 
 from __future__ import annotations
 
@@ -86,6 +87,29 @@ async def _upload(args: argparse.Namespace) -> int:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+    finally:
+        store.close()
+    return 0
+
+
+def cmd_kpi(args: argparse.Namespace) -> int:
+    """Print the day's, month's and year's KPIs of a site from its store."""
+    from datetime import date, datetime
+
+    from controller.config import uplink_settings
+    from controller.energy import energy_settings
+    from controller.kpi import kpi_table
+    from controller.metering import metering_settings
+    from controller.store import Store
+    from drivers.site import load_site
+
+    site = load_site(args.file)
+    day = (date.fromisoformat(args.date) if args.date
+           else datetime.now(site.zone).date())
+    store = Store(uplink_settings(site).store_path)
+    try:
+        print(kpi_table(store, energy_settings(site),
+                        metering_settings(site).carbon.mean_kg_per_kwh, site.zone, day))
     finally:
         store.close()
     return 0

@@ -67,11 +67,14 @@ class UploaderStats:
 def group_periods(rows: list[tuple[float, str, float]], period_s: int,
                   complete_until_s: float) -> list[Period]:
     """Window rows (start, code, energy) summed into report periods that end by
-    ``complete_until_s``, oldest first. Periods align on multiples of ``period_s`` in
+    ``complete_until_s``, oldest first (rows of the site's own figures, ``site:…``, are
+    left out). Periods align on multiples of ``period_s`` in
     UNIX time, which are local boundaries for any zone a whole number of hours from UTC
     (China: UTC+8)."""
     periods: dict[float, dict[str, float]] = {}
     for start, code, value in rows:
+        if ":" in code:  # the site's own figures (site:…) are not codes of the guide
+            continue
         begin = math.floor(start / period_s) * period_s
         if begin + period_s <= complete_until_s:
             bucket = periods.setdefault(begin, {})

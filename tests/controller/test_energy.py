@@ -106,8 +106,12 @@ def test_window_energy_per_code_by_hand() -> None:
                                exp + np.array([500.0, 0.0, 0.0]))
     assert result is not None
     window, check = result
-    assert window.energy == pytest.approx({"01000": 5.2, "01A00": 3.2, "01A10": 3.2,
-                                           "01C00": 2.0, "01C10": 2.0})
+    codes = {k: v for k, v in window.energy.items() if ":" not in k}
+    assert codes == pytest.approx({"01000": 5.2, "01A00": 3.2, "01A10": 3.2,
+                                   "01C00": 2.0, "01C10": 2.0})
+    site = {k: v for k, v in window.energy.items() if k.startswith("site:")}
+    assert site == pytest.approx({"site:consumption": 5.5, "site:grid_import": 6.0,
+                                  "site:grid_export": 0.5, "site:pv_generation": 0.0})
     # main meter 6.0 − 0.5 = 5.5 kWh; sub-meters 5.2; remainder 0.3 kWh = 5.45 % > 5 %
     assert check.main_kwh == pytest.approx(5.5)
     assert check.remainder_kwh == pytest.approx(0.3)
