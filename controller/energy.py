@@ -128,6 +128,45 @@ def coded_series(site: SiteSpec, series: Sequence[Any]) -> list[CodedSeries]:
     return result
 
 
+@dataclass(frozen=True, slots=True)
+class CounterSeries:
+    """A non-electric meter's counter: which reading, its code and the factor from the
+    reading's unit to the code's (Wh of heat → kWh; m³ stays m³)."""
+
+    device: str
+    point: str
+    code: str | None
+    to_code_unit: float
+
+
+#: meter kind → (energy types its code may belong to, counter capability, factor)
+_COUNTERS = {"water_meter": (("02",), "volume_m3", 1.0),
+             "heat_meter": (("04", "05"), "heat_energy_wh", 0.001)}
+
+
+def counter_series(site: SiteSpec) -> list[CounterSeries]:
+    """The counters of the site's heat/cold and water meters. A heat meter coded 05000
+    (central cooling) counts its cold, otherwise its heat. Raises ConfigError for a code
+    of another energy type."""
+    found = []
+    for device in site.devices.values():
+        spec = _COUNTERS.get(device.device_map.kind)
+        if spec is None:
+            continue
+        types, capability, factor = spec
+        code = device.energy_code
+        if code is not None and code[:2] not in types:
+            raise Node(site.file, f"{device.path}.energy_code", code).error(
+                "a code of " + " or ".join(t + "000" for t in types) + f" for a "
+                f"{device.device_map.kind.replace('_', ' ')}")
+        if code is not None and code.startswith("05"):
+            capability = "cooling_energy_wh"
+        point = device.device_map.capabilities.get(capability)
+        if point is not None:
+            found.append(CounterSeries(device.name, point, code, factor))
+    return found
+
+
 @dataclass(frozen=True)
 class CodeTree:
     """The codes a site uses and their ancestors, in parent-first order, as the arrays
@@ -211,18 +250,47 @@ class EnergyAccounting:
     settings: EnergySettings = field(default_factory=EnergySettings)
     window_s: int = 900
     coded: list[CodedSeries] = field(init=False)
+    counters: list[CounterSeries] = field(init=False)
     tree: CodeTree = field(init=False)
     baseline: np.ndarray | None = None  # float64[2, n]: import, export Wh at the last window
     alarm: bool = False
+    #: the latest reading of each counter, and its reading at the last window (NaN: none)
+    counter_last: list[float] = field(init=False)
+    counter_base: list[float] = field(init=False)
 
     def __post_init__(self) -> None:
         self.coded = coded_series(self.site, self.series)
-        used = [c.code for c in self.coded if c.code is not None]
+        self.counters = counter_series(self.site)
+        codes = [c.code for c in self.coded] + [c.code for c in self.counters]
+        used = [code for code in codes if code is not None]
         if self.settings.remainder_code is not None:
             used.append(self.settings.remainder_code)
         self.tree = CodeTree.of(used)
-        self._series_code = np.array([self.tree.index(c.code) for c in self.coded],
+        self._series_code = np.array([self.tree.index(code) for code in codes],
                                      dtype=np.int32)
+        self.counter_last = [math.nan] * len(self.counters)
+        self.counter_base = [math.nan] * len(self.counters)
+
+    def counter_points(self) -> dict[tuple[str, str], int]:
+        """(device, point) → counter index, for the feed."""
+        return {(c.device, c.point): i for i, c in enumerate(self.counters)}
+
+    def reading(self, index: int, value: float) -> None:
+        """A counter's reading (in its point's unit)."""
+        if math.isfinite(value):
+            self.counter_last[index] = value
+
+    def _counter_deltas(self) -> list[float]:
+        """Each counter's advance since the last window, in its code's unit; a counter
+        that went back (replaced, reset) restarts from its new reading (0 this time)."""
+        deltas = []
+        for i, counter in enumerate(self.counters):
+            last, base = self.counter_last[i], self.counter_base[i]
+            step = last - base if math.isfinite(last) and math.isfinite(base) else 0.0
+            deltas.append(max(step, 0.0) * counter.to_code_unit)
+            if math.isfinite(last):
+                self.counter_base[i] = last
+        return deltas
 
     @property
     def level(self) -> str:
@@ -236,6 +304,7 @@ class EnergyAccounting:
         now = np.vstack([np.asarray(import_wh, dtype=np.float64),
                          np.asarray(export_wh, dtype=np.float64)])
         previous, self.baseline = self.baseline, now
+        counted = self._counter_deltas()
         if previous is None or previous.shape != now.shape:
             return None
         delta = np.maximum(now - previous, 0.0)  # a period reset starts totals at 0
@@ -256,8 +325,10 @@ class EnergyAccounting:
                 main_wh += exported - imported
             else:
                 use_wh[item.index] = imported - exported
-        per_code = fastcore.rollup_codes(self._series_code, self.tree.parent, use_wh)
-        energy = {code: float(value) / 1000.0 for code, value in
+        # one rollup over every series, each in its code's unit (electricity in kWh)
+        use = np.concatenate([use_wh / 1000.0, np.array(counted, dtype=np.float64)])
+        per_code = fastcore.rollup_codes(self._series_code, self.tree.parent, use)
+        energy = {code: float(value) for code, value in
                   zip(self.tree.codes, per_code.tolist(), strict=True)}
         sub_kwh = energy.get(ELECTRICITY, 0.0)
         check = reconcile(float(main_wh) / 1000.0, sub_kwh, self.settings)
@@ -293,7 +364,9 @@ class EnergyAccounting:
 
     def state_json(self) -> str:
         base = None if self.baseline is None else self.baseline.tolist()
-        return json.dumps({"baseline": base, "alarm": self.alarm}, allow_nan=False)
+        counters = [None if math.isnan(v) else v for v in self.counter_base]
+        return json.dumps({"baseline": base, "alarm": self.alarm, "counters": counters},
+                          allow_nan=False)
 
     def restore(self, text: str | None) -> None:
         """The saved baseline and alarm state (ignored when unusable or of another
@@ -308,7 +381,11 @@ class EnergyAccounting:
                 raise ValueError("another number of series")
             if array is not None and not np.all(np.isfinite(array)):
                 raise ValueError("not finite")
+            counters = data.get("counters") or [None] * len(self.counters)
+            if len(counters) != len(self.counters):
+                raise ValueError("another number of counters")
             self.baseline, self.alarm = array, bool(data["alarm"])
+            self.counter_base = [math.nan if v is None else float(v) for v in counters]
         except (ValueError, KeyError, TypeError) as exc:
             log.warning("saved energy baseline unusable (%s): the next window starts it",
                         exc)

@@ -285,6 +285,7 @@ class MeteringFeed:
     reactive: ReactiveEnergy = field(init=False)
     _reactive_point: tuple[str, str] | None = field(init=False)
     _restored: bool = field(init=False, default=False)
+    _meters: dict[tuple[str, str], int] = field(init=False)
 
     def __post_init__(self) -> None:
         if self.settings is None:
@@ -310,6 +311,7 @@ class MeteringFeed:
             self.config.demand_window_s)
         if self._restored:
             self.energy.restore(self.store.get_state("energy"))
+        self._meters = self.energy.counter_points()
 
     @property
     def config(self) -> MeteringSettings:
@@ -370,6 +372,9 @@ class MeteringFeed:
                         if index is not None:
                             samples.append((index, reading.timestamp,
                                             self.series[index].sign * float(value)))
+                        meter = self._meters.get(key)
+                        if meter is not None:  # a heat/cold or water meter's counter
+                            self.energy.reading(meter, float(value))
                         counter = self._counters.get(key)
                         if counter is not None:
                             counters.append((counter[0], reading.timestamp, counter[1],

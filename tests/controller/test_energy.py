@@ -201,3 +201,58 @@ def test_store_rolls_windows_up_once(tmp_path: Path) -> None:
     assert store.get_state("energy") == "c"
     assert store.last_energy_period("900s") == 900.0
     store.close()
+
+
+FLOW_SITE = SITE.replace("{lights}", "01A10") + """
+[[devices]]
+name = "water"
+model = "tuf2000m-water"
+transport = "tcp"
+host = "127.0.0.1"
+port = 1502
+unit = 4
+energy_code = "02000"
+
+[[devices]]
+name = "district_heat"
+model = "tuf2000m-heat"
+transport = "tcp"
+host = "127.0.0.1"
+port = 1502
+unit = 5
+energy_code = "{heat}"
+"""
+
+
+def test_non_electric_counters_by_hand() -> None:
+    site = site_from_text(FLOW_SITE.replace("{heat}", "04000"))
+    accounting = EnergyAccounting(site, SERIES)
+    points = accounting.counter_points()
+    water = points[("water", "positive_volume")]
+    heat = points[("district_heat", "positive_heat")]
+    accounting.reading(water, 3456.0)
+    accounting.reading(heat, 2_000_000.0)  # Wh
+    assert accounting.window(0.0, np.zeros(3), np.zeros(3)) is None
+    accounting.reading(water, 3456.3)
+    accounting.reading(heat, 2_025_000.0)
+    result = accounting.window(900.0, np.zeros(3), np.zeros(3))
+    assert result is not None
+    assert result[0].energy["02000"] == pytest.approx(0.3)  # m³
+    assert result[0].energy["04000"] == pytest.approx(25.0)  # kWh
+    assert result[0].energy["01000"] == 0.0
+    # a replaced meter (its counter went back) restarts: nothing negative is booked
+    accounting.reading(water, 12.0)
+    result = accounting.window(1800.0, np.zeros(3), np.zeros(3))
+    assert result is not None
+    assert result[0].energy["02000"] == 0.0
+    # the counters' last readings survive a restart with the baseline
+    again = EnergyAccounting(site, SERIES)
+    again.restore(accounting.state_json())
+    assert again.counter_base[water] == 12.0
+
+
+def test_a_cold_meter_counts_cold_and_a_wrong_type_is_refused() -> None:
+    cold = EnergyAccounting(site_from_text(FLOW_SITE.replace("{heat}", "05000")), SERIES)
+    assert ("district_heat", "negative_heat") in cold.counter_points()
+    with pytest.raises(ConfigError, match="04000 or 05000"):
+        EnergyAccounting(site_from_text(FLOW_SITE.replace("{heat}", "02000")), SERIES)

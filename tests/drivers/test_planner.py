@@ -146,6 +146,8 @@ EXPECTED_FULL_POLL = {
     "sg-ready-heatpump": 2,  # 15 points
     "sunspec-battery": 2,  # 96 points
     "sunspec-inverter": 3,  # 194 points
+    "tuf2000m-heat": 1,  # 7 points: registers 0–35, answered as a whole
+    "tuf2000m-water": 1,  # 2 points: registers 0–9, answered as a whole
 }
 
 
