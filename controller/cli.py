@@ -17,7 +17,7 @@ from controller.config import check_site, logging_settings
 from controller.logs import setup_logging
 from controller.runtime import Service
 from drivers.maploader import MapError, get_map, shipped_models
-from drivers.schema import ConfigError
+from drivers.schema import ConfigError, Node
 from drivers.site import SiteSpec, load_site
 
 
@@ -41,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--start", default=None, help="simulated start (default today 09:00)")
     demo.add_argument("--state-dir", default=None,
                       help="keep the outbox here (default: a temporary folder)")
+    demo.add_argument("--platform", type=int, default=None, metavar="PORT",
+                      help="report to a city energy-monitoring platform on 127.0.0.1:PORT "
+                           "(pedf platform serve --key jinan-demo-key16 --port PORT)")
 
     read = sub.add_parser("read", help="read a device of a site file once")
     read.add_argument("file")
@@ -230,6 +233,18 @@ def demo_site_path() -> str:
     return str(resources.files("simulators.sites") / "jinan-office.toml")
 
 
+def _with_platform(site: SiteSpec, port: int) -> SiteSpec:
+    """The demo site reporting to a city platform on 127.0.0.1:``port`` (its
+    ``[platform]`` section enabled)."""
+    import dataclasses
+
+    node = site.section("platform")
+    assert node is not None
+    assert isinstance(node.value, dict)
+    enabled = Node(node.file, node.path, {**node.value, "enabled": True, "port": port})
+    return dataclasses.replace(site, sections={**site.sections, "platform": enabled})
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     import dataclasses
     import tempfile
@@ -242,6 +257,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from simulators.sitefile import build_site
 
     site_spec = load_site(demo_site_path())
+    if args.platform is not None:
+        site_spec = _with_platform(site_spec, args.platform)
     _logging(args, None, "INFO" if args.headless else "WARNING")
     simulated = build_site(site_spec, start_s=sim_cli.parse_start(args.start, site_spec),
                            speed=args.speed)
