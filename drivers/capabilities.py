@@ -138,6 +138,8 @@ KINDS: dict[str, KindSpec] = {
             r"ch[0-9]_(voltage_v|current_a|power_w|power_factor|import_wh|export_wh|"
             r"reactive_power_var|apparent_power_va)",
             r"frequency_hz", r"uptime_s", r"demand_w",
+            # pulse inputs: edges counted (a water or gas meter's pulse output)
+            r"pulse[0-9]_count",
         ),
     ),
 }

@@ -532,7 +532,9 @@ class SubMeterBinding:
 
     def values(self) -> dict[str, Value]:
         t = self.clock()
-        values: dict[str, Value] = {"frequency_hz": mains_frequency_hz(t), "uptime_s": 0}
+        values: dict[str, Value] = {"frequency_hz": mains_frequency_hz(t), "uptime_s": 0,
+                                    # no pulse meters wired to the simulated sub-meter
+                                    "pulse1_count": 0, "pulse2_count": 0}
         total = 0.0
         for number, channel in self.channels.items():
             load = self.loads[channel.load]
