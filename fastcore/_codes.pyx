@@ -5,7 +5,7 @@ import numpy as np
 
 from libc.math cimport isfinite
 
-from fastcore._codes_common import check_rollup
+from fastcore._codes_common import BAD_CODE, BAD_PARENT, check_rollup
 
 
 def rollup_codes(series_code, parent, energy):
@@ -16,9 +16,22 @@ def rollup_codes(series_code, parent, energy):
     cdef const int[::1] up = parents_a
     cdef const double[::1] values = values_a
     cdef double[::1] out = out_a
-    cdef Py_ssize_t i, n = codes.shape[0]
+    cdef Py_ssize_t i, n = codes.shape[0], m = up.shape[0]
     cdef int code
     cdef double value
+    cdef bint bad = False
+    with nogil:
+        for i in range(m):
+            if up[i] < -1 or up[i] >= i:
+                bad = True
+    if bad:
+        raise ValueError(BAD_PARENT)
+    with nogil:
+        for i in range(n):
+            if codes[i] < -1 or codes[i] >= m:
+                bad = True
+    if bad:
+        raise ValueError(BAD_CODE)
     with nogil:
         for i in range(n):
             code = codes[i]

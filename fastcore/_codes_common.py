@@ -19,19 +19,19 @@ def _array(value: object, name: str, dtype: type) -> np.ndarray:
     return np.ascontiguousarray(value)
 
 
+#: The errors for out-of-range indices; both implementations check them in their loops
+#: (``parent[c] < c``: a parent comes before its children, so every walk up ends).
+BAD_PARENT = "parent[c] must be -1 (a root) or the index of an earlier code"
+BAD_CODE = "series_code must be -1 (no code) or an index into parent"
+
+
 def check_rollup(series_code: object, parent: object,
                  energy: object) -> tuple[I32, I32, F64]:
-    """Validate :func:`rollup_codes` arguments: ``parent[c] < c`` (a parent comes before
-    its children, so every walk up the tree ends), ``-1 <= series_code < n_codes``,
-    equal lengths. Raises TypeError/ValueError naming the argument."""
+    """Check the types, shapes and lengths of :func:`rollup_codes` arguments. Raises
+    TypeError/ValueError naming the argument (index ranges: see BAD_PARENT, BAD_CODE)."""
     codes = _array(series_code, "series_code", np.int32)
     parents = _array(parent, "parent", np.int32)
     values = _array(energy, "energy", np.float64)
     if len(codes) != len(values):
         raise ValueError("series_code and energy must have the same length")
-    n = len(parents)
-    if n and (np.any(parents < -1) or np.any(parents >= np.arange(n, dtype=np.int32))):
-        raise ValueError("parent[c] must be -1 (a root) or the index of an earlier code")
-    if len(codes) and (np.any(codes < -1) or np.any(codes >= n)):
-        raise ValueError("series_code must be -1 (no code) or an index into parent")
     return codes, parents, values

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from fastcore._codes_common import F64, check_rollup
+from fastcore._codes_common import BAD_CODE, BAD_PARENT, F64, check_rollup
 
 
 def rollup_codes(series_code: object, parent: object, energy: object) -> F64:
@@ -18,9 +18,15 @@ def rollup_codes(series_code: object, parent: object, energy: object) -> F64:
     runs over series in order and, per series, from its code up, like the compiled
     kernel (same rounding)."""
     codes, parents, values = check_rollup(series_code, parent, energy)
-    out = np.zeros(len(parents), dtype=np.float64)
     up = parents.tolist()
-    for code, value in zip(codes.tolist(), values.tolist(), strict=True):
+    n = len(up)
+    if any(not -1 <= p < c for c, p in enumerate(up)):
+        raise ValueError(BAD_PARENT)
+    code_list = codes.tolist()
+    if any(not -1 <= c < n for c in code_list):
+        raise ValueError(BAD_CODE)
+    out = np.zeros(n, dtype=np.float64)
+    for code, value in zip(code_list, values.tolist(), strict=True):
         if code < 0 or not math.isfinite(value):
             continue
         while code >= 0:
