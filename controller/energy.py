@@ -145,7 +145,8 @@ _COUNTERS = {"water_meter": (("02",), "volume_m3", 1.0),
 
 
 def counter_series(site: SiteSpec) -> list[CounterSeries]:
-    """The counters of the site's heat/cold and water meters. A heat meter coded 05000
+    """The counters of the site's heat/cold and water meters, and of the meters on
+    sub-meters' pulse inputs (pulses × ``unit_per_pulse``). A heat meter coded 05000
     (central cooling) counts its cold, otherwise its heat. Raises ConfigError for a code
     of another energy type."""
     found = []
@@ -164,6 +165,11 @@ def counter_series(site: SiteSpec) -> list[CounterSeries]:
         point = device.device_map.capabilities.get(capability)
         if point is not None:
             found.append(CounterSeries(device.name, point, code, factor))
+    for device in site.devices.values():  # meters on a sub-meter's pulse inputs
+        for meter in device.pulse_meters:
+            point = device.device_map.capabilities[f"pulse{meter.channel}_count"]
+            found.append(CounterSeries(device.name, point, meter.energy_code,
+                                       meter.unit_per_pulse))
     return found
 
 

@@ -174,6 +174,7 @@ class DeviceSpec:
     sg_ready: SgReadySpec | None = None  # heat pumps: how SG-Ready is set
     safe_open: frozenset[int] = frozenset()  # relays: channels that fall open on a trip
     energy_code: str | None = None  # 分类分项 code of what it meters (drivers.energycodes)
+    pulse_meters: tuple[PulseMeterSpec, ...] = ()  # sub-meters: meters on its pulse inputs
 
     def safe_closed(self, channel: int) -> bool:
         """Relays: whether ``channel`` closes when the module's watchdog trips."""
@@ -185,6 +186,16 @@ class DeviceSpec:
         if self.protocol is Protocol.DLT645:
             return f"address {self.meter_address}"
         return f"unit {self.unit}"
+
+
+@dataclass(frozen=True, slots=True)
+class PulseMeterSpec:
+    """A water, gas or heat meter wired to a sub-meter's pulse input: the input, what one
+    pulse is worth in the code's unit (m³, kWh), and its 分类 code."""
+
+    channel: int
+    unit_per_pulse: float
+    energy_code: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -302,7 +313,7 @@ _DEVICE_KEYS = ("name", "model", "line", "transport", "host", "port", "protocol"
                 "address", "password", "operator", "timeout_s", "retries", "max_registers",
                 "pacing", "groups", "turnaround_s", "unit_switch_delay_s", "backoff_max_s",
                 "writes_per_s", "write_burst", "role", "simulation", "sg_ready", "safe_open",
-                "energy_code")
+                "energy_code", "pulse_meters")
 _SERIAL_KEYS = ("serial_port", "baud", "parity", "stop_bits")
 _DIGITS = re.compile(r"^[0-9]{12}$")
 _CREDENTIAL = re.compile(r"^[0-9A-Fa-f]{8}$")
@@ -382,7 +393,34 @@ def _device(node: Node, line_nodes: Mapping[str, Node]) -> DeviceSpec:
         operator=_credential(node.get("operator"), "00000000"),
         safe_open=_safe_open(node.get("safe_open"), device_map),
         energy_code=_energy_code(node),
+        pulse_meters=_pulse_meters(node.get("pulse_meters"), device_map),
     )
+
+
+def _pulse_meters(node: Node | None, device_map: AnyMap) -> tuple[PulseMeterSpec, ...]:
+    """A sub-meter's ``pulse_meters``: ``[{ channel, unit_per_pulse, energy_code }]`` for
+    the meters on its pulse inputs (non-electric codes only)."""
+    if node is None:
+        return ()
+    inputs = sum(1 for c in device_map.capabilities if re.fullmatch(r"pulse[0-9]_count", c))
+    if not inputs:
+        raise node.error(f"no pulse_meters ({device_map.model} has no pulse inputs)")
+    meters: list[PulseMeterSpec] = []
+    for entry in node.list():
+        entry.only(("channel", "unit_per_pulse", "energy_code"))
+        channel_node = entry.req("channel")
+        channel = channel_node.int(min=1, max=inputs)
+        if any(m.channel == channel for m in meters):
+            raise channel_node.error("a pulse input not listed before")
+        code_node = entry.req("energy_code")
+        code = energy_code(code_node)
+        if code.startswith("01"):
+            raise code_node.error("a code of water, gas, heat or cold (02000 … 05000): "
+                                  "electricity is metered by the channels")
+        meters.append(PulseMeterSpec(
+            channel, entry.req("unit_per_pulse").float(min=0, min_exclusive=True, max=1e6),
+            code))
+    return tuple(meters)
 
 
 def _safe_open(node: Node | None, device_map: AnyMap) -> frozenset[int]:

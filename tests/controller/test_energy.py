@@ -256,3 +256,41 @@ def test_a_cold_meter_counts_cold_and_a_wrong_type_is_refused() -> None:
     assert ("district_heat", "negative_heat") in cold.counter_points()
     with pytest.raises(ConfigError, match="04000 or 05000"):
         EnergyAccounting(site_from_text(FLOW_SITE.replace("{heat}", "02000")), SERIES)
+
+
+PULSE_SITE = SITE.replace("{lights}", "01A10") + """
+[[devices]]
+name = "submeter"
+model = "esp32-submeter"
+transport = "tcp"
+host = "127.0.0.1"
+port = 1503
+unit = 1
+pulse_meters = [{ channel = 2, unit_per_pulse = 0.01, energy_code = "{code}" }]
+"""
+
+
+def test_a_gas_meter_on_a_pulse_input_by_hand() -> None:
+    site = site_from_text(PULSE_SITE.replace("{code}", "03A00"))
+    accounting = EnergyAccounting(site, SERIES)
+    gas = accounting.counter_points()[("submeter", "pulse2_count")]
+    accounting.reading(gas, 1200.0)
+    accounting.window(0.0, np.zeros(3), np.zeros(3))
+    accounting.reading(gas, 1450.0)  # 250 pulses of 0.01 m³
+    result = accounting.window(900.0, np.zeros(3), np.zeros(3))
+    assert result is not None
+    assert result[0].energy["03A00"] == pytest.approx(2.5)
+    assert result[0].energy["03000"] == pytest.approx(2.5)  # rolled up to 燃气
+
+
+@pytest.mark.parametrize(("code", "reason"), [("01A10", "electricity is metered"),
+                                              ("09000", "分类分项 code")])
+def test_pulse_meters_are_validated(code: str, reason: str) -> None:
+    with pytest.raises(ConfigError, match=reason) as error:
+        site_from_text(PULSE_SITE.replace("{code}", code))
+    assert "pulse_meters[0].energy_code" in str(error.value)
+    with pytest.raises(ConfigError, match="no pulse inputs"):
+        site_from_text(SITE.replace("{lights}", "01A10").replace(
+            'energy_code = "01C10"',
+            'energy_code = "01C10"\npulse_meters = [{ channel = 1, unit_per_pulse = 1.0, '
+            'energy_code = "02000" }]'))
