@@ -8,6 +8,7 @@ from setuptools import Extension, setup
 _FASTCORE_FLAGS = ["-O3", "-ffp-contract=off"]
 
 extensions = [
+    Extension("fastcore._codes", ["fastcore/_codes.pyx"], extra_compile_args=_FASTCORE_FLAGS),
     Extension("fastcore._energy", ["fastcore/_energy.pyx"], extra_compile_args=["-O3"]),
     Extension("fastcore._meter", ["fastcore/_meter.pyx"], extra_compile_args=_FASTCORE_FLAGS),
     Extension("fastcore._shed", ["fastcore/_shed.pyx"], extra_compile_args=_FASTCORE_FLAGS),

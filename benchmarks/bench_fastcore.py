@@ -20,6 +20,10 @@ bytes (np.copyto of the three arrays into preallocated buffers).
 
 Shedding: 1k / 10k / 100k loads (priorities 1..10, 80 % sheddable, 5 % locked out,
 20 % in groups, some inside their minimum on-time), target = 20 % of the load.
+
+分类分项 roll-up: 10,000 series (5 % uncoded) into the shipped code tree (21 codes, up
+to three levels), once per 15-min window: kernel vs twin vs a numpy formulation
+(np.bincount per code, then each code added to its parent, children first).
 """
 
 from __future__ import annotations
@@ -35,7 +39,8 @@ import numpy.typing as npt
 
 from benchmarks.common import Results, print_goals
 from controller.tariffs import DEFAULT_TARIFF, load_tariff
-from fastcore import _meter_py, _shed_py
+from drivers.energycodes import ancestors, energy_codes
+from fastcore import _codes_py, _meter_py, _shed_py
 from fastcore._common import (
     ROLE_GRID,
     MeterConfig,
@@ -45,9 +50,9 @@ from fastcore._common import (
 CALENDAR = load_tariff(DEFAULT_TARIFF).calendar
 
 try:
-    from fastcore import _meter, _shed
+    from fastcore import _codes, _meter, _shed
 except ImportError:  # pragma: no cover - reported in the output
-    _meter = _shed = None  # type: ignore[assignment]
+    _codes = _meter = _shed = None  # type: ignore[assignment]
 
 N_LOADS = 10_000
 POLLS = 100
@@ -354,14 +359,54 @@ def bench_shedding() -> list[tuple[str, bool, str]]:
     return goals
 
 
+def bench_rollup() -> list[tuple[str, bool, str]]:
+    codes = list(energy_codes())
+    index = {c: i for i, c in enumerate(codes)}
+    parent = np.array([index[ancestors(c)[0]] if ancestors(c) else -1 for c in codes],
+                      dtype=np.int32)
+    rng = np.random.default_rng(13)
+    n = 10_000
+    series = rng.integers(0, len(codes), n).astype(np.int32)
+    series[rng.random(n) < 0.05] = -1
+    energy = rng.exponential(2.0, n)
+
+    def with_numpy() -> npt.NDArray[np.float64]:
+        coded = series >= 0
+        out = np.asarray(np.bincount(series[coded], weights=energy[coded],
+                                     minlength=len(codes)), dtype=np.float64)
+        for c in range(len(codes) - 1, -1, -1):  # children come after their parents
+            if parent[c] >= 0:
+                out[parent[c]] += out[c]
+        return out
+
+    kernel_out = _codes.rollup_codes(series, parent, energy)
+    assert np.array_equal(kernel_out, _codes_py.rollup_codes(series, parent, energy))
+    assert np.allclose(kernel_out, with_numpy())
+    times = interleave({
+        "kernel": timed(functools.partial(_codes.rollup_codes, series, parent, energy)),
+        "numpy": timed(with_numpy),
+    }, ROUNDS * 20)
+    times.update(interleave({"twin": timed(functools.partial(
+        _codes_py.rollup_codes, series, parent, energy))}, ROUNDS))
+    kernel, twin, numpy_s = (min(times[k]) for k in ("kernel", "twin", "numpy"))
+    print(f"\n{'roll-up':10} {'kernel us':>10} {'twin us':>10} {'twin/kernel':>12} "
+          f"{'numpy us':>10} {'kernel/numpy':>13}")
+    print(f"{n:10,} {kernel * 1e6:10.1f} {twin * 1e6:10.0f} {twin / kernel:12.0f} "
+          f"{numpy_s * 1e6:10.1f} {kernel / numpy_s:13.2f}")
+    return [("roll-up of 10k series into 分类分项 codes >= 20x twin", twin / kernel >= 20,
+             f"{twin / kernel:.0f}x"),
+            ("roll-up of 10k series <= numpy bincount formulation", kernel <= numpy_s,
+             f"{kernel / numpy_s:.2f}x")]
+
+
 def main() -> Results:
     results = Results()
-    if _meter is None or _shed is None:
+    if _meter is None or _shed is None or _codes is None:
         print("compiled fastcore kernels are not built: nothing to compare "
               "(pip install . or python setup.py build_ext --inplace)")
         results.goal("compiled kernels built", False, "not built")
         return results
-    for name, met, figure in bench_aggregation() + bench_shedding():
+    for name, met, figure in bench_aggregation() + bench_shedding() + bench_rollup():
         results.goal(name.strip(), met, figure)
         results.figures[name.strip()] = figure  # ratios measured side by side in this run
     return results

@@ -31,6 +31,7 @@ from controller.control.settings import control_settings
 from controller.inbox import CommandInbox
 from controller.metering import MeteringFeed, MeteringSettings, metering_settings
 from controller.openadr import Ven, ven_for
+from controller.platform import Uploader, uploader_for
 from controller.runtime import Gateway, Service, with_serial_ports
 from controller.sections import is_loopback
 from controller.store import Outgoing, Store
@@ -54,6 +55,7 @@ class App:
     metering: MeteringFeed | None = None
     control: ControlLoop | None = None
     openadr: Ven | None = None  # the OpenADR VEN, with an [openadr] section
+    platform: Uploader | None = None  # the city platform's uploader, with [platform]
     broker_address: tuple[str, int] | None = None
     services: list[tuple[str, Service]] = field(default_factory=list)
 
@@ -140,9 +142,14 @@ def _wire_uplink(app: App, store: Store, topics: Topics, notify: asyncio.Event, 
 
 def _wire_metering(app: App, store: Store, topics: Topics, notify: asyncio.Event,
                    settings: MeteringSettings) -> None:
+    uploader = uploader_for(app.site, store, settings.demand_window_s)
+    if uploader is not None:  # the city platform: with or without MQTT
+        app.platform = uploader
+        app.services.append(("platform uploader", uploader.run))
     feed = MeteringFeed(app.site, store, app.gateway.bus,
                         topics.metering("window") if app.settings.enabled else None,
-                        notify, settings, clock=app.gateway.wall_clock)
+                        notify, settings, clock=app.gateway.wall_clock,
+                        events_topic=topics.events if app.settings.enabled else None)
     app.metering = feed
     app.services.append(("metering", feed.run))
 

@@ -18,7 +18,7 @@ from controller.logs import setup_logging
 from controller.runtime import Service
 from drivers.maploader import MapError, get_map, shipped_models
 from drivers.points import Pacing
-from drivers.schema import ConfigError
+from drivers.schema import ConfigError, Node
 from drivers.site import SiteSpec, load_site
 
 
@@ -42,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--start", default=None, help="simulated start (default today 09:00)")
     demo.add_argument("--state-dir", default=None,
                       help="keep the outbox here (default: a temporary folder)")
+    demo.add_argument("--platform", type=int, default=None, metavar="PORT",
+                      help="report to a city energy-monitoring platform on 127.0.0.1:PORT "
+                           "(pedf platform serve --key jinan-demo-key16 --port PORT)")
 
     read = sub.add_parser("read", help="read a device of a site file once")
     read.add_argument("file")
@@ -128,6 +131,16 @@ def build_parser() -> argparse.ArgumentParser:
         pass
     else:
         sim_cli.add_arguments(sub.add_parser("sim", help="serve simulated devices"))
+    from controller.platform import cli as platform_cli
+
+    platform_cli.add_arguments(sub.add_parser(
+        "platform", help="the city energy-monitoring platform: a reference data centre "
+                         "(serve), or a site's uploader alone (upload)"))
+    sub.add_parser("codes", help="the 分类分项 energy codes (住建部 guide), Chinese and English")
+    kpi = sub.add_parser("kpi", help="the carbon-peaking plan's figures for a day, its month "
+                                     "and its year, from a site's store")
+    kpi.add_argument("file", help="the site file (for its store)")
+    kpi.add_argument("--date", help="YYYY-MM-DD (default: today, site-local)")
     maps = sub.add_parser("maps", help="list the device maps, or show one")
     maps.add_argument("model", nargs="?", help="show the points of this map")
     return parser
@@ -139,6 +152,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "run": cmd_run, "demo": cmd_demo, "read": cmd_read, "scan": cmd_scan,
         "check": cmd_check, "sim": cmd_sim, "maps": cmd_maps, "command": cmd_command,
         "report": cmd_report, "tariff": cmd_tariff,
+        "platform": _platform("cmd_platform"), "codes": _platform("cmd_codes"),
+        "kpi": _platform("cmd_kpi"),
     }
     try:
         status = handlers[args.command](args)
@@ -150,6 +165,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         _silence_stdout()
         return 128 + signal.SIGPIPE
     return status
+
+
+def _platform(name: str) -> Callable[[argparse.Namespace], int]:
+    def handler(args: argparse.Namespace) -> int:
+        from controller.platform import cli as platform_cli
+
+        command: Callable[[argparse.Namespace], int] = getattr(platform_cli, name)
+        return command(args)
+    return handler
 
 
 def _silence_stdout() -> None:
@@ -210,6 +234,18 @@ def demo_site_path() -> str:
     return str(resources.files("simulators.sites") / "jinan-office.toml")
 
 
+def _with_platform(site: SiteSpec, port: int) -> SiteSpec:
+    """The demo site reporting to a city platform on 127.0.0.1:``port`` (its
+    ``[platform]`` section enabled)."""
+    import dataclasses
+
+    node = site.section("platform")
+    assert node is not None
+    assert isinstance(node.value, dict)
+    enabled = Node(node.file, node.path, {**node.value, "enabled": True, "port": port})
+    return dataclasses.replace(site, sections={**site.sections, "platform": enabled})
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     import dataclasses
     import tempfile
@@ -222,6 +258,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from simulators.sitefile import build_site
 
     site_spec = load_site(demo_site_path())
+    if args.platform is not None:
+        site_spec = _with_platform(site_spec, args.platform)
     _logging(args, None, "INFO" if args.headless else "WARNING")
     simulated = build_site(site_spec, start_s=sim_cli.parse_start(args.start, site_spec),
                            speed=args.speed)

@@ -283,8 +283,10 @@ def check_site(path: Path | str) -> SiteSpec:
     (The ``[simulation]`` section belongs to the simulators: ``pedf check`` validates it
     too when they are installed.)"""
     from controller.control.settings import control_settings
+    from controller.energy import energy_settings
     from controller.metering import metering_settings
     from controller.openadr import check_openadr
+    from controller.platform import platform_settings
 
     site = load_site(path)
     logging_settings(site)
@@ -292,4 +294,6 @@ def check_site(path: Path | str) -> SiteSpec:
     metering_settings(site)
     control_settings(site)
     check_openadr(site)
+    energy_settings(site)
+    platform_settings(site, metering_settings(site).demand_window_s)
     return site

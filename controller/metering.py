@@ -36,7 +36,14 @@ import numpy as np
 
 import fastcore
 from controller.bus import ReadingBus
-from controller.store import Outgoing, Store
+from controller.energy import (
+    EnergyAccounting,
+    EnergySettings,
+    Reconciliation,
+    energy_settings,
+)
+from controller.kpi import window_kpis
+from controller.store import EnergyWindow, Outgoing, Store
 from controller.tariffs import (
     DEFAULT_TARIFF,
     POWER_FACTOR_STANDARDS,
@@ -265,7 +272,11 @@ class MeteringFeed:
     settings: MeteringSettings | None = None  # None: the site's [metering]
     flush_s: float = 1.0
     clock: Callable[[], float] = time.time
+    events_topic: str | None = None  # where the energy reconciliation alarm goes
+    energy_settings: EnergySettings | None = None  # None: the site's [energy]
     series: list[Series] = field(init=False)
+    energy: EnergyAccounting = field(init=False)
+    last_energy: tuple[EnergyWindow, Reconciliation] | None = field(init=False, default=None)
     aggregator: Any = field(init=False)
     _by_point: dict[tuple[str, str], int] = field(init=False)
     _counters: dict[tuple[str, str], tuple[int, str]] = field(init=False)
@@ -274,6 +285,8 @@ class MeteringFeed:
     _saving: asyncio.Future[None] | None = None  # the window being written, if any
     reactive: ReactiveEnergy = field(init=False)
     _reactive_point: tuple[str, str] | None = field(init=False)
+    _restored: bool = field(init=False, default=False)
+    _meters: dict[tuple[str, str], int] = field(init=False)
 
     def __post_init__(self) -> None:
         if self.settings is None:
@@ -286,12 +299,20 @@ class MeteringFeed:
                 self._counters[(item.device, item.import_counter)] = (index, "import")
             if item.export_counter:
                 self._counters[(item.device, item.export_counter)] = (index, "export")
-        self.aggregator = self._restore() or self._new()
+        restored = self._restore()
+        self._restored = restored is not None
+        self.aggregator = restored or self._new()
         grid = self.site.grid_meter()
         point = None if grid is None else grid.device_map.capabilities.get("reactive_power_var")
         self._reactive_point = None if grid is None or point is None else (grid.name, point)
         self.reactive = ReactiveEnergy.from_json(self.store.get_state("metering_reactive"),
                                                  self.config.max_gap_s)
+        self.energy = EnergyAccounting(
+            self.site, self.series, self.energy_settings or energy_settings(self.site),
+            self.config.demand_window_s)
+        if self._restored:
+            self.energy.restore(self.store.get_state("energy"))
+        self._meters = self.energy.counter_points()
 
     @property
     def config(self) -> MeteringSettings:
@@ -352,6 +373,9 @@ class MeteringFeed:
                         if index is not None:
                             samples.append((index, reading.timestamp,
                                             self.series[index].sign * float(value)))
+                        meter = self._meters.get(key)
+                        if meter is not None:  # a heat/cold or water meter's counter
+                            self.energy.reading(meter, float(value))
                         counter = self._counters.get(key)
                         if counter is not None:
                             counters.append((counter[0], reading.timestamp, counter[1],
@@ -396,24 +420,49 @@ class MeteringFeed:
         body = self.window_summary(window, totals)
         rows = [(window, s.name, float(totals.demand_kw[i])) for i, s in enumerate(self.series)
                 if totals.demand_window_start_s[i] == window]
-        self._saving = asyncio.ensure_future(asyncio.to_thread(self._save, body, rows))
+        accounted = self.energy.window(window, totals.import_wh, totals.export_wh)
+        messages: list[Outgoing] = []
+        if accounted is not None:
+            self.last_energy = accounted
+            body["energy"] = {
+                "codes": {c: round(v, 4) for c, v in accounted[0].energy.items()},
+                "reconciliation": accounted[1].to_dict(),
+                "kpi": await asyncio.to_thread(
+                    window_kpis, self.store, accounted[0], self.energy.settings,
+                    self.config.carbon.mean_kg_per_kwh)}
+            event = self.energy.alarm_event(window, accounted[1], self.clock())
+            if event is not None and self.events_topic is not None:
+                messages.append(Outgoing(self.events_topic, event))
+        self._saving = asyncio.ensure_future(asyncio.to_thread(
+            self._save, body, rows, messages, None if accounted is None else accounted[0]))
         await asyncio.shield(self._saving)
         local = datetime.fromtimestamp(window + self.config.demand_window_s, self.site.zone)
         month = (local.year, local.month)
         if self._month is not None and month != self._month:
             log.info("new billing period %04d-%02d: metering totals reset", *month)
             self.aggregator.reset_period()
+            self.energy.period_reset()
             self.reactive.kvarh = 0.0
         self._month = month
         if self.notify is not None:
             self.notify.set()
 
-    def _save(self, body: dict[str, object], rows: list[tuple[float, str, float]]) -> None:
+    def _save(self, body: dict[str, object], rows: list[tuple[float, str, float]],
+              messages: list[Outgoing], energy: EnergyWindow | None) -> None:
         if self.topic is not None:
-            self.store.append([Outgoing(self.topic, body)])
+            messages.insert(0, Outgoing(self.topic, body))
+        if messages:
+            self.store.append(messages)
         self.store.record_windows(rows)
-        self.store.set_state("metering", json.dumps(self.aggregator.state(), allow_nan=False))
-        self.store.set_state("metering_reactive", self.reactive.to_json())
+        # The window's energy per code and the state that follows it, in one transaction.
+        state = {"metering": json.dumps(self.aggregator.state(), allow_nan=False),
+                 "metering_reactive": self.reactive.to_json(),
+                 "energy": self.energy.state_json()}
+        if energy is None:
+            for key, text in state.items():
+                self.store.set_state(key, text)
+        else:
+            self.store.record_energy_window(energy, state)
 
     def bill(self, window: float, totals: Any) -> MonthlyBill | None:
         """The month's bill so far at the grid connection (None without a grid meter, or

@@ -41,7 +41,7 @@ import math
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -95,6 +95,19 @@ CREATE TABLE IF NOT EXISTS metering_windows (
     series TEXT NOT NULL,
     demand_kw REAL,
     PRIMARY KEY (series, window_start)
+);
+CREATE TABLE IF NOT EXISTS energy_periods (
+    level TEXT NOT NULL,
+    period_start REAL NOT NULL,
+    code TEXT NOT NULL,
+    energy REAL NOT NULL,
+    PRIMARY KEY (level, period_start, code)
+);
+CREATE TABLE IF NOT EXISTS platform_delivered (
+    platform TEXT NOT NULL,
+    period_start REAL NOT NULL,
+    delivered REAL NOT NULL,
+    PRIMARY KEY (platform, period_start)
 );
 CREATE TABLE IF NOT EXISTS dr_performance (
     event_id TEXT NOT NULL,
@@ -172,6 +185,18 @@ class Outgoing:
     qos: int = 1
     retain: bool = False
     correlation: bytes | None = None  # MQTT 5 correlation data of a reply
+
+
+@dataclass(frozen=True, slots=True)
+class EnergyWindow:
+    """One metering window's energy per 分类分项 code (kWh for electricity, the code's
+    unit otherwise): ``level`` names the window ("900s"), ``rollups`` the (level, start)
+    of the hour, day, month and year it adds to."""
+
+    level: str
+    start_s: float
+    energy: Mapping[str, float]
+    rollups: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -657,6 +682,68 @@ class Store:
                 "window_start >= ? AND window_start < ? AND demand_kw IS NOT NULL "
                 "ORDER BY window_start", (series, since_s, until_s)).fetchall()
         return [(float(start), float(kw)) for start, kw in rows]
+
+    def record_energy_window(self, window: EnergyWindow,
+                             state: Mapping[str, str]) -> bool:
+        """One metering window's energy per 分类分项 code, added to its hour, day, month
+        and year, and the metering state that follows it — in one transaction, so a
+        restart never counts a window twice nor loses one the state already covers.
+        Idempotent: a window already recorded adds nothing (returns False); the state
+        is written either way. On a storage fault nothing is written (False, logged)."""
+        def write() -> bool:
+            fresh = self._db.execute(
+                "SELECT 1 FROM energy_periods WHERE level = ? AND period_start = ? LIMIT 1",
+                (window.level, window.start_s)).fetchone() is None
+            if fresh:
+                self._db.executemany(
+                    "INSERT INTO energy_periods(level, period_start, code, energy) "
+                    "VALUES (?, ?, ?, ?)",
+                    [(window.level, window.start_s, code, value)
+                     for code, value in window.energy.items()])
+                self._db.executemany(
+                    "INSERT INTO energy_periods(level, period_start, code, energy) VALUES "
+                    "(?, ?, ?, ?) ON CONFLICT(level, period_start, code) DO UPDATE SET "
+                    "energy = energy + excluded.energy",
+                    [(level, start, code, value) for level, start in window.rollups
+                     for code, value in window.energy.items()])
+            for key, text in state.items():
+                self._set_meta(f"state:{key}", text)
+            return fresh
+
+        return self._write_or(False, write)
+
+    def energy_periods(self, level: str, since_s: float,
+                       until_s: float) -> list[tuple[float, str, float]]:
+        """(period start, code, energy) of ``level`` with ``since_s <= start < until_s``,
+        by start then code."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT period_start, code, energy FROM energy_periods WHERE level = ? AND "
+                "period_start >= ? AND period_start < ? ORDER BY period_start, code",
+                (level, since_s, until_s)).fetchall()
+        return [(float(start), str(code), float(value)) for start, code, value in rows]
+
+    def last_energy_period(self, level: str) -> float | None:
+        """The start of the newest recorded period of ``level`` (None: none yet)."""
+        with self._lock:
+            row = self._db.execute("SELECT MAX(period_start) FROM energy_periods WHERE "
+                                   "level = ?", (level,)).fetchone()
+        return None if row[0] is None else float(row[0])
+
+    def mark_delivered(self, platform: str, period_start_s: float) -> None:
+        """Remember that ``platform`` acknowledged the period (logged on a fault: the
+        period is sent again later, and the platform keeps one copy per period)."""
+        self._execute_or_log("INSERT OR IGNORE INTO platform_delivered(platform, "
+                             "period_start, delivered) VALUES (?, ?, ?)",
+                             [(platform, period_start_s, time.time())])
+
+    def delivered(self, platform: str, since_s: float) -> set[float]:
+        """Period starts ``platform`` acknowledged, from ``since_s`` on."""
+        with self._lock:
+            rows = self._db.execute("SELECT period_start FROM platform_delivered WHERE "
+                                    "platform = ? AND period_start >= ?",
+                                    (platform, since_s)).fetchall()
+        return {float(row[0]) for row in rows}
 
     def record_performance(self, record: dict[str, object]) -> None:
         """One interval of a DR event's performance (see controller.control.loop)."""

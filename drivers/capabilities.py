@@ -130,12 +130,25 @@ KINDS: dict[str, KindSpec] = {
                   "droop": ControlSpec("% of rating per % of voltage", "droop_pct"),
                   "power_limit": ControlSpec("W", "power_limit_w")},
     ),
+    # Non-electric meters (分类 02000 water, 04000/05000 heat and cold): counters in
+    # base units (Wh of heat, m³ of water), flow in m³/h.
+    "heat_meter": KindSpec(
+        required=frozenset({"heat_energy_wh"}),
+        optional=(r"cooling_energy_wh", r"thermal_power_w", r"flow_m3_h", r"volume_m3",
+                  r"supply_temp_c", r"return_temp_c"),
+    ),
+    "water_meter": KindSpec(
+        required=frozenset({"volume_m3"}),
+        optional=(r"flow_m3_h",),
+    ),
     "sub_meter": KindSpec(
         required=frozenset(),
         optional=(
             r"ch[0-9]_(voltage_v|current_a|power_w|power_factor|import_wh|export_wh|"
             r"reactive_power_var|apparent_power_va)",
             r"frequency_hz", r"uptime_s", r"demand_w",
+            # pulse inputs: edges counted (a water or gas meter's pulse output)
+            r"pulse[0-9]_count",
         ),
     ),
 }

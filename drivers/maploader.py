@@ -46,7 +46,7 @@ PointT = TypeVar("PointT", bound=PointBase)
 #: Units a point may declare: base units only, so conversion happens once, at decode.
 BASE_UNITS = frozenset(
     {"", "W", "Wh", "V", "A", "Hz", "°C", "%", "var", "VA", "varh", "VAh", "s", "Ah", "Ω",
-     "°"}
+     "°", "m³", "m³/h"}
 )
 
 

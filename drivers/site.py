@@ -22,6 +22,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from drivers.capabilities import relay_channel_count
+from drivers.energycodes import energy_code
 from drivers.maploader import get_map
 from drivers.points import AnyMap, Pacing, Point, PollGroup, Protocol, Table
 from drivers.protocol import Framing
@@ -42,7 +43,7 @@ __all__ = [
 
 #: Top-level sections a site file may have; owners other than this module parse the rest.
 SECTIONS = ("site", "lines", "devices", "loads", "simulation", "logging", "uplink",
-            "metering", "control", "openadr")
+            "metering", "control", "openadr", "energy", "platform")
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,47}$")
 _NAME_TEXT = "a name of lowercase letters, digits and _ (starting with a letter)"
@@ -172,6 +173,8 @@ class DeviceSpec:
     operator: str = "00000000"  # DL/T 645 writes: operator code
     sg_ready: SgReadySpec | None = None  # heat pumps: how SG-Ready is set
     safe_open: frozenset[int] = frozenset()  # relays: channels that fall open on a trip
+    energy_code: str | None = None  # 分类分项 code of what it meters (drivers.energycodes)
+    pulse_meters: tuple[PulseMeterSpec, ...] = ()  # sub-meters: meters on its pulse inputs
 
     def safe_closed(self, channel: int) -> bool:
         """Relays: whether ``channel`` closes when the module's watchdog trips."""
@@ -183,6 +186,16 @@ class DeviceSpec:
         if self.protocol is Protocol.DLT645:
             return f"address {self.meter_address}"
         return f"unit {self.unit}"
+
+
+@dataclass(frozen=True, slots=True)
+class PulseMeterSpec:
+    """A water, gas or heat meter wired to a sub-meter's pulse input: the input, what one
+    pulse is worth in the code's unit (m³, kWh), and its 分类 code."""
+
+    channel: int
+    unit_per_pulse: float
+    energy_code: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,6 +216,7 @@ class LoadSpec:
     dc_bus: str | None  # the dc_bus device whose bus feeds it (None: on the AC side)
     simulation: Node | None
     path: str
+    energy_code: str | None = None  # 分类分项 code (drivers.energycodes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -298,7 +312,8 @@ def _name(node: Node) -> str:
 _DEVICE_KEYS = ("name", "model", "line", "transport", "host", "port", "protocol", "unit",
                 "address", "password", "operator", "timeout_s", "retries", "max_registers",
                 "pacing", "groups", "turnaround_s", "unit_switch_delay_s", "backoff_max_s",
-                "writes_per_s", "write_burst", "role", "simulation", "sg_ready", "safe_open")
+                "writes_per_s", "write_burst", "role", "simulation", "sg_ready", "safe_open",
+                "energy_code", "pulse_meters")
 _SERIAL_KEYS = ("serial_port", "baud", "parity", "stop_bits")
 _DIGITS = re.compile(r"^[0-9]{12}$")
 _CREDENTIAL = re.compile(r"^[0-9A-Fa-f]{8}$")
@@ -377,7 +392,35 @@ def _device(node: Node, line_nodes: Mapping[str, Node]) -> DeviceSpec:
         password=_credential(node.get("password"), "02000000"),
         operator=_credential(node.get("operator"), "00000000"),
         safe_open=_safe_open(node.get("safe_open"), device_map),
+        energy_code=_energy_code(node),
+        pulse_meters=_pulse_meters(node.get("pulse_meters"), device_map),
     )
+
+
+def _pulse_meters(node: Node | None, device_map: AnyMap) -> tuple[PulseMeterSpec, ...]:
+    """A sub-meter's ``pulse_meters``: ``[{ channel, unit_per_pulse, energy_code }]`` for
+    the meters on its pulse inputs (non-electric codes only)."""
+    if node is None:
+        return ()
+    inputs = sum(1 for c in device_map.capabilities if re.fullmatch(r"pulse[0-9]_count", c))
+    if not inputs:
+        raise node.error(f"no pulse_meters ({device_map.model} has no pulse inputs)")
+    meters: list[PulseMeterSpec] = []
+    for entry in node.list():
+        entry.only(("channel", "unit_per_pulse", "energy_code"))
+        channel_node = entry.req("channel")
+        channel = channel_node.int(min=1, max=inputs)
+        if any(m.channel == channel for m in meters):
+            raise channel_node.error("a pulse input not listed before")
+        code_node = entry.req("energy_code")
+        code = energy_code(code_node)
+        if code.startswith("01"):
+            raise code_node.error("a code of water, gas, heat or cold (02000 … 05000): "
+                                  "electricity is metered by the channels")
+        meters.append(PulseMeterSpec(
+            channel, entry.req("unit_per_pulse").float(min=0, min_exclusive=True, max=1e6),
+            code))
+    return tuple(meters)
 
 
 def _safe_open(node: Node | None, device_map: AnyMap) -> frozenset[int]:
@@ -576,7 +619,8 @@ def _group(name: str, node: Node, device_map: AnyMap) -> PollGroup:
 
 
 _LOAD_KEYS = ("name", "rated_w", "device", "channel", "priority", "sheddable", "min_on_s",
-              "min_off_s", "max_shed_s", "group", "meter", "dc_bus", "simulation")
+              "min_off_s", "max_shed_s", "group", "meter", "dc_bus", "simulation",
+              "energy_code")
 
 
 def _load(node: Node, devices: Mapping[str, DeviceSpec]) -> LoadSpec:
@@ -630,7 +674,13 @@ def _load(node: Node, devices: Mapping[str, DeviceSpec]) -> LoadSpec:
         dc_bus=dc_bus,
         simulation=node.get("simulation"),
         path=node.path,
+        energy_code=_energy_code(node),
     )
+
+
+def _energy_code(node: Node) -> str | None:
+    code_node = node.get("energy_code")
+    return None if code_node is None else energy_code(code_node)
 
 
 def _check_channels(loads: Mapping[str, LoadSpec], root: Node) -> None:

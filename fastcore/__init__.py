@@ -16,6 +16,7 @@ Kernels (see docs/fastcore.md):
 * :func:`plan_shed` / :func:`plan_restore` — demand-response load shedding and a
   staggered restore plan.
 * :func:`integrate_energy` — trapezoidal integration of one power series.
+* :func:`rollup_codes` — energy per 分类分项 code, each series rolled up the code tree.
 """
 
 from __future__ import annotations
@@ -84,10 +85,12 @@ __all__ = [
     "integrate_energy",
     "plan_restore",
     "plan_shed",
+    "rollup_codes",
 ]
 
 #: compiled module -> its pure-Python twin (same public names)
 KERNELS = {
+    "fastcore._codes": "fastcore._codes_py",
     "fastcore._energy": "fastcore._energy_py",
     "fastcore._meter": "fastcore._meter_py",
     "fastcore._shed": "fastcore._shed_py",
@@ -114,10 +117,12 @@ def _choose_implementation() -> str:
 IMPLEMENTATION: str = _choose_implementation()
 
 if IMPLEMENTATION == "cython":
+    from fastcore._codes import rollup_codes
     from fastcore._energy import integrate_energy
     from fastcore._meter import MeterAggregator
     from fastcore._shed import plan_restore, plan_shed
 else:
+    from fastcore._codes_py import rollup_codes
     from fastcore._energy_py import integrate_energy  # type: ignore[assignment]
     from fastcore._meter_py import MeterAggregator  # type: ignore[assignment]
     from fastcore._shed_py import plan_restore, plan_shed

@@ -38,6 +38,10 @@ from simulators.physics.heatpump import MODE_AUTO, MODE_COOLING, MODE_HEATING, M
 from simulators.physics.loads import RelayModule
 from simulators.physics.pv import PvInverter
 from simulators.physics.site import MeterModel, SimLoad, SubMeterChannelModel
+from simulators.physics.water import WaterDemand
+
+#: Volumetric heat capacity of water, J/(m³·K).
+WATER_J_PER_M3_K = 4.186e6
 
 
 class Binding(Protocol):
@@ -572,6 +576,53 @@ class HeatPumpBinding:
 
 
 @dataclass
+class HeatMeterBinding:
+    """A heat/cold meter on a heat pump's hydraulic side: heat and cold delivered, the
+    flow that carries the thermal power at the supply–return difference (water,
+    4.186 MJ/(m³·K)), the volume that flow adds up to, and both temperatures."""
+
+    heat_pump: HeatPump
+    volume_m3: float = 0.0
+    _last: tuple[float, float] | None = None  # (time, flow m³/h) of the previous read
+
+    def values(self) -> dict[str, Value]:
+        hp = self.heat_pump
+        delta_k = abs(hp.flow_c - hp.return_c)
+        flow = abs(hp.thermal_w) / (WATER_J_PER_M3_K * delta_k) * 3600.0 if delta_k > 0.05 \
+            else 0.0
+        if self._last is not None and hp.t_s > self._last[0]:
+            self.volume_m3 += 0.5 * (self._last[1] + flow) * (hp.t_s - self._last[0]) / 3600.0
+        self._last = (hp.t_s, flow)
+        return {"heat_energy_wh": hp.heating_energy_wh,
+                "cooling_energy_wh": hp.cooling_energy_wh,
+                "thermal_power_w": abs(hp.thermal_w), "flow_m3_h": flow,
+                "volume_m3": self.volume_m3, "supply_temp_c": hp.flow_c,
+                "return_temp_c": hp.return_c}
+
+    def extra_points(self) -> dict[str, Value]:
+        return {}
+
+    def write(self, capability: str, value: Value) -> None:
+        raise KeyError(capability)
+
+
+@dataclass
+class WaterMeterBinding:
+    demand: WaterDemand
+    now: Callable[[], float]
+
+    def values(self) -> dict[str, Value]:
+        t = self.now()
+        return {"volume_m3": self.demand.volume_at(t), "flow_m3_h": self.demand.flow_m3_h_at(t)}
+
+    def extra_points(self) -> dict[str, Value]:
+        return {}
+
+    def write(self, capability: str, value: Value) -> None:
+        raise KeyError(capability)
+
+
+@dataclass
 class RelayBinding:
     relay: RelayModule
 
@@ -661,7 +712,9 @@ class SubMeterBinding:
 
     def values(self) -> dict[str, Value]:
         t = self.clock()
-        values: dict[str, Value] = {"frequency_hz": mains_frequency_hz(t), "uptime_s": 0}
+        values: dict[str, Value] = {"frequency_hz": mains_frequency_hz(t), "uptime_s": 0,
+                                    # no pulse meters wired to the simulated sub-meter
+                                    "pulse1_count": 0, "pulse2_count": 0}
         total = 0.0
         for number, channel in self.channels.items():
             load = self.loads[channel.load]

@@ -20,12 +20,14 @@ from simulators.bindings import (
     BatteryBinding,
     Binding,
     DcBusBinding,
+    HeatMeterBinding,
     HeatPumpBinding,
     InverterBinding,
     MapView,
     MeterBinding,
     RelayBinding,
     SubMeterBinding,
+    WaterMeterBinding,
 )
 from simulators.physics.battery import BatteryConfig, BatteryModel
 from simulators.physics.dcbus import DcBus, DcBusConfig
@@ -40,6 +42,22 @@ from simulators.physics.site import (
     meter_tariff,
 )
 from simulators.physics.solar import Climate, Location
+from simulators.physics.water import WaterDemand
+
+
+def _heat_meter(device: DeviceSpec, model: SiteModel) -> HeatMeterBinding:
+    """A heat meter's ``simulation = { measures = "HEAT_PUMP" }``: the heat pump on
+    whose hydraulic side it sits."""
+    params = device.simulation
+    if params is None:
+        raise ConfigError("site file", device.path + ".simulation",
+                          '{ measures = "<heat pump>" }', missing=True)
+    params.only(("measures",))
+    measured = params.req("measures")
+    heat_pump = model.heat_pumps.get(measured.str())
+    if heat_pump is None:
+        raise measured.error("the name of a heat pump of this site")
+    return HeatMeterBinding(heat_pump)
 
 
 @dataclass
@@ -149,6 +167,15 @@ def build_site(spec: SiteSpec, *, start_s: float | None = None,
         elif kind == "sub_meter":
             _no_params(params)
             sub_meter_channels[device.name] = {}
+        elif kind == "water_meter":
+            if params is not None:
+                params.only(("volume_m3", "daily_m3"))
+            bindings[device.name] = WaterMeterBinding(WaterDemand(
+                zone, start, volume_m3=_float(params, "volume_m3", 1000.0, 0, 1e9),
+                daily_m3=_float(params, "daily_m3", 12.0, 0, 1e6)), lambda: model.t_s)
+    for device in spec.devices.values():  # after the heat pumps they meter
+        if device.device_map.kind == "heat_meter":
+            bindings[device.name] = _heat_meter(device, model)
     for load in spec.loads.values():
         params = load.simulation
         if params is not None:

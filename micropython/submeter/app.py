@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 _NCH = regmap.NCH
 _NQ = regmap.NQ
+_NPULSE = regmap.NPULSE
 
 
 class App:
@@ -51,7 +52,7 @@ class App:
         hal = self.hal
         from submeter import config
 
-        cfg, errors = config.load(hal, _NCH)
+        cfg, errors = config.load(hal, _NCH, _NPULSE)
         del config  # boot-only: unload it (the package holds it as an attribute too)
         del sys.modules["submeter.config"]
         delattr(sys.modules["submeter"], "config")
@@ -67,16 +68,22 @@ class App:
             self.buf = array("H", bytes(2 * (_NCH + 1) * self.frames))
         hal.wdt_start(cfg["watchdog_s"])
 
-        store = Store(hal, _NCH, cfg["storage"]["slots"])
+        store = Store(hal, _NCH, cfg["storage"]["slots"], _NPULSE)
         if store.load():
-            self.log("counters: restored seq=%d boot=%d mwh=%s%s" % (
-                store.seq, store.boot, store.counters,
+            self.log("counters: restored seq=%d boot=%d mwh=%s pulses=%s%s" % (
+                store.seq, store.boot, store.counters, store.pulses,
                 " (a corrupt record was skipped)" if store.restored_from_backup else ""))
         else:
             self.log("counters: none stored, starting from zero")
         store.boot += 1
         self.store = store
         self.energy = Energy(_NCH, store.counters)
+        self.pulses = list(store.pulses)  # counts per pulse channel, since commissioning
+        pins = cfg["pulses"]["pins"]
+        if pins:
+            hal.pulse_start(pins, cfg["pulses"]["debounce_ms"])
+            self.log("pulses: %d channel(s) on pins %s" % (len(pins), pins))
+        self._pulse_pins = len(pins)
         window_s = store.window_s or cfg["demand_window_s"]
         self.demand = Demand(window_s)
 
@@ -175,6 +182,8 @@ class App:
                 if self.ddsu.poll():
                     self._on_ddsu()
                 hal.sleep_ms(10)
+            if self._pulse_pins:
+                self._take_pulses()
             now = hal.ticks_ms()
             self._update(time.ticks_diff(now, last))
             last = now
@@ -187,6 +196,14 @@ class App:
             if time.ticks_diff(now, self._next_save) >= 0:
                 self._save(now)
             self._collect()
+
+    def _take_pulses(self):
+        """Add the edges the pulse inputs counted since the last loop."""
+        new = self.hal.pulse_take()
+        for p in range(self._pulse_pins):
+            if new[p]:
+                self.pulses[p] += new[p]
+                self._dirty = True
 
     def _fit_cycles(self, rate):
         """A block must hold a window plus the cycles spent finding its first crossing."""
@@ -255,6 +272,8 @@ class App:
             values[c * _NQ + regmap.Q_IMPORT_ENERGY] = self.energy.wh(c, False)
             values[c * _NQ + regmap.Q_EXPORT_ENERGY] = self.energy.wh(c, True)
         values[regmap.V_UPTIME] = self.uptime_ms // 1000
+        values[regmap.V_PULSE1_COUNT] = self.pulses[0]
+        values[regmap.V_PULSE2_COUNT] = self.pulses[1]
         values[regmap.V_DEMAND] = self.demand.value
         status = 0
         if self.hal.net_up():
@@ -309,11 +328,12 @@ class App:
     def _save(self, now):
         self._next_save = time.ticks_add(now, self.save_ms)
         try:
-            seq = self.store.save(self.energy.mwh, self.demand.window_s)
+            seq = self.store.save(self.energy.mwh, self.demand.window_s, self.pulses)
         except OSError as exc:  # flash full or failing: keep metering, try again later
             self.log("counters: save failed: %s" % exc)
             return
-        self.log("counters: saved seq=%d mwh=%s" % (seq, self.energy.mwh))
+        self.log("counters: saved seq=%d mwh=%s pulses=%s" % (seq, self.energy.mwh,
+                                                             self.pulses))
 
     def _collect(self):
         """Once per loop: a short collection keeps the heap unfragmented and the peak low."""

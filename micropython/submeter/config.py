@@ -34,6 +34,9 @@ DEFAULTS = {  # type: dict[str, Any]
              "password": "", "topic": "pedf/submeter", "keepalive_s": 60,
              "interval_s": 10.0, "ring_kb": 64},
     "storage": {"save_interval_s": 300.0, "slots": 4},
+    # pulse inputs (water, gas, heat meters with a pulse output): one GPIO per channel,
+    # counted on falling edges at least debounce_ms apart; counts survive power cuts
+    "pulses": {"pins": [], "debounce_ms": 20},
     "demand_window_s": 900,
     "watchdog_s": 30,
 }
@@ -78,6 +81,8 @@ LIMITS = {  # type: dict[str, tuple[Any, ...]]
     "mqtt.ring_kb": (4, 1024),
     "storage.save_interval_s": (1.0, 86400.0),
     "storage.slots": (2, 16),
+    "pulses.pins": (0, 48),
+    "pulses.debounce_ms": (0, 1000),
     "demand_window_s": (60, 3600),
     "watchdog_s": (5, 120),
 }
@@ -190,9 +195,9 @@ class _Checker:
         return out
 
 
-def parse(text, nch):
+def parse(text, nch, npulse=2):
     """(config dict, error messages) from the text (str or bytes) of a config file
-    (None: no file)."""
+    (None: no file); ``npulse`` pulse channels are served."""
     checker = _Checker()
     given = {}
     if text is None:
@@ -211,8 +216,11 @@ def parse(text, nch):
     if config["source"] == "ct" and len(config["pins"]["ct"]) < nch:
         checker.fail("pins.ct", "%d pins" % nch, config["pins"]["ct"], DEFAULTS["pins"]["ct"])
         config["pins"]["ct"] = DEFAULTS["pins"]["ct"]
+    if len(config["pulses"]["pins"]) > npulse:
+        checker.fail("pulses.pins", "at most %d pins" % npulse, config["pulses"]["pins"], [])
+        config["pulses"]["pins"] = []
     return config, checker.errors
 
 
-def load(hal, nch):
-    return parse(hal.read_file(FILE), nch)  # bytes: json takes them, bad UTF-8 included
+def load(hal, nch, npulse=2):
+    return parse(hal.read_file(FILE), nch, npulse)  # bytes: json takes them, bad UTF-8 included

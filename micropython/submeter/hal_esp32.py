@@ -93,6 +93,43 @@ class Hal:
         elapsed = time.ticks_diff(time.ticks_us(), t0)
         return frames * 1000000 / max(elapsed, 1), False
 
+    # -- pulse inputs -------------------------------------------------------------------
+
+    def pulse_start(self, pins, debounce_ms):
+        """Count falling edges on ``pins`` (pulled up: a meter's open-collector or reed
+        contact closes to ground), edges closer than ``debounce_ms`` ignored. The
+        interrupt handler only increments a counter (no allocation)."""
+        from array import array
+
+        self._edges = array("L", [0] * len(pins))
+        self._last_edge = [time.ticks_ms()] * len(pins)  # type: list[Any]
+        self._debounce = debounce_ms
+        self._pins = []
+        for index, number in enumerate(pins):
+            pin = machine.Pin(number, machine.Pin.IN, machine.Pin.PULL_UP)
+            pin.irq(trigger=machine.Pin.IRQ_FALLING, handler=self._edge_handler(index))
+            self._pins.append(pin)
+        self._taken = array("L", [0] * len(pins))
+
+    def _edge_handler(self, index):
+        edges, last, debounce = self._edges, self._last_edge, self._debounce
+
+        def handler(_pin):
+            now = time.ticks_ms()
+            if time.ticks_diff(now, last[index]) >= debounce:
+                last[index] = now
+                edges[index] += 1
+        return handler
+
+    def pulse_take(self):
+        """Edges counted since the last call, per input."""
+        new = []
+        for p in range(len(self._edges)):
+            count = self._edges[p]  # one word: read atomically
+            new.append((count - self._taken[p]) & 0xFFFFFFFF)
+            self._taken[p] = count
+        return new
+
     # -- UART, network, watchdog ------------------------------------------------------
 
     def uart(self, uart_id, baudrate, tx, rx, de):

@@ -14,6 +14,8 @@
 #   cut_save  n > 0: the n-th counter save writes half its bytes and hangs, so a test
 #             can kill the interpreter in the middle of the write (a power cut)
 #   stats     log heap statistics every this many windows (0: never)
+#   pulse_hz  [f1, f2, ...]: the pulse inputs see this many falling edges per second of
+#             device time (deterministic: edge k of input p at k / f_p s)
 #
 # Device time is virtual: it advances with every frame the ADC returns (frames / rate)
 # and with sleep_ms, so metering, energy and demand are deterministic whatever the load
@@ -70,6 +72,8 @@ class Hal:
         self._wall0 = time.ticks_ms()
         self._wdt_ms = 0
         self._fed = 0
+        self._pulse_hz = sim.get("pulse_hz", [])
+        self._pulse_taken = []  # edges handed out so far, per input
         self.wdt_late = 0  # feeds that came later than the watchdog timeout
 
     # -- clock ----------------------------------------------------------------------
@@ -115,6 +119,23 @@ class Hal:
         self._frames += frames
         self._pace()
         return self.rate, True
+
+    # -- pulse inputs -------------------------------------------------------------------
+
+    def pulse_start(self, pins, debounce_ms):
+        """Edges come from sim.json's pulse_hz, one rate per configured pin."""
+        self._pulse_taken = [0] * len(pins)
+
+    def pulse_take(self):
+        """Edges counted since the last call, per input (a list of ints)."""
+        now_us = self._now_us()
+        new = []
+        for p in range(len(self._pulse_taken)):
+            hz = self._pulse_hz[p] if p < len(self._pulse_hz) else 0
+            edges = int(now_us * hz // 1000000)
+            new.append(edges - self._pulse_taken[p])
+            self._pulse_taken[p] = edges
+        return new
 
     # -- UART, network, watchdog ------------------------------------------------------
 

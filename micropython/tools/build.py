@@ -56,7 +56,9 @@ CHANNEL_QUANTITIES = (
 )
 #: Device-level values, in value-slot order after the channel blocks.
 DEVICE_VALUES = ("frequency", "uptime", "demand", "firmware_version", "status",
-                 "demand_window")
+                 "demand_window", "pulse1_count", "pulse2_count")
+#: Pulse input channels (``pulse<N>_count`` device values, in slot order).
+NPULSE = sum(1 for name in DEVICE_VALUES if name.startswith("pulse"))
 #: Status bits the firmware sets, by the names the map gives them.
 STATUS_BITS = ("wifi connected", "mqtt connected", "voltage missing",
                "config defaults in use", "counters restored from backup")
@@ -212,6 +214,7 @@ def generate(map_path: Path = MAP_PATH) -> str:
         f"NCH = const({nch})",
         f"NQ = const({nq})",
         f"NV = const({nch * nq + len(DEVICE_VALUES)})",
+        f"NPULSE = const({NPULSE})",
         "",
         "# Value slots: channel c (0-based) quantity q is at c * NQ + q",
     ]

@@ -66,6 +66,10 @@ class HeatPump:
         self.cop = 0.0
         self.energy_wh = energy_wh
         self.thermal_energy_wh = energy_wh * 3.0
+        # what a heat/cold meter on the hydraulic side counts: heat delivered (heating)
+        # and cold delivered (cooling), Wh
+        self.heating_energy_wh = self.thermal_energy_wh
+        self.cooling_energy_wh = 0.0
         self.compressor_s = 0.0  # compressor running time
 
     @property
@@ -164,4 +168,8 @@ class HeatPump:
             self.compressor_s += dt
         self.energy_wh += used
         self.thermal_energy_wh += abs(self.thermal_w) * dt / 3600.0
+        if self.thermal_w > 0:
+            self.heating_energy_wh += self.thermal_w * dt / 3600.0
+        else:
+            self.cooling_energy_wh -= self.thermal_w * dt / 3600.0
         return used

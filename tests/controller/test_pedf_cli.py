@@ -47,7 +47,7 @@ def wait_for(process: subprocess.Popen[str], text: str, timeout: float = 20) -> 
 def test_check_accepts_the_example() -> None:
     result = pedf("check", str(EXAMPLE))
     assert result.returncode == 0, result.stderr
-    assert "ok — site jinan-office: 11 devices on 8 line(s), 28 loads" in result.stdout
+    assert "ok — site jinan-office: 13 devices on 9 line(s), 28 loads" in result.stdout
     assert "line serial:///tmp/pedf-rs485-1?2400-8E1: lighting_meter_1 (dlt645-3phase, " \
         "address 202400000101)" in result.stdout
     assert "simulation sections: ok" in result.stdout
@@ -149,7 +149,7 @@ def test_demo_headless_runs_and_stops_by_itself() -> None:
     assert "/tmp/pedf-rs485-0" in result.stdout
     assert "(virtual RS-485 line)" in result.stdout
     assert "pedf.summary: grid" in result.stderr
-    assert "devices ok 11/11" in result.stderr
+    assert "devices ok 13/13" in result.stderr
     assert "Traceback" not in result.stderr
     assert "never retrieved" not in result.stderr
 

@@ -157,6 +157,8 @@ EXPECTED_FULL_POLL = {
     "sungrow-sh": 4,  # 19 points
     "sungrow-sh-battery": 6,  # 18 points
     "sungrow-sh-meter": 3,  # 7 points
+    "tuf2000m-heat": 1,  # 7 points: registers 0–35, answered as a whole
+    "tuf2000m-water": 1,  # 2 points: registers 0–9, answered as a whole
 }
 
 

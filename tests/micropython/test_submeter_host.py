@@ -250,16 +250,18 @@ def test_rtu_unknown_function_gets_exception_1_once_the_line_is_quiet(
 
 @HYPOTHESIS
 @given(counters=st.lists(st.integers(0, 2**64 - 1), min_size=6, max_size=6),
-       seq=st.integers(0, 2**32 - 1), cut=st.integers(0, 67), flip=st.integers(0, 543))
+       pulses=st.lists(st.integers(0, 2**64 - 1), min_size=2, max_size=2),
+       seq=st.integers(0, 2**32 - 1), cut=st.integers(0, 85), flip=st.integers(0, 687))
 def test_counter_records_detect_torn_and_corrupt_writes(
-        fw: types.ModuleType, counters: list[int], seq: int, cut: int, flip: int) -> None:
-    record = fw.store.encode(seq, 3, 900, counters)  # 68 bytes for 3 channels
-    assert len(record) == 68
-    assert fw.store.decode(record, 3) == (seq, 3, 900, counters)
-    assert fw.store.decode(record[:cut], 3) is None  # torn by a power cut
+        fw: types.ModuleType, counters: list[int], pulses: list[int], seq: int, cut: int,
+        flip: int) -> None:
+    record = fw.store.encode(seq, 3, 900, counters, pulses)  # 86 bytes: 3 channels, 2 pulses
+    assert len(record) == 86
+    assert fw.store.decode(record, 3, 2) == (seq, 3, 900, counters, pulses)
+    assert fw.store.decode(record[:cut], 3, 2) is None  # torn by a power cut
     corrupt = bytearray(record)
     corrupt[flip // 8] ^= 1 << flip % 8
-    assert fw.store.decode(bytes(corrupt), 3) is None
+    assert fw.store.decode(bytes(corrupt), 3, 2) is None
 
 
 def test_the_generated_table_is_not_in_the_source_tree() -> None:

@@ -11,8 +11,9 @@ from pathlib import Path
 from mp_support import MAP, Device, counters_of, free_port, number, poll, sine_wave
 from pymodbus.client import AsyncModbusTcpClient
 
-SAVED = r"counters: saved seq=(?P<seq>\d+) mwh=(?P<mwh>\[.*\])"
-RESTORED = r"counters: restored seq=(?P<seq>\d+) boot=(?P<boot>\d+) mwh=(?P<mwh>\[.*?\])"
+SAVED = r"counters: saved seq=(?P<seq>\d+) mwh=(?P<mwh>\[.*?\]) pulses=(?P<pulses>\[.*?\])"
+RESTORED = (r"counters: restored seq=(?P<seq>\d+) boot=(?P<boot>\d+) mwh=(?P<mwh>\[.*?\]) "
+            r"pulses=(?P<pulses>\[.*?\])")
 
 
 def setup(tmp_path: Path, port: int, **sim: object) -> tuple[Path, dict[str, object]]:
@@ -37,7 +38,7 @@ async def test_a_cut_in_the_middle_of_a_save_loses_only_that_interval(
     finally:
         device.kill()
     assert int(last["seq"]) == 5
-    assert (root / torn).stat().st_size == 68 // 2
+    assert (root / torn).stat().st_size == 86 // 2  # 18 + 3·16 + 2·8 + 4 bytes, half
 
     Device.prepare(root, config=None, sim={**sim, "cut_save": 0})
     with Device(build, root) as device:

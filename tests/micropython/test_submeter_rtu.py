@@ -47,7 +47,7 @@ async def test_gateway_reads_the_firmware_over_rtu(build: Path, tmp_path: Path) 
                 assert not response.isError()
                 response = await client.read_holding_registers(0, count=1, device_id=UNIT)
                 assert response.registers == [120]
-                response = await client.read_input_registers(55, count=1, device_id=UNIT)
+                response = await client.read_input_registers(59, count=1, device_id=UNIT)
                 assert exception_code(response) == 2
                 response = await client.write_register(0, 5, device_id=UNIT)
                 assert exception_code(response) == 3
