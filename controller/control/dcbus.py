@@ -99,6 +99,7 @@ class DcBusControl:
     curve_writes: int = 0
     _rewrite_at: dict[str, float] = field(default_factory=dict)
     _last_limit: tuple[float, float] | None = None  # (value, when) last written
+    _last_target_w: float | None = None
 
     @classmethod
     def for_site(cls, plant: Plant) -> DcBusControl | None:
@@ -122,7 +123,7 @@ class DcBusControl:
         writes = self._converter().release_control("grid_limit")
         if await self._execute(self.settings.converter, writes, "release the grid limit"):
             log.info("dc bus: grid limit released (%s)", why)
-        self.limit_w = self.ceiling_w = self._last_limit = None
+        self.limit_w = self.ceiling_w = self._last_limit = self._last_target_w = None
 
     # -- curves -----------------------------------------------------------------------
 
@@ -209,10 +210,16 @@ class DcBusControl:
         if rated is None or drawn is None:
             return  # not read yet (or lost): the converter is in droop or falls back
         target_w, two_sided = target
+        stepped = self._last_target_w is None or \
+            abs(target_w - self._last_target_w) > 0.05 * rated
+        self._last_target_w = target_w
         if self.limit_w is None:
             self.limit_w = drawn
             self.ceiling_w = None if two_sided else drawn
-        wanted = self.limit_w - self.settings.gain * (grid_w - target_w)
+        # A new or stepped target: the whole error at once (feed-forward), then integral
+        # feedback on what the meter still shows.
+        gain = 1.0 if stepped else self.settings.gain
+        wanted = self.limit_w - gain * (grid_w - target_w)
         if self.ceiling_w is not None:
             wanted = min(wanted, self.ceiling_w)
         self.limit_w = max(-rated, min(rated, wanted))
