@@ -140,14 +140,13 @@ async def grid_following() -> dict[str, float]:
     clock = ManualClock(datetime(2026, 6, 17, 10, tzinfo=ZoneInfo("Asia/Shanghai")).timestamp())
     inner, simulated = SimPlant.build(spec, clock.now, start_s=clock.now())
     plant = CountingPlant(inner)
-    loop = ControlLoop(plant, ControlSettings(), CommandInbox(), None,  # type: ignore[arg-type]
-                       clock=clock.now)
+    loop = ControlLoop(plant, ControlSettings(), CommandInbox(), None, clock=clock.now)
     for _ in range(40):  # curves written and verified, bus settled
         await loop.cycle()
         clock.advance(1.0)
     load_writes_before = plant.writes.get("dc_loads", 0)
     grid = simulated.model.dc_grids["dc_converter"]
-    before_w = inner.value("grid_meter", "power_w")
+    before_w = simulated.model.site_power_w()
     step_w = -20_000.0
     target_w = before_w + step_w
     loop.book.add(DrEvent("vpp-step", "setpoint", "site", clock.now(), 600.0, target_w / 1000))
