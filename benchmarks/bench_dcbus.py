@@ -203,14 +203,22 @@ def dr_by_voltage() -> tuple[float, list[tuple[str, float, float]], float, float
 
 
 def depth_by_voltage_w() -> float:
-    """The most the bus can give by voltage alone: the converter's draw before, less its
-    draw with the limit at its lowest, where it holds the bus at the band's floor."""
+    """The most the bus can give by voltage alone: the converter's draw before, less the
+    lowest grid limit it still holds before its bus support takes over at the band's
+    floor (the limit lowered in 500 W steps, the bus settling at each)."""
     grid = bus()
-    before = grid.converter.power_w
-    grid.converter.mode = ConverterMode.GRID_LIMIT
-    grid.converter.grid_limit_w = -grid.converter.rated_power_w
-    grid.advance(grid.t_s + 30.0)
-    return before - grid.converter.power_w
+    converter = grid.converter
+    before = held = converter.power_w
+    converter.mode = ConverterMode.GRID_LIMIT
+    limit = before
+    while limit > -converter.rated_power_w:
+        limit -= 500.0
+        converter.grid_limit_w = limit
+        grid.advance(grid.t_s + 5.0)
+        if abs(converter.power_w - limit) > 0.02 * converter.rated_power_w:  # + feeder loss
+            break
+        held = limit
+    return before - held
 
 
 def dr_by_band_shedding() -> tuple[float, list[tuple[str, float]], float, float]:

@@ -7,8 +7,9 @@ capacitance, lumped) fed by:
   modes: *droop* (it holds the bus on a voltage–power characteristic) or *grid limit*
   (it draws a set power from the grid whatever the bus does, and the voltage floats).
   In grid-limit mode the gateway must keep writing: when its watchdog expires, the
-  converter falls back to droop. Outside its protection band the converter supports the
-  bus in either mode (power rises below the floor, falls above the ceiling);
+  converter falls back to droop. Near the edges of its protection band the converter
+  overrides the limit (from 1 % of nominal inside the band, reaching its rating at the
+  edge), so the bus stays in band whatever limit was written;
 * **DC storage** on a P–V droop curve, within its SoC limits;
 * **PV** through a DC/DC converter tracking the maximum power point, curtailing linearly
   above a threshold voltage;
@@ -76,7 +77,7 @@ class InterfaceConverter:
 
     ``power_w`` + into the bus (import from the grid). Droop: ``P = P_rated · (V_set −
     V) / (V_set · droop/100)``; grid limit: ``P = grid_limit_w``. Both clamped to
-    ±rated, with bus support outside ``floor_v``–``ceiling_v``.
+    ±rated, with bus support at the edges of ``floor_pct``–``ceiling_pct``.
     """
 
     rated_power_w: float
@@ -117,13 +118,13 @@ class InterfaceConverter:
         if self.mode is ConverterMode.DROOP:
             power = gain * (self.voltage_setpoint_v - terminal_v)
         else:
-            power = self.grid_limit_w
-            floor = self.nominal_v * self.floor_pct / 100.0
-            ceiling = self.nominal_v * self.ceiling_pct / 100.0
-            if terminal_v < floor:
-                power += gain * (floor - terminal_v)
-            elif terminal_v > ceiling:
-                power -= gain * (terminal_v - ceiling)
+            # Bus support: from 1 % of nominal inside the band the converter overrides the
+            # limit, reaching its rating at the band's edge.
+            support = self.rated_power_w / (0.01 * self.nominal_v)
+            floor = self.nominal_v * (self.floor_pct + 1.0) / 100.0
+            ceiling = self.nominal_v * (self.ceiling_pct - 1.0) / 100.0
+            power = max(self.grid_limit_w, support * (floor - terminal_v))
+            power = min(power, -support * (terminal_v - ceiling))
         return max(-self.rated_power_w, min(self.rated_power_w, power))
 
     def bus_power_w(self, bus_v: float) -> float:
