@@ -34,7 +34,7 @@ from drivers.dc_curves import BREAKPOINTS, VoltageCurve
 from drivers.devices import DcBus, Write
 from drivers.points import WriteRangeError
 
-__all__ = ["CurveTarget", "DcBusControl", "grid_target_w"]
+__all__ = ["CurveTarget", "DcBusControl", "bus_readings", "grid_target_w"]
 
 log = logging.getLogger("pedf.control.dcbus")
 
@@ -253,35 +253,14 @@ class DcBusControl:
     # -- reporting --------------------------------------------------------------------
 
     def readings(self) -> dict[str, Any]:
-        """The bus now, for the live view, the console and the uplink: voltage against
-        its band, the converter's mode and limit, each class's power fraction and the
-        storage state (None where not read)."""
-        value = self.plant.value
-        settings = self.settings
-        conv = settings.converter
-        band = self.band_v()
-        classes: dict[str, dict[str, float | None]] = {}
-        if settings.loads is not None:
-            for cls in settings.give_way_order():
-                name = cls.value
-                classes[name] = {
-                    "fraction_pct": value(settings.loads, f"{name}_fraction_pct"),
-                    "power_w": value(settings.loads, f"{name}_power_w"),
-                    "demand_w": value(settings.loads, f"{name}_demand_w")}
-        storage = None if settings.storage is None else {
-            "soc_pct": value(settings.storage, "soc_pct"),
-            "power_w": value(settings.storage, "power_w")}
-        mode = value(conv, "active_mode")
-        return {
-            "bus_voltage_v": value(conv, "bus_voltage_v"),
-            "band_v": None if band is None else [round(band[0], 1), round(band[1], 1)],
-            "state": self.state,
-            "mode": None if mode is None else ("grid_limit" if mode == 1 else "droop"),
-            "converter_w": value(conv, "power_w"),
-            "grid_limit_w": self.limit_w, "target_w": self.target_w,
+        """The bus now (see :func:`bus_readings`) with what the gateway does: the grid
+        limit it holds, the target, whether the curves are verified, the last alarm."""
+        readings = bus_readings(self.settings, self.plant.value)
+        readings.update({
+            "state": self.state, "grid_limit_w": self.limit_w, "target_w": self.target_w,
             "curves_verified": all(self.verified.values()) if self.verified else None,
-            "classes": classes, "storage": storage,
-            "alarm": self.alarms[-1] if self.alarms and self.state != "ok" else None}
+            "alarm": self.alarms[-1] if self.alarms and self.state != "ok" else None})
+        return readings
 
     def flexibility(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """(down, up) items for the flexibility report: how much less (more) the bus can
@@ -331,6 +310,35 @@ class DcBusControl:
         body["down_kw"] = round(sum(item["kw"] for item in body["down"]), 3)
         body["up_kw"] = round(sum(item["kw"] for item in body["up"]), 3)
         return body
+
+
+def bus_readings(settings: DcBusSettings, value: Callable[[str, str], float | None]
+                 ) -> dict[str, Any]:
+    """The bus from the latest device values (``value(device, capability)``), for the
+    live view, the console and the uplink: voltage against its band, the converter's
+    mode and power, each class's power fraction (in the order they give way) and the
+    storage state; None where not read."""
+    conv = settings.converter
+    nominal = value(conv, "nominal_voltage_v")
+    band = None if not nominal else [round(nominal * pct / 100.0, 1)
+                                     for pct in settings.band_pct]
+    voltage = value(conv, "bus_voltage_v")
+    state = "unknown" if voltage is None or band is None else \
+        "low" if voltage < band[0] else "high" if voltage > band[1] else "ok"
+    classes: dict[str, dict[str, float | None]] = {}
+    if settings.loads is not None:
+        for cls in settings.give_way_order():
+            name = cls.value
+            classes[name] = {"fraction_pct": value(settings.loads, f"{name}_fraction_pct"),
+                             "power_w": value(settings.loads, f"{name}_power_w"),
+                             "demand_w": value(settings.loads, f"{name}_demand_w")}
+    storage = None if settings.storage is None else {
+        "soc_pct": value(settings.storage, "soc_pct"),
+        "power_w": value(settings.storage, "power_w")}
+    mode = value(conv, "active_mode")
+    return {"bus_voltage_v": voltage, "nominal_v": nominal, "band_v": band, "state": state,
+            "mode": None if mode is None else ("grid_limit" if mode == 1 else "droop"),
+            "converter_w": value(conv, "power_w"), "classes": classes, "storage": storage}
 
 
 def _item(name: str, watts: float, duration_s: float) -> dict[str, Any]:

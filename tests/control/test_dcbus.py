@@ -10,18 +10,23 @@ from pathlib import Path
 
 import pytest
 from closed_loop import ClosedLoop
+from rich.console import Console
 
+from controller.bus import LatestValues
 from controller.control.dcbus import DcBusControl
 from controller.control.dcbus_config import dcbus_settings
 from controller.control.events import DrEvent
 from controller.control.settings import ControlSettings
+from controller.dcview import dc_bus_table
 from drivers.dc_curves import DcLoadClass
+from drivers.reading import Reading
 from drivers.schema import ConfigError
 from drivers.site import load_site
 from simulators.physics.dcgrid import ConverterMode, DcGrid
 
 SITE = Path(__file__).parent / "sites" / "dc-bus.toml"
 START = "2026-06-17T10:00:00"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "jinan-office.toml"
 
 
 def build() -> ClosedLoop:
@@ -218,5 +223,29 @@ def test_dcbus_errors_name_file_key_and_expectation(tmp_path: Path, old: str, ne
 
 
 def test_site_without_dcbus_has_no_dc_control() -> None:
-    site = load_site(Path(__file__).resolve().parents[2] / "examples" / "jinan-office.toml")
+    site = load_site(EXAMPLE)
     assert dcbus_settings(site) is None
+
+
+async def test_live_view_shows_the_bus_against_its_band_and_class_fractions() -> None:
+    closed = build()
+    closed.event(DrEvent("vpp5", "setpoint", "site", closed.clock.now(), 3600.0,
+                         (closed.simulated.model.site_power_w() - 15_000.0) / 1000.0))
+    await cycle_for(closed, 10.0)
+    latest = LatestValues()
+    latest.update(Reading(name, point, value, "", closed.clock.now())
+                  for name in closed.plant.devices
+                  for point, value in closed.plant.devices[name].point_values().items())
+    table = dc_bus_table(closed.plant.site, latest)
+    assert table is not None
+    console = Console(record=True, width=120)
+    console.print(table)
+    text = console.export_text()
+    voltage = grid_of(closed).voltage_v
+    assert f"{voltage:.1f} V" in text
+    assert "band 337.5–393.8 V" in text
+    assert "grid_limit" in text
+    lighting = closed.plant.value("dc_loads", "lighting_fraction_pct")
+    assert lighting is not None
+    assert re.search(rf"lighting\s+│?\s*{lighting:.0f} %", text), text
+    assert dc_bus_table(load_site(EXAMPLE), latest) is None
