@@ -282,6 +282,7 @@ def check_site(path: Path | str) -> SiteSpec:
     """Load ``path`` and validate every section the gateway owns. Raises ConfigError.
     (The ``[simulation]`` section belongs to the simulators: ``pedf check`` validates it
     too when they are installed.)"""
+    from controller.control.dcbus_config import dcbus_settings
     from controller.control.settings import control_settings
     from controller.metering import metering_settings
     from controller.openadr import check_openadr
@@ -291,5 +292,6 @@ def check_site(path: Path | str) -> SiteSpec:
     uplink_settings(site)
     metering_settings(site)
     control_settings(site)
+    dcbus_settings(site)
     check_openadr(site)
     return site
