@@ -35,28 +35,16 @@ from controller.control.model import DcBusState, LoadState, Snapshot
 from controller.control.settings import ControlSettings
 from controller.inbox import CommandInbox
 from controller.scheduler import WriteResult
-from drivers.dc_curves import DcLoadClass, VoltageCurve
+from drivers.dc_curves import DcLoadClass
 from drivers.devices import Write
 from drivers.site import load_site
 from fastcore._tariff import FLAT
 from simulators.clock import ManualClock
-from simulators.physics.dcgrid import (
-    ConverterMode,
-    DcGrid,
-    DcPv,
-    DcStorage,
-    FlexibleLoad,
-    InterfaceConverter,
-    default_load_curves,
-    default_storage_curve,
-    settle_time_s,
-)
+from simulators.physics.dcgrid import ConverterMode, DcGrid, office_floor_bus, settle_time_s
 
 SITE = REPO / "tests" / "control" / "sites" / "dc-bus.toml"
 NOMINAL_V = 375.0
 BAND_PCT = (90.0, 105.0)
-RATED_W = {DcLoadClass.LIGHTING: 8000.0, DcLoadClass.FAN_COIL: 10000.0,
-           DcLoadClass.HEAT_PUMP: 15000.0, DcLoadClass.EV_CHARGER: 20000.0}
 PRIORITY = {DcLoadClass.LIGHTING: 1, DcLoadClass.FAN_COIL: 2, DcLoadClass.HEAT_PUMP: 3,
             DcLoadClass.EV_CHARGER: 4}
 SETTLE_SHARE = 0.02  # "settled": within 2 % of the step's voltage change of the final value
@@ -66,21 +54,8 @@ DR_HOLD_S = 40.0
 
 
 def bus(*, curves: bool = True, storage_droop: bool = True) -> DcGrid:
-    """The test site's bus, at full demand, PV at 15 kW, settled."""
-    load_curves = default_load_curves(NOMINAL_V)
-    flat = VoltageCurve.of([NOMINAL_V * 0.5, NOMINAL_V], [100.0, 100.0])
-    idle = VoltageCurve.of([NOMINAL_V * 0.5, NOMINAL_V], [0.0, 0.0])
-    grid = DcGrid(
-        InterfaceConverter(rated_power_w=60_000.0, nominal_v=NOMINAL_V),
-        storage=[DcStorage(100_000.0, 30_000.0,
-                           default_storage_curve(NOMINAL_V) if storage_droop else idle,
-                           soc_pct=60.0)],
-        pv=[DcPv(15_000.0, NOMINAL_V * 1.02, NOMINAL_V * 1.05)],
-        loads={cls: FlexibleLoad(cls, rated, load_curves[cls] if curves else flat)
-               for cls, rated in RATED_W.items()},
-        fixed_w=5_000.0, trace=[])
-    grid.advance(2.0)
-    return grid
+    """The test site's bus at full demand, PV at 15 kW, settled."""
+    return office_floor_bus(curves=curves, storage_droop=storage_droop)
 
 
 # -- 1. bus regulation --------------------------------------------------------------------
@@ -258,10 +233,10 @@ def dr_by_band_shedding() -> tuple[float, list[tuple[str, float]], float, float]
 
 def _snapshot(grid: DcGrid, t: float, off: dict[str, float]) -> Snapshot:
     loads = tuple(
-        LoadState(cls.value, RATED_W[cls], PRIORITY[cls], True, cls.value not in off,
-                  grid.loads[cls].power_w, 0.0, 0.0, 3600.0, None, "dc_converter", None,
+        LoadState(cls.value, load.rated_w, PRIORITY[cls], True, cls.value not in off,
+                  load.power_w, 0.0, 0.0, 3600.0, None, "dc_converter", None,
                   off.get(cls.value))
-        for cls in RATED_W)
+        for cls, load in grid.loads.items())
     return Snapshot(now_s=t, local_hour=10.0, weekday=2, period=FLAT, grid_w=None,
                     pv_w=0.0, dc_buses=(DcBusState("dc_converter", grid.voltage_v, NOMINAL_V,
                                                    grid.converter.power_w),),

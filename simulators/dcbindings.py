@@ -15,15 +15,10 @@ from dataclasses import dataclass, field
 
 from drivers.dc_curves import BREAKPOINTS, DcLoadClass, VoltageCurve
 from drivers.points import Value
+from simulators.bindings import _number
 from simulators.physics.dcgrid import ConverterMode, DcGrid, DcStorage
 
 __all__ = ["DcLoadsBinding", "DcStorageBinding", "InterfaceConverterBinding"]
-
-
-def _number(value: Value) -> float:
-    if value is None or isinstance(value, str):
-        raise ValueError(f"expected a number, got {value!r}")
-    return float(value)
 
 
 @dataclass

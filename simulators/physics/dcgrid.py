@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from drivers.dc_curves import DcLoadClass, VoltageCurve
 
 __all__ = ["ConverterMode", "DcGrid", "DcPv", "DcStorage", "FlexibleLoad", "InterfaceConverter",
-           "default_load_curves", "default_storage_curve", "settle_time_s"]
+           "default_load_curves", "default_storage_curve", "office_floor_bus", "settle_time_s"]
 
 #: Integration step while the bus moves, s (≤ 10 ms of simulated time).
 FINE_STEP_S = 0.005
@@ -332,6 +332,32 @@ class DcGrid:
         """The converter's protection band, V."""
         return (self.nominal_v * self.converter.floor_pct / 100.0,
                 self.nominal_v * self.converter.ceiling_pct / 100.0)
+
+
+def office_floor_bus(*, soc_pct: float = 60.0, pv_w: float = 15_000.0, storage: bool = True,
+                     curves: bool = True, storage_droop: bool = True) -> DcGrid:
+    """The reference bus of the tests and the benchmark (the simulated floor of
+    tests/control/sites/dc-bus.toml): 375 V, a 60 kW converter in droop, PV, 100 kWh /
+    30 kW storage, 8 / 10 / 15 / 20 kW of lighting, fan coils, DC heat pump and EV
+    chargers at full demand, 5 kW fixed; settled for 2 s. ``curves`` False: loads
+    without curves (constant power); ``storage_droop`` False: storage that stays idle."""
+    nominal = 375.0
+    load_curves = default_load_curves(nominal)
+    flat = VoltageCurve.of([nominal * 0.5, nominal], [100.0, 100.0])
+    idle = VoltageCurve.of([nominal * 0.5, nominal], [0.0, 0.0])
+    rated = {DcLoadClass.LIGHTING: 8000.0, DcLoadClass.FAN_COIL: 10000.0,
+             DcLoadClass.HEAT_PUMP: 15000.0, DcLoadClass.EV_CHARGER: 20000.0}
+    grid = DcGrid(
+        InterfaceConverter(rated_power_w=60_000.0, nominal_v=nominal),
+        storage=[DcStorage(100_000.0, 30_000.0,
+                           default_storage_curve(nominal) if storage_droop else idle,
+                           soc_pct=soc_pct)] if storage else [],
+        pv=[DcPv(pv_w, nominal * 1.02, nominal * 1.05)],
+        loads={cls: FlexibleLoad(cls, watts, load_curves[cls] if curves else flat)
+               for cls, watts in rated.items()},
+        fixed_w=5000.0, trace=[])
+    grid.advance(2.0)
+    return grid
 
 
 def settle_time_s(trace: list[tuple[float, float]], since_s: float, final_v: float,

@@ -49,6 +49,19 @@ def grid_of(closed: ClosedLoop) -> DcGrid:
     return grid
 
 
+async def limited(reduction_w: float, event_id: str) -> tuple[ClosedLoop, DcGrid]:
+    """A settled loop serving a VPP setpoint ``reduction_w`` below the grid draw, with
+    the converter in grid-limit mode."""
+    closed = build()
+    await cycle_for(closed, 5.0)
+    closed.event(DrEvent(event_id, "setpoint", "site", closed.clock.now(), 3600.0,
+                         (closed.simulated.model.site_power_w() - reduction_w) / 1000.0))
+    await cycle_for(closed, 5.0)
+    grid = grid_of(closed)
+    assert mode(grid) is ConverterMode.GRID_LIMIT
+    return closed, grid
+
+
 async def cycle_for(closed: ClosedLoop, seconds: float, step_s: float = 1.0) -> None:
     end = closed.clock.now() + seconds
     while closed.clock.now() < end - 1e-9:
@@ -118,13 +131,7 @@ async def test_vpp_setpoint_is_served_by_the_converter_limit_alone() -> None:
 
 
 async def test_gateway_dies_converter_falls_back_to_droop_bus_in_band() -> None:
-    closed = build()
-    await cycle_for(closed, 5.0)
-    closed.event(DrEvent("vpp2", "setpoint", "site", closed.clock.now(), 3600.0,
-                         (closed.simulated.model.site_power_w() - 20_000.0) / 1000.0))
-    await cycle_for(closed, 5.0)
-    grid = grid_of(closed)
-    assert mode(grid) is ConverterMode.GRID_LIMIT
+    closed, grid = await limited(20_000.0, "vpp2")
     curves = {cls: load.curve for cls, load in grid.loads.items()}
     grid.trace = []
     closed.advance_without_controller(60.0, step_s=1.0)  # nobody refreshes the limit
@@ -138,13 +145,7 @@ async def test_gateway_dies_converter_falls_back_to_droop_bus_in_band() -> None:
 
 
 async def test_gateway_stops_cleanly_and_hands_the_converter_back() -> None:
-    closed = build()
-    await cycle_for(closed, 5.0)
-    closed.event(DrEvent("vpp3", "setpoint", "site", closed.clock.now(), 3600.0,
-                         (closed.simulated.model.site_power_w() - 10_000.0) / 1000.0))
-    await cycle_for(closed, 3.0)
-    grid = grid_of(closed)
-    assert mode(grid) is ConverterMode.GRID_LIMIT
+    closed, grid = await limited(10_000.0, "vpp3")
     await closed.stop_running()
     assert mode(grid) is ConverterMode.DROOP  # released at once, no waiting
     assert grid.converter.fallbacks == 0
@@ -152,11 +153,7 @@ async def test_gateway_stops_cleanly_and_hands_the_converter_back() -> None:
 
 async def test_converter_lost_is_an_alarm_and_the_bus_holds(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    closed = build()
-    await cycle_for(closed, 5.0)
-    closed.event(DrEvent("vpp4", "setpoint", "site", closed.clock.now(), 3600.0,
-                         (closed.simulated.model.site_power_w() - 10_000.0) / 1000.0))
-    await cycle_for(closed, 3.0)
+    closed, grid = await limited(10_000.0, "vpp4")
     converter = closed.plant.devices["dc_converter"]
     monkeypatch.setattr(converter, "point_values", dict)  # it stops answering
     monkeypatch.setattr(converter, "write_value", lambda point, value: "no response")
@@ -164,7 +161,6 @@ async def test_converter_lost_is_an_alarm_and_the_bus_holds(
     dc = dc_of(closed)
     assert dc.state == "unknown"
     assert any("not answering" in alarm for alarm in dc.alarms)
-    grid = grid_of(closed)
     assert mode(grid) is ConverterMode.DROOP
     assert grid.nominal_v * 0.90 <= grid.voltage_v <= grid.nominal_v * 1.05
 

@@ -8,34 +8,14 @@ import pytest
 
 from drivers.dc_curves import DcLoadClass, VoltageCurve
 from simulators.dcbindings import DcLoadsBinding, DcStorageBinding, InterfaceConverterBinding
-from simulators.physics.dcgrid import (
-    ConverterMode,
-    DcGrid,
-    DcPv,
-    DcStorage,
-    FlexibleLoad,
-    InterfaceConverter,
-    default_load_curves,
-    default_storage_curve,
-)
+from simulators.physics.dcgrid import ConverterMode, DcGrid, DcPv, office_floor_bus
 
 NOMINAL_V = 375.0
 FLOOR_V, CEILING_V = NOMINAL_V * 0.90, NOMINAL_V * 1.05
 
 
 def bus(*, soc_pct: float = 60.0, pv_w: float = 15_000.0, storage: bool = True) -> DcGrid:
-    curves = default_load_curves(NOMINAL_V)
-    grid = DcGrid(
-        InterfaceConverter(rated_power_w=60_000.0, nominal_v=NOMINAL_V),
-        storage=[DcStorage(100_000.0, 30_000.0, default_storage_curve(NOMINAL_V),
-                           soc_pct=soc_pct)] if storage else [],
-        pv=[DcPv(pv_w, NOMINAL_V * 1.02, NOMINAL_V * 1.05)],
-        loads={cls: FlexibleLoad(cls, rated, curves[cls]) for cls, rated in (
-            (DcLoadClass.LIGHTING, 8000.0), (DcLoadClass.FAN_COIL, 10000.0),
-            (DcLoadClass.HEAT_PUMP, 15000.0), (DcLoadClass.EV_CHARGER, 20000.0))},
-        fixed_w=5000.0, trace=[])
-    grid.advance(2.0)
-    return grid
+    return office_floor_bus(soc_pct=soc_pct, pv_w=pv_w, storage=storage)
 
 
 def test_curve_interpolates_and_knows_its_knee() -> None:
