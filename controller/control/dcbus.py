@@ -42,6 +42,8 @@ log = logging.getLogger("pedf.control.dcbus")
 _TOLERANCE = 0.06
 #: After writing a curve, wait this long for the read-back before writing it again, s.
 _REWRITE_S = 30.0
+#: The bus's readings go out on ``<prefix>/dcbus`` this often, s (alarms at once).
+REPORT_S = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +102,7 @@ class DcBusControl:
     _rewrite_at: dict[str, float] = field(default_factory=dict)
     _last_limit: tuple[float, float] | None = None  # (value, when) last written
     _last_target_w: float | None = None
+    _next_report_s: float = 0.0
 
     @classmethod
     def for_site(cls, plant: Plant) -> DcBusControl | None:
@@ -115,6 +118,9 @@ class DcBusControl:
         await self._keep_curves(now_s)
         self._supervise(now_s)
         await self._follow(now_s, grid_w, target if self.settings.serve_events else None)
+        if now_s >= self._next_report_s:  # the bus for the uplink and the console
+            self._next_report_s = now_s + REPORT_S
+            self.publish({"ts": round(now_s, 3), "bus": self.readings()})
 
     async def release(self, why: str) -> None:
         """Hand the converter back to droop (the gateway stops)."""

@@ -165,6 +165,26 @@ async def test_converter_lost_is_an_alarm_and_the_bus_holds(
     assert grid.nominal_v * 0.90 <= grid.voltage_v <= grid.nominal_v * 1.05
 
 
+async def test_bus_readings_and_alarms_go_out_on_the_dcbus_topic() -> None:
+    closed = build()
+    sent: list[tuple[str, dict[str, object]]] = []
+    closed.loop.publish = lambda messages: sent.extend(
+        (m.topic, m.body) for m in messages)
+    await cycle_for(closed, 3.0)
+    bus = [body["bus"] for topic, body in sent if topic.endswith("/dcbus") and "bus" in body]
+    assert bus
+    first = bus[0]
+    assert isinstance(first, dict)
+    assert first["band_v"] == [337.5, 393.8]
+    assert first["state"] == "ok"
+    # the converter stops answering: an alarm goes out at once
+    converter = closed.plant.devices["dc_converter"]
+    converter.point_values = dict  # type: ignore[method-assign]
+    await cycle_for(closed, 2.0)
+    assert any("not answering" in str(body.get("alarm")) for topic, body in sent
+               if topic.endswith("/dcbus"))
+
+
 async def test_flexibility_counts_curves_and_storage() -> None:
     closed = build()
     await cycle_for(closed, 5.0)
