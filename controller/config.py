@@ -282,6 +282,7 @@ def check_site(path: Path | str) -> SiteSpec:
     """Load ``path`` and validate every section the gateway owns. Raises ConfigError.
     (The ``[simulation]`` section belongs to the simulators: ``pedf check`` validates it
     too when they are installed.)"""
+    from controller.control.dcbus_config import dcbus_settings
     from controller.control.settings import control_settings
     from controller.energy import energy_settings
     from controller.metering import metering_settings
@@ -293,6 +294,7 @@ def check_site(path: Path | str) -> SiteSpec:
     uplink_settings(site)
     metering_settings(site)
     control_settings(site)
+    dcbus_settings(site)
     check_openadr(site)
     energy_settings(site)
     platform_settings(site, metering_settings(site).demand_window_s)

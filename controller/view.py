@@ -14,6 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from controller.bus import LatestValues
+from controller.dcview import dc_bus_table
 from controller.runtime import Gateway
 from drivers.site import SiteSpec
 
@@ -135,7 +136,8 @@ def render(gateway: Gateway, clock: Callable[[], float]) -> Group:
                        age, f"{state.polls_ok}/{state.polls_failed}",
                        f"{state.latency_ms:.0f} ms", state.last_error[:50] if state.state != "ok"
                        else "")
-    return Group(title, power, health)
+    dc_bus = dc_bus_table(site, latest)
+    return Group(title, power, *([] if dc_bus is None else [dc_bus]), health)
 
 
 async def live_view(gateway: Gateway, clock: Callable[[], float] = time.time,

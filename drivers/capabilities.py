@@ -125,10 +125,28 @@ KINDS: dict[str, KindSpec] = {
             r"voltage_setpoint_v", r"droop_pct", r"power_limit_w", r"power_setpoint_w",
             r"load_power_w", r"current_a", r"rated_power_w", r"nominal_voltage_v",
             r"operating_state", r"enabled",
+            # 直柔 interface converters (dc-interface-converter): grid-limit mode
+            r"ac_power_w", r"converter_mode", r"grid_limit_w", r"watchdog_s", r"active_mode",
+            r"band_(low|high)_v", r"fallbacks",
         ),
         controls={"voltage_setpoint": ControlSpec("V", "voltage_setpoint_v"),
                   "droop": ControlSpec("% of rating per % of voltage", "droop_pct"),
-                  "power_limit": ControlSpec("W", "power_limit_w")},
+                  "power_limit": ControlSpec("W", "power_limit_w"),
+                  "grid_limit": ControlSpec("W drawn from the grid, + import",
+                                            "grid_limit_w")},
+    ),
+    # 直柔 storage on a P–V droop curve (breakpoints: voltage → % of rated, + discharge)
+    "dc_storage": KindSpec(
+        required=frozenset({"soc_pct", "power_w"}),
+        optional=(r"bus_voltage_v", r"capacity_wh", r"rated_power_w", r"soc_(min|max)_pct",
+                  r"curve_v[1-4]", r"curve_pct[1-4]"),
+    ),
+    # 直柔 flexible DC loads by class, each on a P–V curve (voltage → % of demand)
+    "dc_loads": KindSpec(
+        required=frozenset({"power_w"}),
+        optional=(r"bus_voltage_v", r"fixed_power_w",
+                  r"(lighting|fan_coil|heat_pump|ev_charger)_"
+                  r"(power_w|demand_w|rated_w|fraction_pct|curve_v[1-4]|curve_pct[1-4])"),
     ),
     # Non-electric meters (分类 02000 water, 04000/05000 heat and cold): counters in
     # base units (Wh of heat, m³ of water), flow in m³/h.

@@ -23,6 +23,8 @@ __all__ = [
     "SG_READY_CONTACTS",
     "Battery",
     "DcBus",
+    "DcLoads",
+    "DcStorage",
     "Device",
     "HeatPump",
     "Inverter",
@@ -409,6 +411,20 @@ class DcBus(Device):
         return self.set_control("power_limit", watts)
 
 
+class DcStorage(Device):
+    """DC storage on a 直柔 bus: ``power_w`` + discharge into the bus; its P–V curve in
+    ``curve_v1..4`` / ``curve_pct1..4``."""
+
+    kind = "dc_storage"
+
+
+class DcLoads(Device):
+    """The flexible DC loads of a 直柔 bus by class (``lighting_power_w``,
+    ``lighting_curve_v1`` …), and in total (``power_w``)."""
+
+    kind = "dc_loads"
+
+
 @dataclass(frozen=True, slots=True)
 class SubMeterChannel:
     voltage_v: float | None
@@ -436,7 +452,8 @@ class SubMeter(Device):
 
 
 _CLASSES: dict[str, type[Device]] = {
-    cls.kind: cls for cls in (Meter, Inverter, Battery, HeatPump, Relay, DcBus, SubMeter)
+    cls.kind: cls for cls in (Meter, Inverter, Battery, HeatPump, Relay, DcBus, DcStorage,
+                               DcLoads, SubMeter)
 }
 
 

@@ -228,6 +228,12 @@ def single_device_site(model: str, *, host: str = "127.0.0.1", port: int = 5020,
                   f'host = "{host}"', f'port = {port}']
     lines += ['[[devices]]', 'name = "device"', f'model = "{model}"', *where, station]
     kind = device_map.kind
+    if kind in ("dc_storage", "dc_loads"):  # on a 直柔 bus: its converter, next unit
+        lines += ['simulation = { bus = "converter", lighting_w = 8000.0, '
+                  'fan_coil_w = 10000.0 }' if kind == "dc_loads"
+                  else 'simulation = { bus = "converter" }',
+                  '[[devices]]', 'name = "converter"', 'model = "dc-interface-converter"',
+                  *where, f'unit = {unit % 247 + 1}']
     if kind == "sub_meter":
         for channel, (profile, watts) in enumerate(
                 (("lighting", 3000), ("plugs", 2000), ("hvac_fan", 4000)), start=1):

@@ -29,6 +29,7 @@ from simulators.bindings import (
     SubMeterBinding,
     WaterMeterBinding,
 )
+from simulators.dcsite import DC_KINDS, build_dc_devices, is_dc_grid_converter
 from simulators.physics.battery import BatteryConfig, BatteryModel
 from simulators.physics.dcbus import DcBus, DcBusConfig
 from simulators.physics.heatpump import BuildingConfig, HeatPump, HeatPumpConfig
@@ -149,6 +150,8 @@ def build_site(spec: SiteSpec, *, start_s: float | None = None,
             relay.states = list(relay.safe_states)
             model.relays[device.name] = relay
             bindings[device.name] = RelayBinding(relay)
+        elif is_dc_grid_converter(device) or kind in DC_KINDS:
+            continue  # 直柔 devices: build_dc_devices below
         elif kind == "dc_bus":
             bus = DcBus(_dc_bus_config(params), start)
             model.dc_buses[device.name] = bus
@@ -176,6 +179,7 @@ def build_site(spec: SiteSpec, *, start_s: float | None = None,
     for device in spec.devices.values():  # after the heat pumps they meter
         if device.device_map.kind == "heat_meter":
             bindings[device.name] = _heat_meter(device, model)
+    build_dc_devices(spec, model, bindings, start, location, climate, clearness)
     for load in spec.loads.values():
         params = load.simulation
         if params is not None:

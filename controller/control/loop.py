@@ -45,6 +45,7 @@ from controller.control.baseline import (
     choose_baseline,
     just_before,
 )
+from controller.control.dcbus import DcBusControl, grid_target_w
 from controller.control.demand import DemandTracker
 from controller.control.events import DrEvent, EventBook, event_from_command
 from controller.control.facts import ACTUATOR_CONTROLS, control_of, controllable
@@ -308,8 +309,13 @@ class ControlLoop:
     _held_at_start: list[Actuator] = field(default_factory=list)
     demand: DemandTracker = field(init=False)
     _heat_pump_running_w: dict[str, float] = field(default_factory=dict)
+    dc: DcBusControl | None = field(init=False, default=None)  # 直柔 bus ([dcbus])
 
     def __post_init__(self) -> None:
+        self.dc = DcBusControl.for_site(self.plant)
+        if self.dc is not None:
+            self.dc.publish = lambda body: self._emit([Outgoing(f"{self.topic_prefix}/dcbus",
+                                                                body)])
         store = self.store
         self.book = EventBook.load(store.get_state("events") if store else None,
                                    self._save_events)
@@ -359,6 +365,8 @@ class ControlLoop:
             await self._cycles(next_cycle)
         finally:  # stopped, cancelled or failed: hand back what does not revert by itself
             await self.release_held(self._held_now(), "control stops")
+            if self.dc is not None:
+                await self.dc.release("control stops")
 
     async def _cycles(self, next_cycle: float) -> None:
         while True:
@@ -406,10 +414,13 @@ class ControlLoop:
         self._add_restores(snapshot, decision)
         await self._execute(snapshot, decision)
         self._record_performance(snapshot, context)
+        if self.dc is not None:
+            await self.dc.cycle(now, snapshot.grid_w, grid_target_w(context.events))
         if now >= self._next_flexibility:
             self._next_flexibility = now + self.settings.flexibility_interval_s
+            body = flexibility(snapshot, self.settings)
             self._emit([Outgoing(f"{self.topic_prefix}/flexibility",
-                                 flexibility(snapshot, self.settings))])
+                                 body if self.dc is None else self.dc.extend_flexibility(body))])
         await self._flush()
         self.last_decision = decision
         return decision

@@ -16,6 +16,7 @@ from datetime import datetime, tzinfo
 
 from simulators.physics.battery import BatteryModel
 from simulators.physics.dcbus import DcBus
+from simulators.physics.dcgrid import DcGrid
 from simulators.physics.grid import (
     EnergyCounter,
     PhaseValues,
@@ -254,6 +255,7 @@ class SiteModel:
     heat_pumps: dict[str, HeatPump] = field(default_factory=dict)
     relays: dict[str, RelayModule] = field(default_factory=dict)
     dc_buses: dict[str, DcBus] = field(default_factory=dict)
+    dc_grids: dict[str, DcGrid] = field(default_factory=dict)  # 直柔 buses
     loads: dict[str, SimLoad] = field(default_factory=dict)
     meters: dict[str, MeterModel] = field(default_factory=dict)
     sub_meters: dict[str, dict[int, SubMeterChannelModel]] = field(default_factory=dict)
@@ -273,6 +275,7 @@ class SiteModel:
         yield from self.batteries
         yield from self.heat_pumps
         yield from self.dc_buses
+        yield from self.dc_grids
         if self.base_load is not None:
             yield self.base_load.name
 
@@ -285,7 +288,7 @@ class SiteModel:
             relay.advance(t_s)
         step: dict[str, float] = {}
         reactive: dict[str, float] = {}
-        dc_demand: dict[str, float] = dict.fromkeys(self.dc_buses, 0.0)
+        dc_demand: dict[str, float] = dict.fromkeys([*self.dc_buses, *self.dc_grids], 0.0)
         for name, load in self.loads.items():
             power = load.demand_w(t_s, self.zone)
             if load.dc_bus is not None:
@@ -309,6 +312,14 @@ class SiteModel:
                 if load.dc_bus == name:
                     if bus.loads_tripped:
                         load.power_w = 0.0
+                    load.energy_wh += load.power_w * dt / 3600.0
+        for name, grid in self.dc_grids.items():
+            grid.external_w = dc_demand[name]  # the site's own loads on the bus
+            step[name] = grid.advance(t_s)
+            reactive[name] = abs(step[name]) * 3600.0 / dt * math.tan(
+                math.acos(CONVERTER_POWER_FACTOR))
+            for load in self.loads.values():
+                if load.dc_bus == name:
                     load.energy_wh += load.power_w * dt / 3600.0
         for name, heat_pump in self.heat_pumps.items():
             step[name] = heat_pump.advance(t_s)

@@ -45,7 +45,7 @@ def test_every_shipped_map_loads_and_is_consistent(model: str) -> None:
 def test_shipped_maps_cover_the_issue() -> None:
     kinds = {get_map(m).kind for m in shipped_models()}
     assert kinds == {"meter", "inverter", "battery", "heat_pump", "relay", "dc_bus", "sub_meter",
-                     "heat_meter", "water_meter"}
+                     "heat_meter", "water_meter", "dc_storage", "dc_loads"}
     assert {"sdm630", "dtsu666", "sunspec-inverter", "sunspec-battery", "dlt645-3phase",
             "dlt645-1phase"} <= set(shipped_models())
     assert {get_map(m).protocol for m in shipped_models()} == set(Protocol)

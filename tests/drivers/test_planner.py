@@ -137,6 +137,9 @@ EXPECTED_FULL_POLL = {
     "adl400": 6,  # 14 points; max_gap 0, only the confirmed addresses are served
     "adw300": 4,  # 12 points; max_gap 0, only evcc's addresses are served
     "dc-bus-converter": 2,  # 14 points
+    "dc-interface-converter": 2,  # 19 points: holding 0–6, input 0–19
+    "dc-load-controller": 2,  # 51 points: four curves in holding 0–37, input 0–41
+    "dc-storage": 2,  # 15 points: holding 0–9, input 0–7
     "ddsu666": 3,  # 10 points: 0x0006, 0x2000-0x200F (reserved 0x200C), 0x4000-0x400B
     "dtsu666": 5,  # 59 points: the keyboard words (2 reads), 0x101E, 0x2000, 0x4000 blocks
     "esp32-submeter": 2,  # 30 points
