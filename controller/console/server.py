@@ -21,7 +21,7 @@ import ssl
 import time
 from collections.abc import Awaitable, Callable
 from importlib import resources
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from aiohttp import web
 
@@ -49,7 +49,6 @@ ROLES = {"/api/shed": Role.OPERATOR, "/api/cancel": Role.OPERATOR,
 _DUMMY_HASH = "scrypt$14$8$1$AAAAAAAAAAAAAAAAAAAAAA==$" + "A" * 43 + "="
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-SESSION_KEY = "pedf.session"  # the request's session, set by the guard
 CONSOLE_KEY: web.AppKey[Console] = web.AppKey("console")
 
 
@@ -103,7 +102,7 @@ class Console:
             return response
         session = self.sessions.get(request.cookies.get(SESSION_COOKIE))
         if session is None:
-            if request.method == "GET" and not path.startswith("/api/"):
+            if request.method == "GET" and path.strip("/") in ("", *PAGES):
                 raise web.HTTPFound("/login")
             raise web.HTTPUnauthorized(text="log in first")
         if request.method not in ("GET", "HEAD"):
@@ -120,10 +119,16 @@ class Console:
                 log.warning("console: %s %s by %s refused: needs %s", request.method, path,
                             session.user, needed.name.lower())
                 raise web.HTTPForbidden(text=f"needs the {needed.name.lower()} role")
-        request[SESSION_KEY] = session
         response = await handler(request)
         _secure_headers(response)
         return response
+
+    def _session(self, request: web.Request) -> Session:
+        """The session of a request the guard let through."""
+        session = self.sessions.get(request.cookies.get(SESSION_COOKIE))
+        if session is None:  # it ended between the guard and here
+            raise web.HTTPUnauthorized(text="log in first")
+        return session
 
     def _client(self, request: web.Request) -> str:
         forwarded = request.headers.get("X-Forwarded-For", "")
@@ -139,7 +144,11 @@ class Console:
     # -- login ------------------------------------------------------------------------------
 
     async def login_page(self, request: web.Request) -> web.StreamResponse:
-        token = secrets.token_urlsafe(24)
+        # One token per browser (kept while it has one): a second tab or a stray request
+        # to this page must not invalidate the form already shown.
+        token = request.cookies.get(LOGIN_COOKIE) or secrets.token_urlsafe(24)
+        if not token.replace("-", "").replace("_", "").isalnum() or len(token) > 64:
+            token = secrets.token_urlsafe(24)
         html = _static_text("login.html").replace("{{login_token}}", token)
         response = web.Response(text=html, content_type="text/html")
         response.set_cookie(LOGIN_COOKIE, token, httponly=True, samesite="Strict",
@@ -167,9 +176,9 @@ class Console:
             log.warning("console: failed login as %r from %s", name, client)
             raise web.HTTPFound("/login?failed=1")
         self.limiter.succeeded(f"user:{name}")
-        return self._start_session(request, user)
+        self._start_session(request, user)
 
-    def _start_session(self, request: web.Request, user: User) -> web.StreamResponse:
+    def _start_session(self, request: web.Request, user: User) -> NoReturn:
         token, _session = self.sessions.start(user)
         log.info("console: %s (%s) logged in from %s", user.name, user.role.name.lower(),
                  self._client(request))
@@ -177,18 +186,18 @@ class Console:
         response.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="Strict",
                             secure=self._secure(request), path="/")
         response.del_cookie(LOGIN_COOKIE, path="/login")
-        return response
+        raise response
 
     async def logout(self, request: web.Request) -> web.StreamResponse:
         self.sessions.end(request.cookies.get(SESSION_COOKIE))
         response = web.HTTPFound("/login")
         response.del_cookie(SESSION_COOKIE, path="/")
-        return response
+        raise response
 
     # -- pages --------------------------------------------------------------------------------
 
     async def page(self, request: web.Request) -> web.StreamResponse:
-        session = _session(request)
+        session = self._session(request)
         html = (_static_text("app.html")
                 .replace("{{csrf}}", session.csrf)
                 .replace("{{user}}", _escape(session.user))
@@ -244,7 +253,7 @@ class Console:
 
     async def api_shed(self, request: web.Request) -> web.StreamResponse:
         body = await _json(request)
-        outcome = await self.actions.shed(_session(request).user,
+        outcome = await self.actions.shed(self._session(request).user,
                                           _field(body, "kw"), _field(body, "duration_s"))
         return self._outcome(request, "shed", outcome)
 
@@ -253,7 +262,7 @@ class Console:
         command_id = body.get("command_id")
         if not isinstance(command_id, str):
             raise web.HTTPBadRequest(text="command_id: expected a string")
-        outcome = await self.actions.release(_session(request).user, command_id)
+        outcome = await self.actions.release(self._session(request).user, command_id)
         return self._outcome(request, "cancel", outcome)
 
     async def api_sg_ready(self, request: web.Request) -> web.StreamResponse:
@@ -261,12 +270,12 @@ class Console:
         device, state = body.get("device"), body.get("state")
         if not isinstance(device, str) or not isinstance(state, int):
             raise web.HTTPBadRequest(text="device: a string, state: an integer expected")
-        outcome = await self.actions.sg_ready(_session(request).user, device, state,
+        outcome = await self.actions.sg_ready(self._session(request).user, device, state,
                                               _field(body, "duration_s"))
         return self._outcome(request, "sg_ready", outcome)
 
     async def api_ack(self, request: web.Request) -> web.StreamResponse:
-        outcome = await self.actions.acknowledge(_session(request).user,
+        outcome = await self.actions.acknowledge(self._session(request).user,
                                                  int(request.match_info["id"]))
         return self._outcome(request, "ack_alarm", outcome)
 
@@ -315,7 +324,7 @@ class Console:
 
     def _outcome(self, request: web.Request, action: str, outcome: Outcome
                  ) -> web.StreamResponse:
-        user = _session(request).user
+        user = self._session(request).user
         self.alarms.add(self.clock(), "action", "site",
                         f"{user}: {action} {outcome.status}"
                         + (f" ({outcome.reason})" if outcome.reason else ""))
@@ -330,12 +339,6 @@ class Console:
         while True:
             self.alarms.observe(self.app.gateway.health(), self.clock())
             await asyncio.sleep(1.0)
-
-
-def _session(request: web.Request) -> Session:
-    session = request[SESSION_KEY]
-    assert isinstance(session, Session)
-    return session
 
 
 def _static_text(name: str) -> str:
@@ -393,11 +396,12 @@ async def serve_console(app: App, settings: ConsoleSettings,
     """Serve the console on ``settings.host:port`` until cancelled. Raises OSError when
     the address is taken."""
     console = Console(app, settings, clock)
-    runner = web.AppRunner(console.web_app(), access_log=None, handle_signals=False)
+    runner = web.AppRunner(console.web_app(), access_log=None, handle_signals=False,
+                           shutdown_timeout=1.0)
     await runner.setup()
     try:
         site = web.TCPSite(runner, settings.host, settings.port,
-                           ssl_context=tls_context(settings), shutdown_timeout=1.0)
+                           ssl_context=tls_context(settings))
         await site.start()
         where = url(settings)
         if is_loopback(settings.host):

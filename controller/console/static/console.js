@@ -125,6 +125,15 @@
   }
 
   async function live() {
+    showLive(await getJSON("/api/live"));
+    showLiveEvents();
+    setInterval(showLiveEvents, 5000);
+    const stream = new EventSource("/api/stream");
+    stream.onmessage = (message) => showLive(JSON.parse(message.data));
+    if (rank >= 2) await operatorForms();
+  }
+
+  async function operatorForms() {
     const devices = await getJSON("/api/devices");
     const select = $("sg-device");
     for (const d of devices.filter((d) => d.kind === "heat_pump")) {
@@ -140,11 +149,6 @@
       await act("/api/sg-ready", { device: select.value, state: Number($("sg-state").value),
         duration_s: Number($("sg-min").value) * 60 });
     });
-    showLive(await getJSON("/api/live"));
-    showLiveEvents();
-    setInterval(showLiveEvents, 5000);
-    const stream = new EventSource("/api/stream");
-    stream.onmessage = (message) => showLive(JSON.parse(message.data));
   }
 
   // -- devices ----------------------------------------------------------------------------
