@@ -31,6 +31,7 @@ from controller.console.alarms import AlarmLog
 from controller.console.auth import LoginLimiter, Role, Session, Sessions, User, check_password
 from controller.console.settings import ConsoleSettings
 from controller.sections import is_loopback
+from drivers.site import LineKind
 
 if TYPE_CHECKING:
     from controller.app import App
@@ -202,7 +203,8 @@ class Console:
                 .replace("{{csrf}}", session.csrf)
                 .replace("{{user}}", _escape(session.user))
                 .replace("{{role}}", session.role.name.lower())
-                .replace("{{site}}", _escape(self.app.site.name)))
+                .replace("{{site}}", _escape(self.app.site.name))
+                .replace("{{zone}}", _escape(self.app.site.timezone)))
         return web.Response(text=html, content_type="text/html")
 
     async def static(self, request: web.Request) -> web.StreamResponse:
@@ -287,6 +289,9 @@ class Console:
         device = self.app.site.devices.get(str(body.get("device")))
         if device is None:
             raise web.HTTPBadRequest(text="device: not in the site file")
+        if device.line.kind is not LineKind.TCP:  # the gateway owns the port: no second user
+            return web.json_response({"error": "on a serial line the gateway polls: its "
+                                      "latest values are shown"}, status=409)
         points = body.get("points")
         if points is not None and (not isinstance(points, list) or
                                    not all(isinstance(p, str) for p in points)):

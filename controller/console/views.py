@@ -90,7 +90,8 @@ def _event_row(event: DrEvent, records: Sequence[Mapping[str, Any]], app: App
         "settlement": None,
     }
     control = app.control
-    if control is not None and event.kind == "reduction" and records:
+    if control is not None and event.kind == "reduction" and records and \
+            event.status not in ("scheduled", "active"):  # settled once it is over
         result = settle(event.id, event.value, [dict(r) for r in records],
                         control.settings.settlement,
                         interval_s=control.settings.performance_interval_s,

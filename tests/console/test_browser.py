@@ -37,6 +37,8 @@ T = TypeVar("T")
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 WAIT_S = 15.0
+#: Simulated seconds per real second: a two-minute event ends within seconds.
+SPEED = 10.0
 #: Set to a folder to keep a screenshot of each page there (docs, reviews).
 SHOTS = os.environ.get("PEDF_CONSOLE_SCREENSHOTS")
 
@@ -86,7 +88,7 @@ def building(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Building]:
     stopping: Future[asyncio.Event] = Future()
 
     async def main() -> None:
-        clock = ScaledClock(start=SIM_START, speed=1.0)
+        clock = ScaledClock(start=SIM_START, speed=SPEED)
         import dataclasses
 
         from controller.config import uplink_settings
@@ -302,6 +304,33 @@ def test_an_operators_shed_reaches_the_devices(browser: WebDriver, building: Bui
     browser.get(building.url + "/dr")
     wait(browser, lambda b: b.find_elements(By.CSS_SELECTOR, "#dr-groups details"),
          "the event on the DR page")
+
+
+def test_a_finished_event_shows_its_chart_and_settlement(browser: WebDriver,
+                                                        building: Building) -> None:
+    login(browser, building, "operator")
+    answer = browser.execute_async_script(
+        """fetch("/api/shed", {method: "POST", credentials: "same-origin",
+            headers: {"Content-Type": "application/json", "X-CSRF-Token":
+                      document.querySelector('meta[name="csrf-token"]').content},
+            body: JSON.stringify({kw: 10, duration_s: 120})})
+          .then(r => r.json()).then(arguments[0]);""")
+    assert answer["status"] == "accepted"
+    event = f"#dr-groups details[data-event='{answer['command_id']}']"
+    browser.get(building.url + "/dr")
+
+    def settled(b: WebDriver) -> Any:
+        b.refresh()
+        return b.find_elements(By.CSS_SELECTOR, f"{event} .settlement")
+    settlement = WebDriverWait(browser, 60, poll_frequency=1.0).until(
+        settled, "the event's settlement estimate on the DR page")
+    box = browser.find_element(By.CSS_SELECTOR, event)
+    browser.execute_script("arguments[0].open = true", box)  # past events come folded
+    assert "kW" in settlement[0].text
+    assert "CNY" in settlement[0].text
+    assert box.find_elements(By.CSS_SELECTOR, ".chart canvas")  # baseline/target/actual
+    legend = box.text
+    assert all(label in legend for label in ("Baseline", "Target", "Actual"))
     shot(browser, "dr")
 
 
@@ -330,6 +359,19 @@ def test_an_operator_acknowledges_an_alarm(browser: WebDriver, building: Buildin
     rows = store._db.execute("SELECT source FROM audit WHERE command_type = 'ack_alarm'"
                              ).fetchall()
     assert [tuple(r) for r in rows] == [("console:operator",)]
+
+
+def test_an_operator_reads_a_device_on_demand(browser: WebDriver, building: Building) -> None:
+    login(browser, building, "operator")
+    browser.get(building.url + "/devices")
+    button = wait(browser, lambda b: b.find_element(By.ID, "read-battery"), "read button")
+    assert browser.find_elements(By.ID, "scan-form") == []  # scanning is for admins
+    button.click()
+    notice = wait(browser, lambda b: text_of(b, "notice").startswith("battery:") and
+                  text_of(b, "notice"), "the read's result")
+    assert int(notice.split(":")[1]) > 10  # every readable point answered
+    browser.find_element(By.ID, "read-grid_meter").click()  # polled on RS-485: not twice
+    wait(browser, lambda b: "serial line" in text_of(b, "notice"), "the serial line refusal")
 
 
 def test_logging_out_ends_the_session(browser: WebDriver, building: Building) -> None:

@@ -13,7 +13,10 @@
   const fmt = (v, digits = 1) => (v === null || v === undefined) ? "—" : Number(v).toFixed(digits);
   const kw = (v, signed) => v === null || v === undefined ? "—" :
     (signed && v > 0 ? "+" : "") + Number(v).toFixed(1) + " kW";
-  const time = (s) => s === null || s === undefined ? "—" : new Date(s * 1000).toLocaleString();
+  const zone = meta("pedf-zone");  // times are shown in the site's time zone
+  const tzDate = (ts) => uPlot.tzDate(new Date(ts * 1000), zone);
+  const time = (s) => s === null || s === undefined ? "—" :
+    new Date(s * 1000).toLocaleString(PEDF.i18n.lang === "zh" ? "zh-CN" : "en-GB", { timeZone: zone });
   const text = (value) => document.createTextNode(value === null || value === undefined ? "—" : String(value));
 
   function cell(row, value, cls) {
@@ -70,7 +73,7 @@
     if (!window.uPlot) return;
     if (!chart) {
       chart = new uPlot({
-        width: Math.min(1100, $("live-chart").clientWidth || 800), height: 220,
+        width: Math.min(1100, $("live-chart").clientWidth || 800), height: 220, tzDate,
         series: [{}, { label: t("flow.grid"), stroke: "#b3261e" },
           { label: t("flow.pv"), stroke: "#e0a800" }, { label: t("flow.battery"), stroke: "#1565c0" }],
         axes: [{}, { label: "kW" }],
@@ -163,8 +166,10 @@
       const summary = document.createElement("summary");
       summary.textContent = `${d.device} — ${d.model} (${d.kind})`;
       box.appendChild(summary);
-      if (rank >= 2) {
-        box.appendChild(button(t("dev.read"), async () => {
+      if (rank >= 2) {  // in the summary line: usable while the table is folded
+        summary.appendChild(document.createTextNode(" "));
+        summary.appendChild(button(t("dev.read"), async (event) => {
+          event.preventDefault();
           const response = await fetch("/api/read", { method: "POST", credentials: "same-origin",
             headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf },
             body: JSON.stringify({ device: d.device }) });
@@ -213,9 +218,12 @@
     const xs = e.intervals.map((i) => i.start_s);
     const pick = (k) => e.intervals.map((i) => i[k] === undefined ? null : i[k]);
     const data = [xs, pick("baseline_kw"), pick("limit_kw"), pick("actual_kw")];
-    new uPlot({ width: 700, height: 180,
-      series: [{}, { label: t("dr.baseline"), stroke: "#888" }, { label: t("dr.target"), stroke: "#e07b00" },
-        { label: t("dr.actual"), stroke: "#1565c0" }], axes: [{}, { label: "kW" }] }, data, target);
+    new uPlot({ width: 700, height: 180, tzDate,
+      scales: { x: { time: true, range: () => [e.start_s, Math.max(e.end_s, xs[xs.length - 1])] } },
+      series: [{}, { label: t("dr.baseline"), stroke: "#888", points: { size: 6 } },
+        { label: t("dr.target"), stroke: "#e07b00", points: { size: 6 } },
+        { label: t("dr.actual"), stroke: "#1565c0", points: { size: 6 } }],
+      axes: [{}, { label: "kW" }] }, data, target);
   }
 
   async function dr() {
@@ -239,6 +247,7 @@
         if (e.settlement) {
           const s = e.settlement;
           const p = document.createElement("p");
+          p.className = "settlement";
           p.textContent = `${t("dr.settlement")}: ${fmt(s.delivered_kw)} / ${fmt(s.declared_kw)} kW ` +
             `(${fmt(100 * s.response_ratio, 0)} %), ${fmt(s.net_cny, 2)} CNY`;
           box.appendChild(p);
