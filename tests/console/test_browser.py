@@ -216,6 +216,7 @@ def test_pages_render(browser: WebDriver, building: Building) -> None:
     wait(browser, lambda b: b.find_elements(By.CSS_SELECTOR, "#energy-today th"),
          "the energy table")
     headers = [th.text for th in browser.find_elements(By.CSS_SELECTOR, "#energy-today th")]
+    shot(browser, "energy")
     assert {"sharp", "peak", "flat", "valley", "deep_valley"} <= set(headers)
     browser.get(building.url + "/plan")
     segments = wait(browser, lambda b: b.find_elements(By.CSS_SELECTOR, ".strip div"),
