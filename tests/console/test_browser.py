@@ -307,6 +307,29 @@ def test_an_operators_shed_reaches_the_devices(browser: WebDriver, building: Bui
          "the event on the DR page")
 
 
+def test_an_operator_sets_the_sg_ready_state(browser: WebDriver, building: Building) -> None:
+    login(browser, building, "operator")
+    heat_pump = building.runner.site.model.heat_pumps["heat_pump"]
+    assert building.call(lambda: heat_pump.sg_ready_state) == 2
+    wait(browser, lambda b: b.find_elements(By.CSS_SELECTOR, "#sg-device option"),
+         "the heat pumps listed")
+    browser.find_element(By.CSS_SELECTOR, "#sg-state option[value='1']").click()
+    browser.find_element(By.ID, "sg-set").click()
+    wait(browser, lambda b: "Accepted" in text_of(b, "notice"), "the SG-Ready command accepted")
+    WebDriverWait(browser, WAIT_S, poll_frequency=0.2).until(
+        lambda _: building.call(lambda: heat_pump.sg_ready_state) == 1,
+        "the simulated heat pump blocked (SG-Ready 1)")
+    wait(browser, lambda b: "1 blocked" in text_of(b, "flow-sg"), "SG-Ready 1 on the live page")
+    events = building.call(lambda: [e for e in building.app.control.book.events.values()
+                                    if e.kind == "sg_ready" and e.status == "active"]
+                           if building.app.control else [])
+    assert len(events) == 1
+    status = post(browser, "/api/cancel", {"command_id": events[0].id}, csrf=True)
+    assert status == 200
+    WebDriverWait(browser, WAIT_S, poll_frequency=0.2).until(
+        lambda _: building.call(lambda: heat_pump.sg_ready_state) == 2, "handed back (2)")
+
+
 def test_a_finished_event_shows_its_chart_and_settlement(browser: WebDriver,
                                                         building: Building) -> None:
     login(browser, building, "operator")

@@ -117,6 +117,10 @@ role = "operator"
 password_hash = "{digest}"
 """)
     settings = console_settings(check_site(path))
+    checked = subprocess.run([sys.executable, "-m", "controller.cli", "check", str(path)],
+                             capture_output=True, text=True, timeout=60, check=True)
+    assert ("pedf run listens on 0.0.0.0:8443 (beyond this machine): web console "
+            "(1 user(s), no TLS)") in checked.stdout
     assert (settings.enabled, settings.port, settings.host) == (True, 8443, "0.0.0.0")
     assert settings.session_ttl_s == 1800.0
     assert settings.users == (User("op", Role.OPERATOR, digest),)
