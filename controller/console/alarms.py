@@ -1,6 +1,8 @@
 """The console's event and alarm log: device state changes seen in the gateway's health
 (a device turning stale or failing raises an alarm; it clears when the device answers
-again), and operator actions. Bounded; in memory (the audit table keeps the actions)."""
+again), demand-response events changing status (scheduled, active, completed,
+cancelled…), and operator actions. Bounded; in memory (the audit table keeps the
+actions, the store the events)."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from controller.control.events import DrEvent
 from controller.scheduler import DeviceHealth
 
 ALARM_STATES = ("stale", "error")
@@ -37,6 +40,7 @@ class AlarmLog:
     max_entries: int = 1000
     entries: deque[Entry] = field(default_factory=deque)
     _states: dict[str, str] = field(default_factory=dict)
+    _event_states: dict[str, str] = field(default_factory=dict)
     _next_id: int = 1
 
     def add(self, ts: float, kind: str, device: str, text: str, *, alarm: bool = False
@@ -61,6 +65,15 @@ class AlarmLog:
                 self.add(now_s, "alarm", device, f"{current}{detail}", alarm=True)
             elif previous in ALARM_STATES:
                 self.add(now_s, "cleared", device, f"{previous} → {current}")
+
+    def observe_events(self, events: Mapping[str, DrEvent], now_s: float) -> None:
+        """Record the demand-response events that appeared or changed status."""
+        for event_id, event in events.items():
+            if self._event_states.get(event_id) == event.status:
+                continue
+            self._event_states[event_id] = event.status
+            self.add(now_s, "dr", event.target,
+                     f"{event_id}: {event.kind} {event.value:g} {event.status}")
 
     def acknowledge(self, entry_id: int, user: str, now_s: float) -> Entry | None:
         """Acknowledge an open alarm (None: no such open alarm)."""

@@ -340,9 +340,13 @@ class Console:
     # -- the service --------------------------------------------------------------------------
 
     async def watch(self) -> None:
-        """Turn device state changes into alarms, once a second."""
+        """Turn device state changes into alarms and note DR events' status changes,
+        once a second."""
         while True:
-            self.alarms.observe(self.app.gateway.health(), self.clock())
+            now = self.clock()
+            self.alarms.observe(self.app.gateway.health(), now)
+            if self.app.control is not None:
+                self.alarms.observe_events(self.app.control.book.events, now)
             await asyncio.sleep(1.0)
 
 

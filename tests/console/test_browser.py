@@ -66,17 +66,16 @@ class Building:
         return future.result(timeout=10)
 
     def relays_on(self) -> int:
-        """Relay channels switched on in the simulated relay modules."""
-        def count() -> int:
-            on = 0
-            for name, device in self.runner.devices.items():
-                if self.app.site.devices[name].device_map.kind != "relay":
-                    continue
-                values = device.point_values()
-                on += sum(1 for capability, point in device.device_map.capabilities.items()
-                          if capability.endswith("_on") and values.get(point))
-            return on
-        return self.call(count)
+        """Relay channels switched on in the simulated relay modules (call it on the
+        gateway's loop: :meth:`call`)."""
+        on = 0
+        for name, device in self.runner.devices.items():
+            if self.app.site.devices[name].device_map.kind != "relay":
+                continue
+            values = device.point_values()
+            on += sum(1 for capability, point in device.device_map.capabilities.items()
+                      if capability.endswith("_on") and values.get(point))
+        return on
 
 
 @pytest.fixture(scope="module")
@@ -278,7 +277,9 @@ def test_a_forged_request_without_the_csrf_token_is_refused(browser: WebDriver,
 
 def test_an_operators_shed_reaches_the_devices(browser: WebDriver, building: Building) -> None:
     login(browser, building, "operator")
-    on_before = building.relays_on()
+    battery = building.runner.site.model.batteries["battery"]
+    on_before, discharge_before_w = building.call(
+        lambda: (building.relays_on(), battery.power_w))
     assert on_before > 0
     shed_kw = browser.find_element(By.ID, "shed-kw")
     shed_kw.clear()
@@ -288,7 +289,13 @@ def test_an_operators_shed_reaches_the_devices(browser: WebDriver, building: Bui
     wait(browser, lambda b: b.find_elements(By.CSS_SELECTOR, "#live-events tbody tr"),
          "the event listed")
     deadline = WebDriverWait(browser, WAIT_S, poll_frequency=0.2)
-    deadline.until(lambda _: building.relays_on() < on_before, "relays switched off")
+
+    def reached(_: WebDriver) -> bool:
+        """The controller answers a shed with loads switched off or the battery
+        discharging harder (it was discharging at its limit or not): the devices moved."""
+        on, discharge_w = building.call(lambda: (building.relays_on(), battery.power_w))
+        return on < on_before or discharge_w > discharge_before_w + 15_000
+    deadline.until(reached, "relays switched off or the battery discharging 15 kW more")
     shot(browser, "live-shed")
     store = building.app.store
     assert store is not None
@@ -297,14 +304,23 @@ def test_an_operators_shed_reaches_the_devices(browser: WebDriver, building: Bui
     assert ("console:operator", "accepted") in [tuple(r) for r in rows]
     stop = wait(browser, lambda b: b.find_elements(By.CSS_SELECTOR, "#live-events button"),
                 "a stop button")
+    event_id = str(stop[0].get_attribute("id")).removeprefix("stop-")
     stop[0].click()
     control = building.app.control
     assert control is not None
     deadline.until(lambda _: all(e.status != "active" for e in building.call(
         lambda: list(control.book.events.values()))), "the shed stopped")
     browser.get(building.url + "/dr")
-    wait(browser, lambda b: b.find_elements(By.CSS_SELECTOR, "#dr-groups details"),
-         "the event on the DR page")
+    wait(browser, lambda b: b.find_elements(
+        By.CSS_SELECTOR, f"#dr-groups details[data-event='{event_id}']"), "the event listed")
+    browser.get(building.url + "/events")
+
+    def logged(b: WebDriver) -> bool:
+        b.refresh()
+        rows = b.find_element(By.ID, "event-log").text
+        return f"{event_id}: reduction 20 active" in rows and \
+            f"{event_id}: reduction 20 cancelled" in rows
+    WebDriverWait(browser, WAIT_S, poll_frequency=1.0).until(logged, "the event in the log")
 
 
 def test_an_operator_sets_the_sg_ready_state(browser: WebDriver, building: Building) -> None:
@@ -370,7 +386,7 @@ def test_an_operator_acknowledges_an_alarm(browser: WebDriver, building: Buildin
         buttons = WebDriverWait(browser, 30, poll_frequency=1.0).until(
             alarm_button, "an alarm to acknowledge")
         shot(browser, "events")
-        entry = buttons[0].get_attribute("id").removeprefix("ack-")
+        entry = str(buttons[0].get_attribute("id")).removeprefix("ack-")
         buttons[0].click()
         row = f"#event-log tr[data-entry='{entry}']"
         wait(browser, lambda b: "operator" in b.find_element(By.CSS_SELECTOR, row).text,

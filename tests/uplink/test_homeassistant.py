@@ -16,6 +16,7 @@ from typing import Any
 import aiomqtt
 import jinja2
 import pytest
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 from tests_support import EXAMPLE, Mosquitto, eventually
 from uplink_support import PREFIX, building, collecting, site_file_for_run
 
@@ -36,7 +37,8 @@ def configs() -> dict[str, dict[str, Any]]:
 
 
 def render(template: str, payload: dict[str, Any], state: str = "unknown") -> str:
-    env = jinja2.Environment(undefined=jinja2.StrictUndefined)  # a missing key raises
+    # Home Assistant renders in an immutable sandbox; here a missing key also raises.
+    env = ImmutableSandboxedEnvironment(undefined=jinja2.StrictUndefined)
     return env.from_string(template).render(value_json=payload,
                                             this={"state": state}).strip()
 

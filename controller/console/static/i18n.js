@@ -95,6 +95,7 @@ PEDF.i18n = (() => {
     "ev.alarm": ["alarm", "告警"],
     "ev.cleared": ["cleared", "恢复"],
     "ev.action": ["action", "操作"],
+    "ev.dr": ["demand response", "需求响应"],
   };
   const key = "pedf.lang";
   let lang = localStorage.getItem(key) ||
