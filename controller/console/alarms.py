@@ -2,7 +2,8 @@
 (a device turning stale or failing raises an alarm; it clears when the device answers
 again), demand-response events changing status (scheduled, active, completed,
 cancelled…), and operator actions. Bounded; in memory (the audit table keeps the
-actions, the store the events)."""
+actions, the store the events). States are sampled (the console does it four times a
+second): a status that lasts less than that may not be noted, its successor is."""
 
 from __future__ import annotations
 
