@@ -328,3 +328,22 @@ def self_signed(folder: Path) -> tuple[Path, Path]:
                                            serialization.PrivateFormat.PKCS8,
                                            serialization.NoEncryption()))
     return cert_path, key_path
+
+
+async def test_the_energy_page_adds_up_the_stored_demand_windows(app: App) -> None:
+    from controller.console.views import energy
+
+    assert app.store is not None
+    assert app.metering is not None
+    zone = app.site.zone
+    day = dt.datetime(2026, 6, 22, tzinfo=zone)
+    rows = [((day + dt.timedelta(hours=h)).timestamp(), "grid_meter", 80.0) for h in (3, 12)]
+    rows.append(((day - dt.timedelta(days=3)).timestamp(), "grid_meter", 40.0))  # June 19
+    app.store.record_windows(rows)
+    page = energy(app, (day + dt.timedelta(hours=13)).timestamp())
+    grid = next(s for s in page["series"] if s["name"] == "grid_meter")
+    assert grid["today"]["total_kwh"] == pytest.approx(2 * 80.0 * 0.25)
+    assert grid["month"]["total_kwh"] == pytest.approx(2 * 80.0 * 0.25 + 40.0 * 0.25)
+    assert grid["month"]["peak_demand_kw"] == 80.0
+    assert (page["date"], page["month"]) == ("2026-06-22", "2026-06")
+    assert page["categories"] is None  # filled by energy monitoring by category
