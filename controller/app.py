@@ -25,6 +25,7 @@ from controller.broker import GATEWAY_USER, embedded_broker
 from controller.channel import CommandChannel
 from controller.commands import Verifier
 from controller.config import UplinkSettings, uplink_settings
+from controller.console.settings import ConsoleSettings, console_settings
 from controller.control.loop import ControlLoop
 from controller.control.plant import GatewayPlant
 from controller.control.settings import control_settings
@@ -63,10 +64,12 @@ class App:
 @contextlib.asynccontextmanager
 async def assemble(site: SiteSpec, *, serial_ports: Mapping[str, str] | None = None,
                    settings: UplinkSettings | None = None,
-                   wall_clock: Callable[[], float] = time.time) -> AsyncIterator[App]:
+                   wall_clock: Callable[[], float] = time.time,
+                   console: ConsoleSettings | None = None) -> AsyncIterator[App]:
     """Build the gateway, the store, metering, control and, if enabled, the uplink
-    (starting the embedded broker when no broker is configured). Raises OSError if the
-    broker cannot start. ``wall_clock`` stamps readings (simulations pass their clock)."""
+    (starting the embedded broker when no broker is configured) and the web console
+    (``console``, else the site's ``[console]``). Raises OSError if the broker cannot
+    start. ``wall_clock`` stamps readings (simulations pass their clock)."""
     gateway = Gateway(with_serial_ports(site, serial_ports or {}), wall_clock=wall_clock)
     settings = settings or uplink_settings(site)
     app = App(site, gateway, settings, CommandInbox(), UplinkStats())
@@ -107,6 +110,12 @@ async def assemble(site: SiteSpec, *, serial_ports: Mapping[str, str] | None = N
                 from controller.metrics import serve_metrics
 
                 app.services.append(("metrics", lambda: serve_metrics(app)))
+            console = console_settings(site) if console is None else console
+            if console.enabled:
+                from controller.console.server import serve_console
+
+                app.services.append(("console", lambda: serve_console(
+                    app, console, app.gateway.wall_clock)))
             yield app
     finally:
         store.close()

@@ -45,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--platform", type=int, default=None, metavar="PORT",
                       help="report to a city energy-monitoring platform on 127.0.0.1:PORT "
                            "(pedf platform serve --key jinan-demo-key16 --port PORT)")
+    demo.add_argument("--console-port", type=int, default=8080,
+                      help="the web console's port on 127.0.0.1 (default 8080, or a free "
+                           "one when taken; 0: no console)")
 
     read = sub.add_parser("read", help="read a device of a site file once")
     read.add_argument("file")
@@ -125,6 +128,13 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="validate a site file without running it")
     check.add_argument("file")
 
+    console = sub.add_parser("console", help="web console helpers")
+    console_sub = console.add_subparsers(dest="action", required=True)
+    hashing = console_sub.add_parser(
+        "hash-password", help="print the scrypt hash of a password for [[console.users]] "
+                              "password_hash (asks for it, or reads the first line of stdin)")
+    hashing.add_argument("--password-file", help="read the password from this file")
+
     try:
         from simulators import cli as sim_cli
     except ImportError:  # a gateway without the simulators installed
@@ -151,7 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     handlers: dict[str, Callable[[argparse.Namespace], int]] = {
         "run": cmd_run, "demo": cmd_demo, "read": cmd_read, "scan": cmd_scan,
         "check": cmd_check, "sim": cmd_sim, "maps": cmd_maps, "command": cmd_command,
-        "report": cmd_report, "tariff": cmd_tariff,
+        "report": cmd_report, "tariff": cmd_tariff, "console": cmd_console,
         "platform": _platform("cmd_platform"), "codes": _platform("cmd_codes"),
         "kpi": _platform("cmd_kpi"),
     }
@@ -272,6 +282,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
         settings, store_path=f"{state_dir}/{site_spec.site_id}.sqlite",
         port=settings.port if _port_free(settings.embedded_host, settings.port)
         else _free_port(settings.embedded_host))
+    console = None
+    if args.console_port:
+        from controller.console.demo import demo_console
+
+        console = demo_console(args.console_port if _port_free("127.0.0.1", args.console_port)
+                               else _free_port("127.0.0.1"))
 
     async def main() -> None:
 
@@ -285,9 +301,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
         # (battery and inverter limits, relay watchdogs) run on the devices' clock.
         async with SiteRunner(simulated, clock) as runner, \
                 assemble(site_spec, serial_ports=runner.serial_ports,
-                         settings=settings, wall_clock=clock.now) as app:
+                         settings=settings, wall_clock=clock.now,
+                         console=console) as app:
             sim_cli.print_endpoints(runner, stop_hint=False)
             _print_mqtt_help(app.settings, app.broker_address)
+            _print_console_help(console)
             gateway = app.gateway
             view: Service
             if args.headless:
@@ -341,6 +359,39 @@ def _print_mqtt_help(settings: Any, address: tuple[str, int] | None) -> None:
           f"--send --port {port}", flush=True)
     print(f"  or:       mosquitto_pub -h {host} -p {port} -t {prefix}/commands -m "
           f"\"$(./dev pedf command {site} shed --kw 40 --duration 900)\"", flush=True)
+
+
+def _print_console_help(console: Any) -> None:
+    if console is None:
+        return
+    from controller.console.demo import DEMO_USERS
+    from controller.console.server import url
+
+    users = ", ".join(f"{name} / {password}" for name, password, _ in DEMO_USERS)
+    print(f"web console on {url(console)} — demo users (name / password): {users}",
+          flush=True)
+
+
+def cmd_console(args: argparse.Namespace) -> int:
+    import getpass
+    from pathlib import Path
+
+    from controller.console.auth import hash_password
+
+    if args.password_file:
+        password = Path(args.password_file).read_text(encoding="utf-8").splitlines()[0]
+    elif sys.stdin.isatty():
+        password = getpass.getpass("password: ")
+        if getpass.getpass("again: ") != password:
+            print("pedf console: the passwords differ", file=sys.stderr)
+            return 1
+    else:
+        password = sys.stdin.readline().rstrip("\n")
+    if len(password) < 8:
+        print("pedf console: a password needs at least 8 characters", file=sys.stderr)
+        return 1
+    print(hash_password(password))
+    return 0
 
 
 def cmd_read(args: argparse.Namespace) -> int:
@@ -586,7 +637,9 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(f"  warning: {warning}")
     if simulation:
         print(f"  {simulation}")
-    found = listeners(uplink_settings(site))
+    from controller.console.settings import console_settings
+
+    found = listeners(uplink_settings(site), console_settings(site))
     if not found:
         print("pedf run listens on nothing (it only connects out)")
     for address, what in found:

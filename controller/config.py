@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from controller.sections import (
     Context,
@@ -29,6 +30,9 @@ from controller.sections import (
 )
 from drivers.schema import ConfigError, Node
 from drivers.site import SiteSpec, load_site
+
+if TYPE_CHECKING:
+    from controller.console.settings import ConsoleSettings
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,9 +259,14 @@ def _check_listeners(settings: UplinkSettings, given: Given) -> None:
                           "metrics_password_file (basic auth)", "metrics_host")
 
 
-def listeners(settings: UplinkSettings) -> list[tuple[str, str]]:
+def listeners(settings: UplinkSettings, console: ConsoleSettings | None = None
+              ) -> list[tuple[str, str]]:
     """What ``pedf run`` will listen on: (host:port, what and who may use it)."""
     found: list[tuple[str, str]] = []
+    if console is not None and console.enabled:
+        tls = "TLS" if console.tls_cert_file else "no TLS"
+        found.append((_address(console.host, console.port),
+                      f"web console ({len(console.users)} user(s), {tls})"))
     if not settings.enabled:
         return found
     if settings.host is None:
@@ -282,6 +291,7 @@ def check_site(path: Path | str) -> SiteSpec:
     """Load ``path`` and validate every section the gateway owns. Raises ConfigError.
     (The ``[simulation]`` section belongs to the simulators: ``pedf check`` validates it
     too when they are installed.)"""
+    from controller.console.settings import console_settings
     from controller.control.dcbus_config import dcbus_settings
     from controller.control.settings import control_settings
     from controller.energy import energy_settings
@@ -298,4 +308,5 @@ def check_site(path: Path | str) -> SiteSpec:
     check_openadr(site)
     energy_settings(site)
     platform_settings(site, metering_settings(site).demand_window_s)
+    console_settings(site)
     return site

@@ -38,6 +38,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from controller.bus import ReadingBus
+from controller.latency import LatencyHistogram
 from controller.lines import BadFrameError, Line, LinkError, LinkTimeoutError
 from controller.wakeup import Wakeup
 from drivers.devices import Write
@@ -81,6 +82,7 @@ class DeviceHealth:
     last_ok_wall: float | None = None
     last_error: str = ""
     latency_ms: float = 0.0  # exponentially weighted mean of exchange round trips
+    latency: LatencyHistogram = field(default_factory=LatencyHistogram)  # every round trip
     writes_ok: int = 0
     writes_failed: int = 0
 
@@ -324,6 +326,7 @@ class LineScheduler:
             health = device.health
             health.latency_ms = elapsed_ms if health.latency_ms == 0 else (
                 0.8 * health.latency_ms + 0.2 * elapsed_ms)
+            health.latency.observe(elapsed_ms / 1000.0)
             return
         raise LinkTimeoutError("no attempt made")  # pragma: no cover - attempts >= 1
 

@@ -56,6 +56,8 @@ from drivers.reading import Quality
 log = logging.getLogger("pedf.uplink")
 
 PROTOCOL_VERSION = "1"
+#: The retained status when the gateway is gone: its last will, and on a clean stop.
+OFFLINE = b'{"state":"offline"}'
 
 
 @dataclass(frozen=True, slots=True)
@@ -311,7 +313,7 @@ class Publisher:
     def _client(self) -> GatewayClient:
         settings = self.settings
         v5 = settings.protocol == "5"
-        will = aiomqtt.Will(self.topics.status, b'{"state":"offline"}', qos=1, retain=True)
+        will = aiomqtt.Will(self.topics.status, OFFLINE, qos=1, retain=True)
         properties = None
         if v5:
             properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
@@ -344,10 +346,24 @@ class Publisher:
             if self.on_recorded is not None:
                 await client.subscribe(self.topics.commands, qos=1)
                 self.stats.subscribed = True
-            async with asyncio.TaskGroup() as group:
-                group.create_task(self._publish_loop(client), name="uplink publish")
-                if self.on_recorded is not None:
-                    group.create_task(self._receive_loop(client), name="uplink commands")
+            try:
+                async with asyncio.TaskGroup() as group:
+                    group.create_task(self._publish_loop(client), name="uplink publish")
+                    if self.on_recorded is not None:
+                        group.create_task(self._receive_loop(client), name="uplink commands")
+            except asyncio.CancelledError:  # a clean stop: the will is not sent, so say it
+                await self._say_offline(client)
+                raise
+
+    async def _say_offline(self, client: GatewayClient) -> None:
+        """Publish the retained ``offline`` status before a clean disconnect (the broker
+        sends the last will only when the connection is lost), within 2 s."""
+        try:
+            async with asyncio.timeout(2.0):
+                await client.publish(self.topics.status, OFFLINE, qos=1, retain=True,
+                                     timeout=2.0)
+        except (TimeoutError, aiomqtt.MqttError, OSError) as exc:
+            log.warning("could not publish the offline status: %s", exc)
 
     # -- outgoing -----------------------------------------------------------------------
 

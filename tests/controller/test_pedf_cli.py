@@ -150,6 +150,8 @@ def test_demo_headless_runs_and_stops_by_itself() -> None:
     assert "(virtual RS-485 line)" in result.stdout
     assert "pedf.summary: grid" in result.stderr
     assert "devices ok 13/13" in result.stderr
+    assert "web console on http://127.0.0.1:" in result.stdout
+    assert "operator / operator-demo" in result.stdout
     assert "Traceback" not in result.stderr
     assert "never retrieved" not in result.stderr
 

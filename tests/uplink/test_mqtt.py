@@ -284,17 +284,27 @@ async def test_home_assistant_discovery_and_metrics(tmp_path: Path) -> None:
 
                 def battery_up() -> str:
                     page = scrape()
-                    return page if 'pedf_device_up{device="battery"} 1.0' in page else ""
+                    return page if ('pedf_device_up{device="battery"} 1.0' in page and
+                                    'pedf_site_power_watts{flow="grid"}' in page and
+                                    "pedf_energy_watt_hours_total{" in page) else ""
 
-                text = await eventually(battery_up, what="the battery up in the metrics")
+                text = await eventually(battery_up, what="the battery and grid in the metrics")
         configs = dict(discovery.messages)
         soc = configs["homeassistant/sensor/jinan_office_battery_soc_pct/config"]
         assert soc["state_topic"] == "pedf/jinan-office/telemetry/battery"
-        assert soc["value_template"] == "{{ value_json['values'][\"battery.SoC\"] }}"
+        assert '"battery.SoC" in v' in soc["value_template"]
+        assert soc["default_entity_id"] == "sensor.jinan_office_battery_soc_pct"
         assert soc["unit_of_measurement"] == "%"
         assert soc["availability_topic"] == "pedf/jinan-office/status"
         assert 'pedf_polls_total{device="grid_meter",result="ok"}' in text
         assert "pedf_outbox_messages" in text
         assert 'pedf_device_up{device="battery"} 1.0' in text
+        assert 'pedf_build_info{site="jinan-office",version=' in text
+        assert 'pedf_request_latency_seconds_bucket{device="battery",le="+Inf"}' in text
+        assert 'pedf_request_latency_seconds_count{device="battery"}' in text
+        assert 'pedf_device_last_success_timestamp_seconds{device="battery"}' in text
+        assert 'pedf_site_power_watts{flow="grid"}' in text
+        assert 'pedf_battery_soc_percent{device="battery"}' in text
+        assert "pedf_energy_watt_hours_total{device=" in text
     finally:
         broker.stop()
