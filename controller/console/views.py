@@ -150,9 +150,8 @@ def energy_by_period(windows: Iterable[tuple[float, float]], window_s: float,
 
 def energy(app: App, now_s: float) -> dict[str, Any]:
     """Today's and this month's energy by time-of-use period for each metered series
-    (from the store's demand windows), with cost and peak demand. ``categories`` (the
-    分类分项 tree) and ``kpis`` (the carbon-peaking plan's figures) are filled by the
-    energy-monitoring work when it lands; None until then."""
+    (from the store's demand windows), with cost and peak demand; ``categories`` (the
+    分类分项 tree) and ``kpis`` (the carbon-peaking plan's figures): see :func:`by_code`."""
     metering = app.metering
     zone = app.site.zone
     local = dt.datetime.fromtimestamp(now_s, zone)
@@ -171,8 +170,39 @@ def energy(app: App, now_s: float) -> dict[str, Any]:
             series.append({"name": item.name, "role": item.role,
                            "today": energy_by_period(today, window_s, calendar, zone),
                            "month": energy_by_period(month, window_s, calendar, zone)})
+    categories, figures = by_code(app, local.date()) if metering is not None else (None, None)
     return {"date": midnight.date().isoformat(), "month": first.strftime("%Y-%m"),
-            "periods": periods, "series": series, "categories": None, "kpis": None}
+            "periods": periods, "series": series, "categories": categories,
+            "kpis": figures}
+
+
+def by_code(app: App, day: dt.date) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """The 分类分项 tree's energy (per code, in the code's unit: kWh, m³) and the
+    carbon-peaking plan's figures for the day, month and year containing ``day``, from
+    the periods the store rolled up (completed windows only). (None, None) without a
+    store or metering."""
+    from controller.kpi import factors, kpis, period_start, stored_use
+    from drivers.energycodes import energy_codes
+
+    metering, store = app.metering, app.store
+    if metering is None or store is None:
+        return None, None
+    known = energy_codes()
+    settings = metering.energy.settings
+    f = factors(settings.coal_method)
+    categories: dict[str, Any] = {}
+    figures: dict[str, Any] = {}
+    for level in ("day", "month", "year"):
+        start = period_start(level, day, app.site.zone)
+        categories[level] = [
+            {"code": code, "zh": known[code].zh, "en": known[code].en,
+             "unit": known[code].unit, "value": round(value, 3)}
+            for _, code, value in store.energy_periods(level, start, start + 1.0)
+            if code in known]
+        figures[level] = kpis(stored_use(store, level, start), f,
+                              metering.config.carbon.mean_kg_per_kwh,
+                              settings.floor_area_m2).to_dict()
+    return categories, figures
 
 
 def plan(app: App, now_s: float) -> dict[str, Any]:

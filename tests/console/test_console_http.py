@@ -346,4 +346,43 @@ async def test_the_energy_page_adds_up_the_stored_demand_windows(app: App) -> No
     assert grid["month"]["total_kwh"] == pytest.approx(2 * 80.0 * 0.25 + 40.0 * 0.25)
     assert grid["month"]["peak_demand_kw"] == 80.0
     assert (page["date"], page["month"]) == ("2026-06-22", "2026-06")
-    assert page["categories"] is None  # filled by energy monitoring by category
+    assert page["categories"] == {"day": [], "month": [], "year": []}  # no window yet
+
+
+async def test_the_energy_page_shows_the_code_tree_and_the_plans_figures(app: App) -> None:
+    """The day's, month's and year's energy per 分类分项 code, as the store rolled them
+    up, with names in both languages; the figures computed from the same periods."""
+    from controller.console.views import energy
+    from controller.kpi import period_start
+    from controller.store import EnergyWindow
+
+    assert app.store is not None
+    assert app.metering is not None
+    zone = app.site.zone
+    day = dt.date(2026, 6, 22)
+    starts = {level: period_start(level, day, zone) for level in ("day", "month", "year")}
+    rollups = (("hour", starts["day"]), *starts.items())
+    energy_kwh = {"01000": 90.0, "01A10": 30.0, "02000": 1.5, "site:consumption": 100.0,
+                  "site:grid_import": 80.0, "site:grid_export": 0.0,
+                  "site:pv_generation": 20.0}
+    app.store.record_energy_window(EnergyWindow("900s", starts["day"], energy_kwh, rollups),
+                                   {})
+    earlier = period_start("day", dt.date(2026, 6, 1), zone)  # this month, not today
+    app.store.record_energy_window(EnergyWindow(
+        "900s", earlier, {"01000": 10.0, "site:consumption": 10.0},
+        (("hour", earlier), ("day", earlier), ("month", starts["month"]),
+         ("year", starts["year"]))), {})
+    page = energy(app, starts["day"] + 13 * 3600)
+    today = {c["code"]: c for c in page["categories"]["day"]}
+    month = {c["code"]: c for c in page["categories"]["month"]}
+    assert set(today) == {"01000", "01A10", "02000"}  # site:* totals are not codes
+    assert (today["01000"]["value"], month["01000"]["value"]) == (90.0, 100.0)
+    assert today["02000"]["unit"] in {"m³", "m3"}
+    assert today["01A10"]["zh"]
+    assert today["01A10"]["en"]
+    area = app.metering.energy.settings.floor_area_m2
+    kpis = page["kpis"]
+    assert kpis["day"]["renewable_rate"] == pytest.approx(0.2)  # 20 of 100 kWh, as kgce
+    assert kpis["month"]["pv_export_kwh"] == 0.0
+    assert area  # the demo site's floor area
+    assert kpis["month"]["eui_kwh_per_m2"] == pytest.approx(110.0 / area, abs=1e-4)  # 4 places

@@ -285,6 +285,59 @@
       }
       root.appendChild(table);
     }
+    codesAndKpis(data, zh);
+  }
+
+  // The 分类分项 tree and the plan's figures for the day, month and year (completed windows).
+  function codesAndKpis(data, zh) {
+    const levels = ["day", "month", "year"];
+    const table = (id, heads) => {
+      const el = document.createElement("table");
+      el.id = id;
+      const head = el.createTHead().insertRow();
+      for (const n of heads) { const th = document.createElement("th"); th.textContent = n; head.appendChild(th); }
+      return el;
+    };
+    const codesRoot = $("energy-categories");
+    const kpiRoot = $("energy-kpis");
+    codesRoot.replaceChildren();
+    kpiRoot.replaceChildren();
+    if (!data.categories || !data.kpis) {
+      const p = document.createElement("p");
+      p.className = "muted"; p.textContent = t("energy.pending");
+      codesRoot.appendChild(p);
+      return;
+    }
+    const codes = new Map();
+    for (const level of levels) {
+      for (const c of data.categories[level]) {
+        if (!codes.has(c.code)) codes.set(c.code, { c, values: {} });
+        codes.get(c.code).values[level] = c.value;
+      }
+    }
+    const ct = table("energy-codes", [t("energy.code"), t("energy.name"), t("energy.unit"),
+      ...levels.map((l) => t("energy.level." + l))]);
+    const cb = ct.createTBody();
+    for (const [code, { c, values }] of [...codes.entries()].sort()) {
+      const row = cb.insertRow();
+      row.dataset.code = code;
+      cell(row, code); cell(row, zh ? c.zh : c.en); cell(row, c.unit);
+      for (const l of levels) cell(row, values[l] === undefined ? "—" : fmt(values[l], 2));
+    }
+    codesRoot.appendChild(ct);
+    const kt = table("energy-kpi-table", [t("energy.kpi"), ...levels.map((l) => t("energy.level." + l))]);
+    const kb = kt.createTBody();
+    for (const name of Object.keys(data.kpis.day)) {
+      const row = kb.insertRow();
+      row.dataset.kpi = name;
+      cell(row, t("kpi." + name));
+      for (const l of levels) {
+        const v = data.kpis[l][name];
+        const ratio = ["electricity_share", "renewable_rate", "pv_self_consumption"].includes(name);
+        cell(row, v === null ? "—" : ratio ? fmt(100 * v, 1) + " %" : fmt(v, 2));
+      }
+    }
+    kpiRoot.appendChild(kt);
   }
 
   async function plan() {
