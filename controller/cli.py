@@ -118,6 +118,11 @@ def build_parser() -> argparse.ArgumentParser:
     when.add_argument("--month", help="YYYY-MM: that month, a row per day")
     tariff.add_argument("--png", help="draw the day as a strip into this PNG")
 
+    plan = sub.add_parser("plan", help="read the site once and plan its next day: table and "
+                                       "plot (PNG)")
+    plan.add_argument("file", help="the site file")
+    plan.add_argument("--png", default="plan.png", help="write the plot here")
+
     check = sub.add_parser("check", help="validate a site file without running it")
     check.add_argument("file")
 
@@ -137,7 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     handlers: dict[str, Callable[[argparse.Namespace], int]] = {
         "run": cmd_run, "demo": cmd_demo, "read": cmd_read, "scan": cmd_scan,
         "check": cmd_check, "sim": cmd_sim, "maps": cmd_maps, "command": cmd_command,
-        "report": cmd_report, "tariff": cmd_tariff,
+        "report": cmd_report, "tariff": cmd_tariff, "plan": cmd_plan,
     }
     try:
         status = handlers[args.command](args)
@@ -525,6 +530,32 @@ def cmd_tariff(args: argparse.Namespace) -> int:
     if args.png:
         print(f"plot: {tariffview.strip(tariff, day, Path(args.png))}")
     return 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    import time
+    from pathlib import Path
+
+    from rich.console import Console
+
+    from controller.control.actuators import LoadMemory
+    from controller.control.settings import control_settings
+    from controller.control.snapshot import build_snapshot
+    from controller.metering import metering_settings
+    from controller.planner import planner_service
+    from controller.planner.view import plan_png, plan_table, read_plant
+
+    site = load_site(args.file)
+    setup_logging(args.log_level or "WARNING", args.log_format or "text")
+    control, metering = control_settings(site), metering_settings(site)
+    service = planner_service(site, control, metering)
+    plant = read_plant(site)
+    snapshot = build_snapshot(plant, control, time.time(), metering.tariff,
+                              LoadMemory(), {})
+    plan = service.solve_now(snapshot, ())
+    Console().print(plan_table(plan, site.zone))
+    print(f"plot: {plan_png(plan, site.zone, Path(args.png))}")
+    return 0 if plan.status.value != "failed" else 1
 
 
 def cmd_check(args: argparse.Namespace) -> int:

@@ -285,6 +285,7 @@ def check_site(path: Path | str) -> SiteSpec:
     from controller.control.settings import control_settings
     from controller.metering import metering_settings
     from controller.openadr import check_openadr
+    from controller.planner.settings import planner_settings
 
     site = load_site(path)
     logging_settings(site)
@@ -292,4 +293,5 @@ def check_site(path: Path | str) -> SiteSpec:
     metering_settings(site)
     control_settings(site)
     check_openadr(site)
+    planner_settings(site)
     return site

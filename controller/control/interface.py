@@ -4,10 +4,11 @@ internals. :class:`~controller.control.loop.ControlLoop` implements it."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, Protocol
 
-from controller.control.events import EventBook
-from controller.control.model import Snapshot
+from controller.control.events import DrEvent, EventBook
+from controller.control.model import PlanSetpoints, Snapshot
 from controller.store import Store
 from drivers.site import SiteSpec
 
@@ -52,4 +53,14 @@ class SiteControl(Protocol):
 
     def publish_event(self, body: dict[str, Any]) -> None:
         """Hand an event message (``…/events``) to the uplinks."""
+        ...
+
+
+class PlanSource(Protocol):
+    """A planner, as the control loop sees it (:class:`controller.planner.service.
+    PlannerService`)."""
+
+    def tick(self, snapshot: Snapshot, events: Iterable[DrEvent]) -> PlanSetpoints | None:
+        """Learn from this cycle, start a solve when due (never waiting for one), and
+        return the plan's setpoints for now (None: no plan fit to follow)."""
         ...

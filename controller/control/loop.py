@@ -59,11 +59,13 @@ from controller.control.demand import DemandTracker
 from controller.control.events import DrEvent, EventBook, EventKind, event_from_command
 from controller.control.facts import ACTUATOR_CONTROLS
 from controller.control.flexibility import flexibility
+from controller.control.interface import PlanSource
 from controller.control.model import (
     Actuator,
     ActuatorKind,
     ActuatorValue,
     Level,
+    PlanSetpoints,
     Proposal,
     SgReadyState,
     Snapshot,
@@ -115,6 +117,8 @@ class ControlLoop:
     tariff: Tariff = field(default_factory=lambda: load_tariff(DEFAULT_TARIFF))
     bill: BillSettings = field(default_factory=BillSettings)
     window_s: float = 900.0
+    #: The optimising planner (None: the rule-based strategies alone).
+    planner: PlanSource | None = None
     book: EventBook = field(init=False)
     memory: LoadMemory = field(init=False)
     commanded: dict[Actuator, ActuatorValue] = field(default_factory=dict)
@@ -255,7 +259,7 @@ class ControlLoop:
         self._heat_pump_running_w = running_draws(snapshot, self._heat_pump_running_w)
         if snapshot.grid_w is not None:
             self.grid_history.append((now, snapshot.grid_w))
-        context = self._context(snapshot)
+        context = self._context(snapshot, self._planned(snapshot))
         decision = strategies.compose(snapshot, context, strategies.ALL)
         for proposal in end_long_blocks(snapshot):
             decision.claims[proposal.actuator] = proposal
@@ -335,7 +339,17 @@ class ControlLoop:
                                days=settings.baseline_days,
                                min_coverage=settings.baseline_min_coverage)
 
-    def _context(self, snapshot: Snapshot) -> Context:
+    def _planned(self, snapshot: Snapshot) -> PlanSetpoints | None:
+        """The planner's setpoints now; whatever goes wrong there, the rules carry on."""
+        if self.planner is None:
+            return None
+        try:
+            return self.planner.tick(snapshot, self.book.events.values())
+        except Exception:  # the planner must never stop the control cycle
+            log.exception("planner failed this cycle: the rules act alone")
+            return None
+
+    def _context(self, snapshot: Snapshot, plan: PlanSetpoints | None = None) -> Context:
         running = []
         for event in self.book.running(snapshot.now_s):
             fraction = event.ramp_fraction(snapshot.now_s)
@@ -360,7 +374,8 @@ class ControlLoop:
                 limit = event.site_kw * 1000.0
             running.append(RunningEvent(event, limit, event.kind is EventKind.SETPOINT))
         upcoming = tuple(self.book.upcoming(snapshot.now_s, self.settings.preheat_s))
-        return Context(self.settings, tuple(running), upcoming, dict(self.memory.shed_by))
+        return Context(self.settings, tuple(running), upcoming, dict(self.memory.shed_by),
+                       plan)
 
     # -- restore ------------------------------------------------------------------------
 

@@ -149,6 +149,7 @@ class HeatPumpState:
     held_until_s: float | None = None
     #: A block the gateway holds must end by then (the SG-Ready label's limit).
     block_until_s: float | None = None
+    setpoint_c: float | None = None  # the indoor setpoint it holds in normal operation
 
     @property
     def blocked_draw_w(self) -> float:
@@ -208,6 +209,19 @@ class DemandState:
             return limit_kw * 1000.0
         budget_kwh = limit_kw * self.window_s / 3600.0 - self.window_kwh
         return max(0.0, budget_kwh * 3.6e6 / remaining_s)
+
+
+@dataclass(frozen=True, slots=True)
+class PlanSetpoints:
+    """What the plan in force asks for now (the planner's step for this moment), for the
+    strategies at the site-goals level to follow and correct in real time."""
+
+    grid_w: float  # the planned site grid power (+ import)
+    battery_w: float  # the planned battery power (+ discharge), all batteries together
+    peak_w: float  # the highest import the plan allows itself (the demand target)
+    tracking_w: float  # how far the battery may move off its plan to hold the grid plan
+    sg_states: Mapping[str, SgReadyState] = field(default_factory=dict)  # by heat pump
+    loads_on: Mapping[str, bool] = field(default_factory=dict)  # deferrable loads
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,6 +31,7 @@ from controller.control.model import (
     BatteryState,
     HeatPumpState,
     Level,
+    PlanSetpoints,
     Proposal,
     SgReadyState,
     Snapshot,
@@ -63,6 +64,7 @@ class Context:
     events: tuple[RunningEvent, ...] = ()
     upcoming: tuple[DrEvent, ...] = ()
     shed_by: Mapping[str, str] = field(default_factory=dict)  # load -> owner (last cycle)
+    plan: PlanSetpoints | None = None  # the planner's setpoints now (None: rules only)
 
 
 @dataclass
@@ -394,6 +396,62 @@ def event_limits(snapshot: Snapshot, context: Context, decision: Decision
                        allowed_loads=running.event.loads or None)
 
 
+def follow_plan(snapshot: Snapshot, context: Context, decision: Decision) -> list[Proposal]:
+    """The planner's setpoints, corrected in real time: the batteries run their planned
+    power and take the forecast error to hold the planned grid power (within
+    ``tracking_w`` of the plan, and as far as needed to stay under the planned peak);
+    heat pumps take the planned SG-Ready state while the room is inside the comfort
+    band (blocking only with room to drift, boosting only with room to store);
+    deferrable loads switch as planned. Without a plan (none yet, too old, failed): no
+    proposals, and the rule-based goals below act."""
+    plan = context.plan
+    if plan is None or snapshot.grid_w is None:
+        return []
+    settings = context.settings
+    proposals: list[Proposal] = []
+    free = [b for b in snapshot.batteries if b.ok and decision.free(battery_actuator(b))]
+    if free:
+        uncontrolled = snapshot.grid_w + sum(b.power_w or 0.0 for b in free)
+        target = min(max(uncontrolled - plan.grid_w, plan.battery_w - plan.tracking_w),
+                     plan.battery_w + plan.tracking_w)
+        ceiling = plan.peak_w if decision.max_import_w is None else min(
+            plan.peak_w, decision.max_import_w)
+        target = max(target, uncontrolled - ceiling)
+        for battery in free:
+            share = _split(target, free, battery, settings.min_soc_pct, settings.max_soc_pct)
+            proposals.append(Proposal(battery_actuator(battery), share, Level.SITE, "planner",
+                                      "following the plan"))
+    for heat_pump in snapshot.heat_pumps:
+        actuator = Actuator(ActuatorKind.SG_READY, heat_pump.name)
+        state = plan.sg_states.get(heat_pump.name)
+        indoor = heat_pump.indoor_c
+        if state is None or indoor is None or not decision.free(actuator):
+            continue
+        if not settings.comfort_min_c <= indoor <= settings.comfort_max_c:
+            continue  # outside the band: the comfort default brings it back
+        if state == SG_BLOCKED and not _within_comfort(heat_pump, settings, HYSTERESIS_K):
+            continue
+        if state in (SG_BOOST, SG_FORCED) and not _room_to_store(heat_pump, settings):
+            continue
+        proposals.append(Proposal(actuator, state, Level.SITE, "planner", "planned state"))
+    for name, on in plan.loads_on.items():
+        actuator = Actuator(ActuatorKind.LOAD, name)
+        if decision.free(actuator):
+            proposals.append(Proposal(actuator, on, Level.SITE, "planner",
+                                      "planned " + ("on" if on else "off")))
+    return proposals
+
+
+def _room_to_store(heat_pump: HeatPumpState, settings: ControlSettings) -> bool:
+    """Whether the room can take more heat (cold) and stay 0.5 K inside the band."""
+    indoor = heat_pump.indoor_c
+    if indoor is None:
+        return False
+    if cooling(heat_pump):
+        return indoor > settings.comfort_min_c + 0.5
+    return indoor < settings.comfort_max_c - 0.5
+
+
 def peak_shaving(snapshot: Snapshot, context: Context, decision: Decision) -> list[Proposal]:
     """Hold the configured import cap: battery first, then shedding.
 
@@ -555,6 +613,6 @@ def comfort(snapshot: Snapshot, context: Context, decision: Decision) -> list[Pr
 ALL: tuple[Strategy, ...] = (
     safety_export_limit, safety_dc_bus, safety_indoor,
     event_overrides, event_limits,
-    peak_shaving, battery_goal, thermal_storage,
+    follow_plan, peak_shaving, battery_goal, thermal_storage,
     comfort,
 )

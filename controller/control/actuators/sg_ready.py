@@ -49,7 +49,7 @@ def read_heat_pump(plant: Plant, device: DeviceSpec, context: ReadContext) -> He
     return HeatPumpState(name, sg_ready_state(plant, device), v(name, "power_w"),
                          v(name, "indoor_temp_c"), v(name, "outdoor_temp_c"),
                          v(name, "rated_power_w"), context.heat_pump_running_w.get(name),
-                         hold.held_until_s, hold.block_until_s)
+                         hold.held_until_s, hold.block_until_s, v(name, "indoor_setpoint_c"))
 
 
 def contacts(site: SiteSpec, heat_pump: str) -> tuple[str, tuple[int, int]] | None:
