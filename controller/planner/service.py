@@ -121,6 +121,8 @@ class PlannerService:
         self._track_error(snapshot, setpoints)
         if self._future is None and self._due(snapshot, events, now):
             self._start(snapshot, events)
+            self._collect()  # an executor that ran it at once (tests, benchmarks)
+            setpoints = self.setpoints(now)
         return setpoints
 
     def setpoints(self, now_s: float) -> PlanSetpoints | None:
