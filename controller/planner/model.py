@@ -167,7 +167,9 @@ class PlanModel:
         h.changeColsBounds(self.columns, all_cols, lower, upper)
         h.changeRowsBounds(self.rows, all_rows, row_lower, row_upper)
         self._coefficients(inputs)
-        h.setOptionValue("time_limit", max(0.001, float(time_limit_s)))
+        # HiGHS counts its time limit against the run time of the object's life, over
+        # every solve: the limit of this one is what has run so far plus the deadline.
+        h.setOptionValue("time_limit", h.getRunTime() + max(0.001, float(time_limit_s)))
         try:
             h.run()
             status = h.getModelStatus()

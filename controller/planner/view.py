@@ -35,9 +35,8 @@ class ReadingsPlant:
         values: dict[str, Mapping[str, Value]] = {}
         for name, device in site.devices.items():
             read = await read_device(device)
-            raw = {item.point.name: item.value for item in read
-                   if not item.error and item.value is not None}
-            values[name] = device.device_map.primary(raw)
+            values[name] = {item.point.name: item.value for item in read  # primary side
+                            if not item.error and item.value is not None}
         return cls(site, values)
 
     def value(self, device: str, capability: str) -> float | None:

@@ -154,3 +154,15 @@ def test_the_model_is_updated_not_rebuilt_and_gives_the_same_answers() -> None:
 def test_inputs_of_another_shape_are_refused() -> None:
     with pytest.raises(ValueError, match="steps"):
         PlanModel(Shape(3, 0)).solve(inputs(n=2))
+
+
+def test_the_time_limit_holds_for_each_solve_not_for_the_model_s_life() -> None:
+    # HiGHS measures its time limit against the object's whole run time: a model solved
+    # many times must still get each solve's own allowance.
+    model = PlanModel(Shape(2, 0))
+    problem = inputs(n=2, price=[1.0, 3.0], battery=battery(10.0, 0.0, 10.0))
+    model.solve(problem)
+    spent = model.highs.getRunTime()
+    assert spent > 0
+    plan = model.solve(problem, time_limit_s=spent / 2)  # less than the life so far
+    assert plan.status is PlanStatus.OPTIMAL
