@@ -3,8 +3,9 @@
 The simulated Jinan office building (examples/jinan-office.toml) runs in accelerated
 time through the controller's own control loop — the same strategies, the same write
 checks — over the devices' physics without sockets (the tests' ``SimPlant``): one week
-per season (Mondays 12 Jan, 13 Apr, 13 Jul, 12 Oct 2026), each after two days of
-warm-up whose figures are not counted (the planner learns its forecasts there). The
+per season (Mondays 12 Jan, 13 Apr, 13 Jul, 12 Oct 2026), each after three days of
+warm-up whose figures are not counted (Friday to Sunday: the planner learns its
+forecasts there, one working day of them). The
 control cycle is 300 s (the physics advances in 60-s sub-steps): coarser than a gateway's
 1 s, the same for both controllers, and what keeps the run to a few minutes.
 
@@ -28,7 +29,6 @@ on one 96-step model updated between solves: how many fail, raise, or break a li
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import math
 import os
 import time
@@ -52,7 +52,7 @@ from controller.planner.problem import (
     PlanStatus,
     ThermalInputs,
 )
-from controller.planner.service import PlannerService
+from controller.planner.service import InlineExecutor, PlannerService
 from controller.planner.settings import PlannerSettings
 from controller.tariffs import (
     BasicChargeBasis,
@@ -67,24 +67,11 @@ from simulators.clock import ManualClock
 ZONE = ZoneInfo("Asia/Shanghai")
 WEEKS = {"winter": "2026-01-12", "spring": "2026-04-13", "summer": "2026-07-13",
          "autumn": "2026-10-12"}
-WARMUP_S = 2 * 86400.0
+WARMUP_S = 3 * 86400.0
 WEEK_S = 7 * 86400.0
 CYCLE_S = 300.0
 SUB_STEP_S = 60.0
 COMFORT = (20.0, 24.0)
-
-
-class Inline(concurrent.futures.Executor):
-    """Runs a submitted solve at once, in this thread."""
-
-    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any
-               ) -> concurrent.futures.Future[Any]:
-        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
-        try:
-            future.set_result(fn(*args, **kwargs))
-        except Exception as exc:  # handed to the caller through the future
-            future.set_exception(exc)
-        return future
 
 
 @dataclass
@@ -127,7 +114,7 @@ async def run_week(season: str, mode: str) -> Week:
     service = None
     if mode == "planner":
         service = PlannerService(site, PlannerSettings(enabled=True, internal_gains_kw=40.0),
-                                 settings, tariff, executor=Inline())
+                                 settings, tariff, executor=InlineExecutor())
         loop.planner = service
     calendar = tariff.calendar
     period_kwh = [0.0] * calendar.n_periods

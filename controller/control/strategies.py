@@ -414,8 +414,13 @@ def follow_plan(snapshot: Snapshot, context: Context, decision: Decision) -> lis
         uncontrolled = snapshot.grid_w + sum(b.power_w or 0.0 for b in free)
         target = min(max(uncontrolled - plan.grid_w, plan.battery_w - plan.tracking_w),
                      plan.battery_w + plan.tracking_w)
-        ceiling = plan.peak_w if decision.max_import_w is None else min(
-            plan.peak_w, decision.max_import_w)
+        ceiling = plan.peak_w
+        demand = snapshot.demand
+        if demand is not None and demand.billed:  # the 15-min average is what is billed
+            ceiling = demand.allowed_w(max(plan.peak_w, (demand.month_peak_kw or 0.0)
+                                           * 1000.0) / 1000.0, snapshot.now_s)
+        if decision.max_import_w is not None:
+            ceiling = min(ceiling, decision.max_import_w)
         target = max(target, uncontrolled - ceiling)
         for battery in free:
             share = _split(target, free, battery, settings.min_soc_pct, settings.max_soc_pct)

@@ -43,7 +43,7 @@ STEP_COLUMNS = ("imp", "exp", "ch", "dis", "soc", "hp", "tin", "cur", "dcs", "s_
                 "s_res", "s_max", "s_lo", "s_hi", "s_exp", "s_dr", "s_up", "s_dn")
 #: Per-step rows, in order.
 STEP_ROWS = ("balance", "soc", "floor", "reserve", "ceiling", "thermal", "comfort_lo",
-             "comfort_hi", "export", "cap", "setpoint", "peak")
+             "comfort_hi", "export", "cap", "setpoint", "peak", "horizon_peak")
 
 
 @dataclass(frozen=True)
@@ -67,8 +67,9 @@ class PlanModel:
         self._defer = [base + k * n for k in range(d)]
         base += d * n
         self._peak = base
-        self._short = [base + 1 + k for k in range(d)]
-        self.columns = base + 1 + d
+        self._horizon_peak = base + 1
+        self._short = [base + 2 + k for k in range(d)]
+        self.columns = base + 2 + d
         self._row = {name: i * n for i, name in enumerate(STEP_ROWS)}
         self._energy_row = [len(STEP_ROWS) * n + k for k in range(d)]
         self.rows = len(STEP_ROWS) * n + d
@@ -145,8 +146,10 @@ class PlanModel:
         if row == "setpoint":
             return {c("imp", t): 1.0, c("exp", t): -1.0, c("s_up", t): -1.0,
                     c("s_dn", t): 1.0}
-        assert row == "peak"
-        return {self._peak: 1.0, c("imp", t): -1.0}
+        if row == "peak":
+            return {self._peak: 1.0, c("imp", t): -1.0}
+        assert row == "horizon_peak"
+        return {self._horizon_peak: 1.0, c("imp", t): -1.0}
 
     # -- one solve ---------------------------------------------------------------------
 
@@ -234,6 +237,9 @@ class PlanModel:
             cost[self._short[k]] = w.deferrable_shortfall_cny_per_kwh
         cost[self._peak] = p.demand_price_cny_per_kw
         lower[self._peak] = max(0.0, p.month_peak_kw)
+        # A hedge: the horizon's own peak costs a share of the demand price even below
+        # the month's, so the plan keeps a margin for what the forecasts miss.
+        cost[self._horizon_peak] = w.peak_hedge * p.demand_price_cny_per_kw
         return cost, lower, upper
 
     def _row_bounds(self, p: PlanInputs) -> tuple[Series, Series]:
@@ -277,6 +283,7 @@ class PlanModel:
         put("setpoint", np.where(has_setpoint, setpoint, -INF),
             np.where(has_setpoint, setpoint, INF))
         put("peak", 0.0, INF)
+        put("horizon_peak", 0.0, INF)
         for k, load in enumerate(p.deferrable):
             lower[self._energy_row[k]] = max(0.0, load.energy_kwh)
         return lower, upper
@@ -337,7 +344,7 @@ class PlanModel:
             deferrable_kw={load.name: x[self._defer[k]:self._defer[k] + n].copy()
                            for k, load in enumerate(p.deferrable)},
             price_cny_per_kwh=p.price_cny_per_kwh, pv_kw=p.pv_kw, load_kw=p.load_kw,
-            costs_cny=costs)
+            costs_cny=costs, peak_kw=float(x[self._peak]))
 
 
 def failed_plan(p: PlanInputs, solve_ms: float) -> Plan:

@@ -83,6 +83,9 @@ class Weights:
     deferrable_shortfall_cny_per_kwh: float = 10.0  # per kWh a deferrable load misses
     dc_shed_cny_per_kwh: float = 1.5  # value of a flexible DC load's energy not served
     curtail_cny_per_kwh: float = 0.001  # a small preference for using PV
+    #: The share of the demand price the horizon's own peak costs (below the month's
+    #: peak too): a margin for forecast errors, since the month's peak is not undone.
+    peak_hedge: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -144,6 +147,7 @@ class Plan:
     pv_kw: Series
     load_kw: Series
     costs_cny: dict[str, float]
+    peak_kw: float = 0.0  # the plan's demand target: its highest import, ≥ the month's peak
 
     @property
     def steps(self) -> int:

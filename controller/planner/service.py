@@ -17,8 +17,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-
-import numpy as np
+from typing import Any
 
 from controller.control.events import DrEvent
 from controller.control.model import PlanSetpoints, SgReadyState, Snapshot
@@ -41,6 +40,21 @@ log = logging.getLogger("pedf.planner")
 
 #: Replan at most this often for a forecast error, s.
 ERROR_REPLAN_MIN_S = 300.0
+
+
+class InlineExecutor(concurrent.futures.Executor):
+    """Runs a submitted solve at once in the caller's thread: for accelerated
+    simulations (benchmarks, tests), where the plan must be there before simulated time
+    moves on. A gateway uses the service's own worker thread."""
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any
+               ) -> concurrent.futures.Future[Any]:
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except Exception as exc:  # handed to the caller through the future
+            future.set_exception(exc)
+        return future
 
 
 @dataclass
@@ -135,13 +149,13 @@ class PlannerService:
             return None
         tracking_w = math.inf if self.settings.tracking_kw is None else \
             self.settings.tracking_kw * 1000.0
-        peak_kw = max(float(np.max(plan.grid_kw[i:])), 0.0)
+        peak_kw = max(plan.peak_kw, 0.0)
         states = {name: SgReadyState(int(plan.sg_state[i])) for name in self._heat_pumps()}
         loads_on = {name: bool(kw[i] > 0.5 * self._rated_kw(name))
                     for name, kw in plan.deferrable_kw.items()}
         return PlanSetpoints(grid_w=float(plan.grid_kw[i]) * 1000.0,
                              battery_w=float(plan.battery_kw[i]) * 1000.0,
-                             peak_w=peak_kw * 1000.0 + 1000.0, tracking_w=tracking_w,
+                             peak_w=peak_kw * 1000.0, tracking_w=tracking_w,
                              sg_states=states, loads_on=loads_on)
 
     def close(self) -> None:
@@ -340,4 +354,4 @@ class PlannerService:
         return 0.0 if spec is None else spec.rated_w / 1000.0
 
 
-__all__ = ["PlannerService", "SolveStats"]
+__all__ = ["InlineExecutor", "PlannerService", "SolveStats"]

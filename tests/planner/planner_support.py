@@ -36,19 +36,6 @@ def battery(capacity_kwh: float = 10.0, soc_kwh: float = 0.0, power_kw: float = 
                                  capacity_kwh, round_trip_efficiency=1.0), **changes)
 
 
-class Inline(concurrent.futures.Executor):
-    """Runs a submitted solve at once, in this thread (deterministic tests)."""
-
-    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any
-               ) -> concurrent.futures.Future[Any]:
-        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
-        try:
-            future.set_result(fn(*args, **kwargs))
-        except Exception as exc:
-            future.set_exception(exc)
-        return future
-
-
 class Parked(concurrent.futures.Executor):
     """Holds submitted solves until released: a solver that has not answered yet."""
 

@@ -7,12 +7,11 @@ from __future__ import annotations
 import statistics
 
 from closed_loop import ClosedLoop, at
-from planner_support import Inline
 
 from controller.control.events import DrEvent, EventKind
 from controller.control.model import ActuatorKind, Snapshot
 from controller.control.settings import ControlSettings
-from controller.planner.service import PlannerService
+from controller.planner.service import InlineExecutor, PlannerService
 from controller.planner.settings import PlannerSettings
 from controller.tariffs import BasicChargeBasis, BillSettings
 
@@ -25,7 +24,7 @@ def with_planner(start: str) -> tuple[ClosedLoop, PlannerService]:
     loop.loop.bill = BillSettings(basis=BasicChargeBasis.DEMAND)
     planner = PlannerService(loop.loop.site, PlannerSettings(enabled=True,
                                                              internal_gains_kw=40.0),
-                             SETTINGS, loop.loop.tariff, executor=Inline())
+                             SETTINGS, loop.loop.tariff, executor=InlineExecutor())
     loop.loop.planner = planner
     return loop, planner
 

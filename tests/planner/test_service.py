@@ -10,14 +10,14 @@ from typing import Any
 
 import numpy as np
 import pytest
-from planner_support import Inline, Parked
+from planner_support import Parked
 
 from controller.control.events import DrEvent, EventKind
 from controller.control.model import BatteryState, DemandState, HeatPumpState, Snapshot
 from controller.control.settings import ControlSettings
 from controller.planner.model import PlanModel
 from controller.planner.problem import PlanStatus
-from controller.planner.service import PlannerService
+from controller.planner.service import InlineExecutor, PlannerService
 from controller.planner.settings import PlannerSettings
 from controller.tariffs import DEFAULT_TARIFF, load_tariff
 from drivers.site import load_site
@@ -60,7 +60,7 @@ def test_a_solve_that_has_not_answered_never_holds_up_the_cycle() -> None:
 
 
 def test_a_failed_solve_keeps_the_last_good_plan(monkeypatch: pytest.MonkeyPatch) -> None:
-    planner = service(Inline())
+    planner = service(InlineExecutor())
     planner.tick(snapshot(), [])
     planner.tick(snapshot(NOW + 1), [])
     good = planner.plan
@@ -92,14 +92,14 @@ def test_a_late_solve_is_dropped_and_the_last_plan_stays() -> None:
 
 
 def test_an_old_plan_is_given_up_for_the_rules() -> None:
-    planner = service(Inline(), max_plan_age_s=3600.0, replan_s=86400.0)
+    planner = service(InlineExecutor(), max_plan_age_s=3600.0, replan_s=86400.0)
     planner.tick(snapshot(), [])
     assert planner.setpoints(NOW + 1800) is not None
     assert planner.setpoints(NOW + 2 * 3600 + 1000) is None
 
 
 def test_a_new_event_starts_a_solve_at_once_and_the_plan_holds_its_cap() -> None:
-    planner = service(Inline(), replan_s=86400.0)
+    planner = service(InlineExecutor(), replan_s=86400.0)
     planner.tick(snapshot(), [])
     solves = planner.stats.solves
     cap = DrEvent("cap-1", EventKind.CAP, "site", NOW + 3600, 3600.0, 20.0)
@@ -114,7 +114,7 @@ def test_a_new_event_starts_a_solve_at_once_and_the_plan_holds_its_cap() -> None
 
 
 def test_a_battery_outage_starts_a_solve_and_the_plan_leaves_it_idle() -> None:
-    planner = service(Inline(), replan_s=86400.0)
+    planner = service(InlineExecutor(), replan_s=86400.0)
     planner.tick(snapshot(), [])
     gone = replace(snapshot(NOW + 60), batteries=(BatteryState(
         "battery", None, None, None, None, None),))
