@@ -122,6 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
                                        "plot (PNG)")
     plan.add_argument("file", help="the site file")
     plan.add_argument("--png", default="plan.png", help="write the plot here")
+    plan.add_argument("--backtest", action="store_true",
+                      help="instead: each forecast's day-ahead 15-min nMAE on the store's "
+                           "history")
 
     check = sub.add_parser("check", help="validate a site file without running it")
     check.add_argument("file")
@@ -548,6 +551,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
     site = load_site(args.file)
     setup_logging(args.log_level or "WARNING", args.log_format or "text")
     control, metering = control_settings(site), metering_settings(site)
+    if args.backtest:
+        return _backtest(site, metering.tariff)
     service = planner_service(site, control, metering)
     plant = read_plant(site)
     snapshot = build_snapshot(plant, control, time.time(), metering.tariff,
@@ -556,6 +561,30 @@ def cmd_plan(args: argparse.Namespace) -> int:
     Console().print(plan_table(plan, site.zone))
     print(f"plot: {plan_png(plan, site.zone, Path(args.png))}")
     return 0 if plan.status.value != "failed" else 1
+
+
+def _backtest(site: SiteSpec, tariff: Any) -> int:
+    import time
+    from pathlib import Path
+
+    from controller.config import uplink_settings
+    from controller.planner.backtest import backtest_store
+    from controller.store import Store
+
+    path = uplink_settings(site).store_path
+    if not Path(path).exists():
+        print(f"pedf plan: no store at {path} (has the gateway run?)", file=sys.stderr)
+        return 1
+    store = Store(path)
+    try:
+        scores = backtest_store(site, store, tariff, time.time())
+    finally:
+        store.close()
+    for name, score in scores.items():
+        print(f"{name}: day-ahead 15-min nMAE " + (
+            "— (less than a week and a day of history)" if score is None
+            else f"{100 * score:.1f} %"))
+    return 0
 
 
 def cmd_check(args: argparse.Namespace) -> int:

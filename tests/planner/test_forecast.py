@@ -97,3 +97,24 @@ def test_heat_loss_is_learned_once_a_day_of_heating_is_seen() -> None:
 def test_nmae() -> None:
     assert nmae([1.0, 3.0], [2.0, 2.0]) == pytest.approx(0.5)
     assert nmae([1.0], [0.0]) is None
+
+
+def test_the_backtest_scores_the_store_s_history(tmp_path: Path) -> None:
+    from controller.planner.backtest import backtest_store
+    from controller.store import Store
+    from controller.tariffs import DEFAULT_TARIFF, load_tariff
+    from drivers.site import load_site
+
+    site = load_site(Path(__file__).resolve().parents[2] / "examples" / "jinan-office.toml")
+    store = Store(tmp_path / "s.sqlite")
+    start = midnight("2026-06-01")
+    rows = []
+    for q in range(96 * 10):  # ten days: a load that repeats, PV at 0.1 kW per W/m²
+        t = start + q * 900
+        rows.append((t, "grid_meter", 100.0 + q % 96))
+        rows.append((t, "pv_inverter", -0.1 * clear_sky_w_m2(*JINAN, t + 450)))
+    store.record_windows(rows)
+    scores = backtest_store(site, store, load_tariff(DEFAULT_TARIFF), start + 11 * 86400)
+    store.close()
+    assert scores["load: grid_meter"] == pytest.approx(0.0, abs=1e-9)
+    assert scores["pv: pv_inverter"] == pytest.approx(0.0, abs=1e-6)
