@@ -133,7 +133,8 @@ class PlannerService:
         self._collect()
         setpoints = self.setpoints(now)
         self._track_error(snapshot, setpoints)
-        if self._future is None and self._due(snapshot, events, now):
+        ready = snapshot.grid_w is not None  # no plan from a site not read yet
+        if self._future is None and ready and self._due(snapshot, events, now):
             self._start(snapshot, events)
             self._collect()  # an executor that ran it at once (tests, benchmarks)
             setpoints = self.setpoints(now)
@@ -253,6 +254,9 @@ class PlannerService:
             log.warning("planner: the solve failed; the last plan stays")
         else:
             self.plan = plan
+            log.info("planner: new plan (%s) for %.0f h, objective %.0f CNY, peak %.0f kW, "
+                     "solved in %.0f ms", plan.status.value, plan.steps * plan.step_s / 3600,
+                     plan.objective_cny, plan.peak_kw, plan.solve_ms)
 
     # -- when to solve -----------------------------------------------------------------
 

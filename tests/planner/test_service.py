@@ -47,6 +47,9 @@ def service(executor: concurrent.futures.Executor, **changes: Any) -> PlannerSer
 def test_a_solve_that_has_not_answered_never_holds_up_the_cycle() -> None:
     parked = Parked()
     planner = service(parked)
+    unread = replace(snapshot(NOW - 5), grid_w=None)
+    assert planner.tick(unread, []) is None
+    assert not parked.waiting  # nothing planned before the grid meter has been read
     assert planner.tick(snapshot(), []) is None  # started, not waited for (no plan yet)
     assert len(parked.waiting) == 1
     assert planner.tick(snapshot(NOW + 1), []) is None  # still running: no second one
