@@ -29,7 +29,7 @@ from zoneinfo import ZoneInfo
 
 from benchmarks.common import REPO, Results, print_goals, print_table
 from controller.control import strategies
-from controller.control.events import DrEvent
+from controller.control.events import DrEvent, EventKind
 from controller.control.loop import ControlLoop
 from controller.control.model import DcBusState, LoadState, Snapshot
 from controller.control.settings import ControlSettings
@@ -124,7 +124,8 @@ async def grid_following() -> dict[str, float]:
     before_w = simulated.model.site_power_w()
     step_w = -20_000.0
     target_w = before_w + step_w
-    loop.book.add(DrEvent("vpp-step", "setpoint", "site", clock.now(), 600.0, target_w / 1000))
+    loop.book.add(DrEvent("vpp-step", EventKind.SETPOINT, "site", clock.now(), 600.0,
+                          target_w / 1000))
     started = clock.now()
     met_at = None
     samples: list[tuple[float, float]] = []

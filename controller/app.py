@@ -32,6 +32,7 @@ from controller.control.settings import control_settings
 from controller.inbox import CommandInbox
 from controller.metering import MeteringFeed, MeteringSettings, metering_settings
 from controller.openadr import Ven, ven_for
+from controller.planner import planner_for
 from controller.platform import Uploader, uploader_for
 from controller.runtime import Gateway, Service, with_serial_ports
 from controller.sections import is_loopback
@@ -179,7 +180,8 @@ def _wire_control(app: App, store: Store, topics: Topics, notify: asyncio.Event,
     loop = ControlLoop(GatewayPlant(app.gateway), control, app.inbox, store, publish,
                        topics.prefix, clock=app.gateway.wall_clock,
                        tariff=metering.tariff, bill=metering.bill,
-                       window_s=metering.demand_window_s)
+                       window_s=metering.demand_window_s,
+                       planner=planner_for(app.site, control, metering))
     app.inbox.on_submit.append(loop.wake)
     app.control = loop
     app.services.append(("control", loop.run))

@@ -125,6 +125,14 @@ def build_parser() -> argparse.ArgumentParser:
     when.add_argument("--month", help="YYYY-MM: that month, a row per day")
     tariff.add_argument("--png", help="draw the day as a strip into this PNG")
 
+    plan = sub.add_parser("plan", help="read the site once and plan its next day: table and "
+                                       "plot (PNG)")
+    plan.add_argument("file", help="the site file")
+    plan.add_argument("--png", default="plan.png", help="write the plot here")
+    plan.add_argument("--backtest", action="store_true",
+                      help="instead: each forecast's day-ahead 15-min nMAE on the store's "
+                           "history")
+
     check = sub.add_parser("check", help="validate a site file without running it")
     check.add_argument("file")
 
@@ -162,6 +170,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "run": cmd_run, "demo": cmd_demo, "read": cmd_read, "scan": cmd_scan,
         "check": cmd_check, "sim": cmd_sim, "maps": cmd_maps, "command": cmd_command,
         "report": cmd_report, "tariff": cmd_tariff, "console": cmd_console,
+        "plan": cmd_plan,
         "platform": _platform("cmd_platform"), "codes": _platform("cmd_codes"),
         "kpi": _platform("cmd_kpi"),
     }
@@ -614,6 +623,58 @@ def cmd_tariff(args: argparse.Namespace) -> int:
         console.print(tariffview.day_table(tariff, day))
     if args.png:
         print(f"plot: {tariffview.strip(tariff, day, Path(args.png))}")
+    return 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    import time
+    from pathlib import Path
+
+    from rich.console import Console
+
+    from controller.control.actuators import LoadMemory
+    from controller.control.settings import control_settings
+    from controller.control.snapshot import build_snapshot
+    from controller.metering import metering_settings
+    from controller.planner import planner_service
+    from controller.planner.view import plan_png, plan_table, read_plant
+
+    site = load_site(args.file)
+    setup_logging(args.log_level or "WARNING", args.log_format or "text")
+    control, metering = control_settings(site), metering_settings(site)
+    if args.backtest:
+        return _backtest(site, metering.tariff)
+    service = planner_service(site, control, metering)
+    plant = read_plant(site)
+    snapshot = build_snapshot(plant, control, time.time(), metering.tariff,
+                              LoadMemory(), {})
+    plan = service.solve_now(snapshot, ())
+    Console().print(plan_table(plan, site.zone))
+    print(f"plot: {plan_png(plan, site.zone, Path(args.png))}")
+    return 0 if plan.status.value != "failed" else 1
+
+
+def _backtest(site: SiteSpec, tariff: Any) -> int:
+    import time
+    from pathlib import Path
+
+    from controller.config import uplink_settings
+    from controller.planner.backtest import backtest_store
+    from controller.store import Store
+
+    path = uplink_settings(site).store_path
+    if not Path(path).exists():
+        print(f"pedf plan: no store at {path} (has the gateway run?)", file=sys.stderr)
+        return 1
+    store = Store(path)
+    try:
+        scores = backtest_store(site, store, tariff, time.time())
+    finally:
+        store.close()
+    for name, score in scores.items():
+        print(f"{name}: day-ahead 15-min nMAE " + (
+            "— (less than a week and a day of history)" if score is None
+            else f"{100 * score:.1f} %"))
     return 0
 
 

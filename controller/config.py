@@ -297,6 +297,7 @@ def check_site(path: Path | str) -> SiteSpec:
     from controller.energy import energy_settings
     from controller.metering import metering_settings
     from controller.openadr import check_openadr
+    from controller.planner.settings import planner_settings
     from controller.platform import platform_settings
 
     site = load_site(path)
@@ -309,4 +310,5 @@ def check_site(path: Path | str) -> SiteSpec:
     energy_settings(site)
     platform_settings(site, metering_settings(site).demand_window_s)
     console_settings(site)
+    planner_settings(site)
     return site

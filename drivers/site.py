@@ -44,7 +44,7 @@ __all__ = [
 #: Top-level sections a site file may have; owners other than this module parse the rest.
 SECTIONS = ("site", "lines", "devices", "loads", "simulation", "logging", "uplink",
             "metering", "control", "openadr", "energy", "platform", "dcbus",
-            "console")
+            "console", "planner")
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,47}$")
 _NAME_TEXT = "a name of lowercase letters, digits and _ (starting with a letter)"

@@ -16,6 +16,7 @@ every event resumes where its schedule says — and none outlives its end.
 
 from __future__ import annotations
 
+import enum
 import json
 import logging
 import zlib
@@ -24,10 +25,28 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from controller.commands import Command
+from controller.control.model import SgReadyState
 
 log = logging.getLogger("pedf.events")
 
-KINDS = ("reduction", "cap", "setpoint", "battery", "sg_ready")
+
+
+class EventKind(enum.StrEnum):
+    """What an event asks for; its :attr:`DrEvent.value` is in the unit of its kind."""
+
+    REDUCTION = "reduction"  # kW below the baseline
+    CAP = "cap"  # kW of site import at most
+    SETPOINT = "setpoint"  # kW of site grid power to track
+    BATTERY = "battery"  # W of battery power (+ discharge)
+    SG_READY = "sg_ready"  # an SG-Ready state
+
+    @property
+    def on_site_import(self) -> bool:
+        """Whether the event limits the site's import (its value in kW)."""
+        return self in (EventKind.REDUCTION, EventKind.CAP, EventKind.SETPOINT)
+
+
+KINDS = tuple(kind.value for kind in EventKind)
 _COMMAND_KIND = {"shed": "reduction", "cap_import": "cap", "grid_setpoint": "setpoint",
                  "battery_setpoint": "battery", "sg_ready": "sg_ready"}
 
@@ -35,11 +54,13 @@ _COMMAND_KIND = {"shed": "reduction", "cap_import": "cap", "grid_setpoint": "set
 @dataclass(frozen=True)
 class DrEvent:
     id: str
-    kind: str
+    kind: EventKind  # a plain string of the same value is accepted and converted
     target: str  # "site" or a device
     start_s: float  # requested start
     duration_s: float
-    value: float  # kW (reduction, cap, setpoint), W (battery) or a state (sg_ready)
+    #: As stored and sent: kW (reduction, cap, setpoint), W (battery) or a state
+    #: (sg_ready). Read it typed: :attr:`site_kw`, :attr:`battery_w`, :attr:`sg_state`.
+    value: float
     source: str = "mqtt"
     ramp_s: float = 0.0
     randomize_s: float = 0.0
@@ -54,6 +75,36 @@ class DrEvent:
     baseline_quality: str | None = None
     baseline_note: str = ""
     reference_kw: float | None = None
+
+    def __post_init__(self) -> None:
+        """Raises ValueError for an unknown kind."""
+        if not isinstance(self.kind, EventKind):
+            try:
+                object.__setattr__(self, "kind", EventKind(self.kind))
+            except ValueError:
+                raise ValueError(f"unknown event kind {self.kind!r}") from None
+
+    @property
+    def site_kw(self) -> float:
+        """A reduction, cap or grid setpoint, kW. Raises TypeError for other kinds."""
+        if not self.kind.on_site_import:
+            raise TypeError(f"a {self.kind} event asks for no site power")
+        return self.value
+
+    @property
+    def battery_w(self) -> float:
+        """A battery event's power, W (+ discharge). Raises TypeError for other kinds."""
+        if self.kind is not EventKind.BATTERY:
+            raise TypeError(f"a {self.kind} event asks for no battery power")
+        return self.value
+
+    @property
+    def sg_state(self) -> SgReadyState:
+        """An sg_ready event's state. Raises TypeError for other kinds, ValueError for a
+        value that is no SG-Ready state."""
+        if self.kind is not EventKind.SG_READY:
+            raise TypeError(f"a {self.kind} event asks for no SG-Ready state")
+        return SgReadyState(int(self.value))
 
     @property
     def delay_s(self) -> float:
@@ -88,7 +139,7 @@ def event_from_command(command: Command, now_s: float) -> DrEvent:
     value = {"reduction": "kw", "cap": "kw", "setpoint": "kw", "battery": "power_w",
              "sg_ready": "state"}[kind]
     return DrEvent(
-        id=command.id, kind=kind, target=command.target,
+        id=command.id, kind=EventKind(kind), target=command.target,
         start_s=float(params.get("start_at", now_s)), duration_s=float(params["duration_s"]),
         value=float(params[value]), source="mqtt",
         ramp_s=float(params.get("ramp_s", 0.0)),
@@ -120,8 +171,6 @@ class EventBook:
         self.save(json.dumps([asdict(e) for e in self.events.values()]))
 
     def add(self, event: DrEvent) -> None:
-        if event.kind not in KINDS:
-            raise ValueError(f"unknown event kind {event.kind!r}")
         self.events[event.id] = event
         self._persist()
         log.info("event %s (%s %g) from %.0f for %.0f s", event.id, event.kind, event.value,

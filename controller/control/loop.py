@@ -28,9 +28,9 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, tzinfo
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -38,6 +38,16 @@ import numpy as np
 import fastcore
 from controller.commands import Command
 from controller.control import strategies
+from controller.control.actuators import HANDLERS, LoadMemory, LoopState, SgHold, WritePlan
+from controller.control.actuators.sg_ready import (
+    BLOCK_LIMIT,
+    contacts,
+    end_long_blocks,
+    running_draws,
+    sg_holds,
+    sg_ready_state,
+    sg_writes,
+)
 from controller.control.baseline import (
     Baseline,
     BaselineInputs,
@@ -47,221 +57,40 @@ from controller.control.baseline import (
 )
 from controller.control.dcbus import DcBusControl, grid_target_w
 from controller.control.demand import DemandTracker
-from controller.control.events import DrEvent, EventBook, event_from_command
-from controller.control.facts import ACTUATOR_CONTROLS, control_of, controllable
+from controller.control.events import DrEvent, EventBook, EventKind, event_from_command
+from controller.control.facts import ACTUATOR_CONTROLS
+from controller.control.flexibility import flexibility
+from controller.control.interface import PlanSource
 from controller.control.model import (
     Actuator,
-    BatteryState,
-    DcBusState,
-    DemandState,
-    HeatPumpState,
-    InverterState,
+    ActuatorKind,
+    ActuatorValue,
     Level,
-    LoadState,
+    PlanSetpoints,
     Proposal,
+    SgReadyState,
     Snapshot,
-    TariffStretch,
 )
 from controller.control.plant import Plant
 from controller.control.settings import ControlSettings
 from controller.control.settlement import settle
+from controller.control.snapshot import build_snapshot, tariff_ahead
 from controller.control.strategies import Context, Decision, RunningEvent
 from controller.inbox import CommandInbox
 from controller.store import Outgoing, Store
 from controller.tariffs import DEFAULT_TARIFF, BasicChargeBasis, BillSettings, Tariff, load_tariff
 from drivers.controls import Control, Failsafe
-from drivers.devices import (
-    Battery,
-    HeatPump,
-    Inverter,
-    Relay,
-    Write,
-    device_class,
-    sg_ready_contact_writes,
-    sg_ready_from_contacts,
-)
+from drivers.devices import Relay, Write, device_class
 from drivers.points import WriteRangeError
-from drivers.site import SG_READY_MAX_BLOCKED_S, DeviceSpec, SgReadySpec, SiteSpec
+from drivers.site import SiteSpec
+
+#: Re-exported: what the loop's users imported from here before the actuators moved out.
+__all__ = ["BLOCK_LIMIT", "ControlLoop", "LoadMemory", "SgHold", "build_snapshot",
+           "flexibility", "sg_ready_state", "tariff_ahead"]
 
 log = logging.getLogger("pedf.control")
 
 Publish = Callable[[list[Outgoing]], None]
-
-#: The owner of the proposal that ends a block at the SG-Ready label's limit.
-BLOCK_LIMIT = "sg_ready_limit"
-
-
-@dataclass
-class LoadMemory:
-    """Which loads we switched off, when, and by whom; which SG-Ready state we set on
-    each heat pump, since when, and since when it is blocked (persisted, so dwell times
-    and the blocking limit hold across restarts)."""
-
-    shed_since: dict[str, float] = field(default_factory=dict)
-    shed_by: dict[str, str] = field(default_factory=dict)
-    switched: dict[str, float] = field(default_factory=dict)
-    sg_state: dict[str, int] = field(default_factory=dict)
-    sg_since: dict[str, float] = field(default_factory=dict)
-    blocked_since: dict[str, float] = field(default_factory=dict)
-
-    def to_json(self) -> str:
-        return json.dumps({"shed_since": self.shed_since, "shed_by": self.shed_by,
-                           "switched": self.switched, "sg_state": self.sg_state,
-                           "sg_since": self.sg_since, "blocked_since": self.blocked_since})
-
-    @classmethod
-    def from_json(cls, text: str | None) -> LoadMemory:
-        if not text:
-            return cls()
-        try:
-            data = json.loads(text)
-            return cls(dict(data["shed_since"]), dict(data["shed_by"]), dict(data["switched"]),
-                       {k: int(v) for k, v in data.get("sg_state", {}).items()},
-                       dict(data.get("sg_since", {})), dict(data.get("blocked_since", {})))
-        except (ValueError, KeyError, TypeError, AttributeError):
-            log.error("saved load state unreadable: starting afresh")
-            return cls()
-
-    def sg_changed(self, heat_pump: str, state: int, now_s: float, *,
-                   moved: bool = True) -> None:
-        """Record that ``heat_pump`` is in SG-Ready ``state`` from ``now_s``: a change
-        starts its dwell (``moved`` False: the heat pump was in that state already, as
-        when the gateway first confirms it — no dwell), a block the blocking clock."""
-        if self.sg_state.get(heat_pump) == state:
-            return
-        self.sg_state[heat_pump] = state
-        if moved:
-            self.sg_since[heat_pump] = now_s
-        else:
-            self.sg_since.pop(heat_pump, None)
-        if state == strategies.SG_BLOCKED:
-            self.blocked_since[heat_pump] = now_s
-        else:
-            self.blocked_since.pop(heat_pump, None)
-
-
-@dataclass(frozen=True, slots=True)
-class SgHold:
-    """What the SG-Ready actuator holds a heat pump to: the state it set stays until
-    ``held_until_s`` (minimum dwell); a block must end by ``block_until_s``."""
-
-    held_until_s: float | None
-    block_until_s: float | None
-
-
-def sg_ready_state(plant: Plant, device: DeviceSpec) -> int | None:
-    """A heat pump's SG-Ready state as read: from its relay contacts' read-back when the
-    site wires them, else from its own register (None while unknown)."""
-    wiring = device.sg_ready
-    if wiring is not None and wiring.relay is not None and wiring.contacts is not None:
-        first, second = (plant.value(wiring.relay, f"channel_{c}_on") for c in wiring.contacts)
-        return sg_ready_from_contacts(None if first is None else bool(first),
-                                      None if second is None else bool(second))
-    value = plant.value(device.name, "sg_ready_state")
-    return None if value is None else int(value)
-
-
-# -- snapshot -------------------------------------------------------------------------
-
-
-def tariff_ahead(calendar: fastcore.TariffCalendar, now_s: float, zone: tzinfo,
-                 hours: float = 24.0) -> tuple[TariffStretch, ...]:
-    """The calendar's stretches from the one in force at ``now_s`` to ``hours`` (≤ 24)
-    ahead (UNIX s), a stretch continuing over midnight merged into one."""
-    day = datetime.fromtimestamp(now_s, zone).date()
-    horizon = now_s + hours * 3600.0
-    return tuple(s for s in _two_days(calendar, day, zone)
-                 if s.end_s > now_s and s.start_s < horizon)
-
-
-_TWO_DAYS: dict[tuple[int, date, str], tuple[fastcore.TariffCalendar,
-                                              tuple[TariffStretch, ...]]] = {}
-
-
-def _two_days(calendar: fastcore.TariffCalendar, day: date, zone: tzinfo
-              ) -> tuple[TariffStretch, ...]:
-    """The stretches of ``day`` and the day after (cached: the loop asks every cycle)."""
-    key = (id(calendar), day, str(zone))
-    hit = _TWO_DAYS.get(key)
-    if hit is not None and hit[0] is calendar:
-        return hit[1]
-    out: list[TariffStretch] = []
-    for offset in (0, 1):
-        date_ = day + timedelta(days=offset)
-        midnight = datetime.combine(date_, datetime.min.time(), zone).timestamp()
-        for segment in calendar.segments(date_):
-            start = midnight + segment.start_min * 60.0
-            end = midnight + segment.end_min * 60.0
-            if out and out[-1].period == segment.period and out[-1].end_s == start and (
-                    out[-1].price_cny_per_kwh == segment.price_cny_per_kwh):
-                out[-1] = TariffStretch(out[-1].start_s, end, segment.period,
-                                        segment.price_cny_per_kwh)
-            else:
-                out.append(TariffStretch(start, end, segment.period,
-                                         segment.price_cny_per_kwh))
-    if len(_TWO_DAYS) > 16:
-        _TWO_DAYS.clear()
-    _TWO_DAYS[key] = (calendar, tuple(out))
-    return tuple(out)
-
-
-def build_snapshot(plant: Plant, settings: ControlSettings, now_s: float,
-                   tariff: Tariff, memory: LoadMemory,
-                   commanded: dict[Actuator, Any], demand: DemandState | None = None,
-                   heat_pump_running_w: Mapping[str, float] | None = None,
-                   sg_holds: Mapping[str, SgHold] | None = None) -> Snapshot:
-    site = plant.site
-    local = datetime.fromtimestamp(now_s, site.zone)
-    period = tariff.calendar.period_at(local)
-    grid = site.grid_meter()
-    v = plant.value
-    batteries, heat_pumps, inverters, buses = [], [], [], []
-    pv_w = 0.0
-    for device in site.devices.values():
-        kind, name = device.device_map.kind, device.name
-        if kind == "inverter":
-            pv_w += v(name, "power_w") or 0.0
-        if control_of(device) is not None and not controllable(device):
-            continue  # measured, but not an actuator: its map says no way to control it
-        if kind == "battery":
-            batteries.append(BatteryState(name, v(name, "soc_pct"), v(name, "power_w"),
-                                          v(name, "max_charge_w"), v(name, "max_discharge_w"),
-                                          v(name, "capacity_wh")))
-        elif kind == "heat_pump":
-            hold = (sg_holds or {}).get(name, SgHold(None, None))
-            heat_pumps.append(HeatPumpState(name, sg_ready_state(plant, device),
-                                            v(name, "power_w"), v(name, "indoor_temp_c"),
-                                            v(name, "outdoor_temp_c"), v(name, "rated_power_w"),
-                                            (heat_pump_running_w or {}).get(name),
-                                            hold.held_until_s, hold.block_until_s))
-        elif kind == "inverter":
-            power = v(name, "power_w")
-            enabled = v(name, "power_limit_enabled")
-            limit = v(name, "power_limit_pct") if enabled else None
-            inverters.append(InverterState(name, power, v(name, "rated_power_w"), limit))
-        elif kind == "dc_bus":
-            buses.append(DcBusState(name, v(name, "bus_voltage_v"), v(name, "nominal_voltage_v"),
-                                    v(name, "power_w")))
-    loads = []
-    for load in site.loads.values():
-        on = None
-        if load.device is not None and load.channel is not None:
-            state = v(load.device, f"channel_{load.channel}_on")
-            on = None if state is None else bool(state)
-        power = None
-        if load.meter is not None:
-            power = v(load.meter[0], f"ch{load.meter[1]}_power_w")
-        loads.append(LoadState(
-            load.name, load.rated_w, load.priority, load.sheddable, on, power,
-            load.min_on_s, load.min_off_s, load.max_shed_s, load.group, load.dc_bus,
-            memory.switched.get(load.name), memory.shed_since.get(load.name)))
-    return Snapshot(
-        now_s=now_s, local_hour=local.hour + local.minute / 60.0, weekday=local.weekday(),
-        period=period, grid_w=None if grid is None else v(grid.name, "power_w"),
-        pv_w=pv_w, batteries=tuple(batteries), heat_pumps=tuple(heat_pumps),
-        inverters=tuple(inverters), dc_buses=tuple(buses), loads=tuple(loads),
-        commanded=dict(commanded),
-        tariff_ahead=tariff_ahead(tariff.calendar, now_s, site.zone), demand=demand)
 
 
 # -- the loop -------------------------------------------------------------------------
@@ -289,9 +118,11 @@ class ControlLoop:
     tariff: Tariff = field(default_factory=lambda: load_tariff(DEFAULT_TARIFF))
     bill: BillSettings = field(default_factory=BillSettings)
     window_s: float = 900.0
+    #: The optimising planner (None: the rule-based strategies alone).
+    planner: PlanSource | None = None
     book: EventBook = field(init=False)
     memory: LoadMemory = field(init=False)
-    commanded: dict[Actuator, Any] = field(default_factory=dict)
+    commanded: dict[Actuator, ActuatorValue] = field(default_factory=dict)
     last_written: dict[Actuator, float] = field(default_factory=dict)
     grid_history: deque[tuple[float, float]] = field(default_factory=lambda: deque(maxlen=20000))
     performance: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
@@ -308,6 +139,7 @@ class ControlLoop:
     _pending_messages: list[Outgoing] = field(default_factory=list)
     _held_at_start: list[Actuator] = field(default_factory=list)
     demand: DemandTracker = field(init=False)
+    state: LoopState = field(init=False)
     _heat_pump_running_w: dict[str, float] = field(default_factory=dict)
     dc: DcBusControl | None = field(init=False, default=None)  # 直柔 bus ([dcbus])
 
@@ -320,6 +152,9 @@ class ControlLoop:
         self.book = EventBook.load(store.get_state("events") if store else None,
                                    self._save_events)
         self.memory = LoadMemory.from_json(store.get_state("loads") if store else None)
+        #: What the actuator handlers read and change (the same dicts as the loop's).
+        self.state = LoopState(self.plant, self.settings, self.memory, self.commanded,
+                               self.last_written, self._refresh_s)
         self._held_at_start = _held_from_json(store.get_state("held") if store else None)
         self.demand = DemandTracker(self.site.zone, self.window_s,
                                     max_gap_s=max(120.0, 3 * self.settings.cycle_s))
@@ -352,6 +187,33 @@ class ControlLoop:
     @property
     def site(self) -> SiteSpec:
         return self.plant.site
+
+    # -- the narrow interface (controller.control.interface.SiteControl) ---------------
+
+    def now_s(self) -> float:
+        """The control clock, UNIX s."""
+        return self.clock()
+
+    def grid_power_w(self) -> float | None:
+        """The grid meter's latest power, W (+ import); None without a reading."""
+        grid = self.site.grid_meter()
+        return None if grid is None else self.plant.value(grid.name, "power_w")
+
+    def snapshot(self) -> Snapshot:
+        """What the strategies would see now (reads the plant's latest values)."""
+        now = self.clock()
+        return build_snapshot(
+            self.plant, self.settings, now, self.tariff, self.memory, self.commanded,
+            self.demand.state(now, billed=self.bill.basis is BasicChargeBasis.DEMAND),
+            self._heat_pump_running_w, self.sg_holds(now))
+
+    def flexibility_down_kw(self) -> float:
+        """How much less the site could import now, kW (:func:`flexibility`)."""
+        return float(flexibility(self.snapshot(), self.settings)["down_kw"])
+
+    def publish_event(self, body: dict[str, Any]) -> None:
+        """Hand an event message to the uplinks (``…/events``) now."""
+        self.publish([Outgoing(f"{self.topic_prefix}/events", body)])
 
     # -- running ----------------------------------------------------------------------
 
@@ -402,15 +264,13 @@ class ControlLoop:
             self.plant, self.settings, now, self.tariff, self.memory, self.commanded,
             self.demand.state(now, billed=self.bill.basis is BasicChargeBasis.DEMAND),
             self._heat_pump_running_w, self.sg_holds(now))
-        for heat_pump in snapshot.heat_pumps:  # what blocking it takes off the grid
-            if heat_pump.sg_ready_state != strategies.SG_BLOCKED and (
-                    heat_pump.power_w or 0.0) > 100.0:
-                self._heat_pump_running_w[heat_pump.name] = heat_pump.power_w or 0.0
+        self._heat_pump_running_w = running_draws(snapshot, self._heat_pump_running_w)
         if snapshot.grid_w is not None:
             self.grid_history.append((now, snapshot.grid_w))
-        context = self._context(snapshot)
+        context = self._context(snapshot, self._planned(snapshot))
         decision = strategies.compose(snapshot, context, strategies.ALL)
-        self._end_long_blocks(snapshot, decision)
+        for proposal in end_long_blocks(snapshot):
+            decision.claims[proposal.actuator] = proposal
         self._add_restores(snapshot, decision)
         await self._execute(snapshot, decision)
         self._record_performance(snapshot, context)
@@ -451,7 +311,7 @@ class ControlLoop:
 
     def _advance_events(self, now: float) -> None:
         for transition, event in self.book.tick(now):
-            if transition == "started" and event.kind == "reduction":
+            if transition == "started" and event.kind is EventKind.REDUCTION:
                 inputs = self._baseline_inputs(event)
                 baseline = self._baseline(inputs)
                 reference, _ = just_before(inputs)
@@ -471,7 +331,8 @@ class ControlLoop:
         zone = self.site.zone
         event_days = frozenset(datetime.fromtimestamp(e.begin_s, zone).date()
                                for e in self.book.events.values()
-                               if e.kind in ("reduction", "cap") and e.id != event.id
+                               if e.kind in (EventKind.REDUCTION, EventKind.CAP)
+                               and e.id != event.id
                                and e.status not in ("cancelled", "opted_out"))
         return BaselineInputs(
             samples=list(self.grid_history),
@@ -489,12 +350,22 @@ class ControlLoop:
                                days=settings.baseline_days,
                                min_coverage=settings.baseline_min_coverage)
 
-    def _context(self, snapshot: Snapshot) -> Context:
+    def _planned(self, snapshot: Snapshot) -> PlanSetpoints | None:
+        """The planner's setpoints now; whatever goes wrong there, the rules carry on."""
+        if self.planner is None:
+            return None
+        try:
+            return self.planner.tick(snapshot, self.book.events.values())
+        except Exception:  # the planner must never stop the control cycle
+            log.exception("planner failed this cycle: the rules act alone")
+            return None
+
+    def _context(self, snapshot: Snapshot, plan: PlanSetpoints | None = None) -> Context:
         running = []
         for event in self.book.running(snapshot.now_s):
             fraction = event.ramp_fraction(snapshot.now_s)
             limit = None
-            if event.kind == "reduction":
+            if event.kind is EventKind.REDUCTION:
                 if event.baseline_kw is None and event.reference_kw is None:
                     # no sample at all before the event: today's import, now
                     event = self.book.update(event.id, baseline_kw=(snapshot.grid_w or 0.0)
@@ -505,16 +376,17 @@ class ControlLoop:
                 # event, so import falls by the reduction whatever the baseline says.
                 base = min(kw for kw in (event.baseline_kw, event.reference_kw)
                            if kw is not None)
-                limit = (base - event.value * fraction) * 1000.0
-            elif event.kind == "cap":
+                limit = (base - event.site_kw * fraction) * 1000.0
+            elif event.kind is EventKind.CAP:
                 start = (snapshot.grid_w or 0.0)
-                limit = start + (event.value * 1000.0 - start) * fraction if fraction < 1 \
-                    else event.value * 1000.0
-            elif event.kind == "setpoint":
-                limit = event.value * 1000.0
-            running.append(RunningEvent(event, limit, event.kind == "setpoint"))
+                limit = start + (event.site_kw * 1000.0 - start) * fraction if fraction < 1 \
+                    else event.site_kw * 1000.0
+            elif event.kind is EventKind.SETPOINT:
+                limit = event.site_kw * 1000.0
+            running.append(RunningEvent(event, limit, event.kind is EventKind.SETPOINT))
         upcoming = tuple(self.book.upcoming(snapshot.now_s, self.settings.preheat_s))
-        return Context(self.settings, tuple(running), upcoming, dict(self.memory.shed_by))
+        return Context(self.settings, tuple(running), upcoming, dict(self.memory.shed_by),
+                       plan)
 
     # -- restore ------------------------------------------------------------------------
 
@@ -565,15 +437,13 @@ class ControlLoop:
         effects: dict[str, list[Callable[[], None]]] = {}
         for actuator, proposal in decision.claims.items():
             try:
-                plan = self._writes_for(actuator, proposal, snapshot, now)
+                plan = self._plan(actuator, proposal, snapshot, now)
             except WriteRangeError as exc:
                 log.warning("%s: cannot write %r: %s", actuator, proposal.value, exc)
                 continue
-            if plan is None:
-                continue
-            device, writes, effect = plan
-            by_device.setdefault(device, []).extend(writes)
-            effects.setdefault(device, []).append(effect)
+            if plan is not None:
+                by_device.setdefault(plan.device, []).extend(plan.writes)
+                effects.setdefault(plan.device, []).append(plan.effect)
         self._release_unclaimed(decision, snapshot, by_device, effects)
         self._skip_unchanged(by_device, now)
         self._watchdog_refresh(now, by_device)  # a refresh is the same write, on purpose
@@ -633,146 +503,18 @@ class ControlLoop:
                      if c.failsafe is Failsafe.DEVICE_REVERTS]
         return min(reverting) / 4.0 if reverting else math.inf
 
-    def _writes_for(self, actuator: Actuator, proposal: Proposal, snapshot: Snapshot,
-                    now: float) -> tuple[str, list[Write], Callable[[], None]] | None:
-        site, settings = self.site, self.settings
-        previous = self.commanded.get(actuator, "unset")
-        value = proposal.value
-        if actuator.kind == "load":
-            load = site.loads[actuator.name]
-            assert load.device is not None
-            assert load.channel is not None
-            state = snapshot.load(actuator.name)
-            want_on = bool(value)
-            if state.on is want_on and previous == want_on:
-                return None
-            relay = Relay(site.devices[load.device].device_map,
-                          self.plant.device_values(load.device))
-
-            def effect(name: str = load.name, on: bool = want_on,
-                       owner: str = proposal.owner) -> None:
-                self.commanded[actuator] = on
-                self.memory.switched[name] = now
-                if on:
-                    self.memory.shed_since.pop(name, None)
-                    self.memory.shed_by.pop(name, None)
-                else:
-                    self.memory.shed_since.setdefault(name, now)
-                    self.memory.shed_by[name] = owner
-            return load.device, [relay.set_channel(load.channel, want_on)], effect
-        if actuator.kind == "battery":
-            device = site.devices[actuator.name]
-            battery = Battery(device.device_map, self.plant.device_values(actuator.name))
-            rating = battery.max_charge_w or 1.0
-            refresh_due = now - self.last_written.get(actuator, -math.inf) >= \
-                self._refresh_s(actuator.name)
-            if value is None:
-                if previous in ("unset", None):
-                    return None
-                writes = battery.release()
-            else:
-                setpoint = max(-rating, min(rating, float(value)))
-                if isinstance(previous, float) and abs(previous - setpoint) < \
-                        strategies.BATTERY_DEADBAND * rating and not refresh_due:
-                    return None
-                writes = battery.set_power_w(setpoint, revert_s=settings.battery_revert_s)
-                value = setpoint
-            return actuator.name, writes, self._remember(actuator, value, now)
-        if actuator.kind == "sg_ready":
-            sg_state = int(value) if value is not None else strategies.SG_NORMAL
-            current = next((h.sg_ready_state for h in snapshot.heat_pumps
-                            if h.name == actuator.name), None)
-            if previous == sg_state and current == sg_state:
-                return None
-            held = self.memory.sg_state.get(actuator.name)
-            until = self.sg_holds(now)[actuator.name].held_until_s
-            if held is not None and sg_state != held and until is not None and now < until \
-                    and proposal.owner != BLOCK_LIMIT:
-                return None  # the state set last must dwell: the proposal waits
-            target, writes = self._sg_writes(actuator.name, sg_state)
-
-            def sg_effect() -> None:
-                self.commanded[actuator] = sg_state
-                self.last_written[actuator] = now
-                self.memory.sg_changed(actuator.name, sg_state, now,
-                                       moved=current != sg_state)
-            return target, writes, sg_effect
-        if actuator.kind == "inverter_limit":
-            inverter = Inverter(site.devices[actuator.name].device_map,
-                                self.plant.device_values(actuator.name))
-            refresh_due = now - self.last_written.get(actuator, -math.inf) >= \
-                self._refresh_s(actuator.name)
-            if value is None:
-                if previous in ("unset", None):
-                    return None
-                return actuator.name, inverter.release_power_limit(), self._remember(
-                    actuator, None, now)
-            pct = float(value)
-            if isinstance(previous, float) and abs(previous - pct) < 0.5 and not refresh_due:
-                return None
-            return actuator.name, inverter.limit_power(pct, revert_s=settings.inverter_revert_s), \
-                self._remember(actuator, pct, now)
-        return None
-
-    def _sg_writes(self, heat_pump: str, state: int) -> tuple[str, list[Write]]:
-        """(device written, writes) that put ``heat_pump`` into SG-Ready ``state``: its
-        relay contacts when the site wires them (one verified sequence on the relay
-        module), else the map's ``sg_ready`` recipe."""
-        contacts = self._contacts(heat_pump)
-        if contacts is not None:
-            relay_name, channels = contacts
-            relay = Relay(self.site.devices[relay_name].device_map,
-                          self.plant.device_values(relay_name))
-            return relay_name, sg_ready_contact_writes(relay, channels, state)
-        device = HeatPump(self.site.devices[heat_pump].device_map,
-                          self.plant.device_values(heat_pump))
-        return heat_pump, device.set_sg_ready_state(state)
-
-    def _contacts(self, heat_pump: str) -> tuple[str, tuple[int, int]] | None:
-        """(relay, (contact 1, contact 2)) when the site wires the heat pump's SG-Ready
-        terminals to relay channels."""
-        device = self.site.devices.get(heat_pump)
-        wiring = None if device is None else device.sg_ready
-        if wiring is None or wiring.relay is None or wiring.contacts is None:
-            return None
-        return wiring.relay, wiring.contacts
+    def _plan(self, actuator: Actuator, proposal: Proposal, snapshot: Snapshot,
+              now: float) -> WritePlan | None:
+        """The writes for ``proposal``, by its actuator kind's handler (None: nothing to
+        write now, or a kind without a handler). Raises :class:`WriteRangeError`."""
+        handler = HANDLERS.get(actuator.kind)
+        return None if handler is None else handler.plan(actuator, proposal, snapshot,
+                                                         self.state, now)
 
     def sg_holds(self, now: float) -> dict[str, SgHold]:
-        """Per heat pump, until when the SG-Ready state set last must dwell, and by when
-        a block must end (the site's ``sg_ready`` table; without one no dwell, and the
-        label's two-hour block)."""
-        holds = {}
-        for device in self.site.devices.values():
-            if device.device_map.kind != "heat_pump":
-                continue
-            wiring: SgReadySpec | None = device.sg_ready
-            name = device.name
-            since = self.memory.sg_since.get(name)
-            dwell = 0.0 if wiring is None else wiring.min_dwell_s
-            limit = SG_READY_MAX_BLOCKED_S if wiring is None else wiring.max_blocked_s
-            blocked = self.memory.blocked_since.get(name)
-            holds[name] = SgHold(
-                None if since is None or dwell <= 0 else since + dwell,
-                None if blocked is None or self.memory.sg_state.get(name) !=
-                strategies.SG_BLOCKED else blocked + limit)
-        return holds
-
-    def _end_long_blocks(self, snapshot: Snapshot, decision: Decision) -> None:
-        """A heat pump blocked as long as the SG-Ready label allows comes back to normal
-        operation, whatever the strategies want (and before any dwell)."""
-        for heat_pump in snapshot.heat_pumps:
-            ends = heat_pump.block_until_s
-            if ends is not None and snapshot.now_s >= ends:
-                actuator = Actuator("sg_ready", heat_pump.name)
-                decision.claims[actuator] = Proposal(
-                    actuator, strategies.SG_NORMAL, Level.SAFETY, BLOCK_LIMIT,
-                    "blocked as long as the SG-Ready label allows")
-
-    def _remember(self, actuator: Actuator, value: Any, now: float) -> Callable[[], None]:
-        def effect() -> None:
-            self.commanded[actuator] = value
-            self.last_written[actuator] = now
-        return effect
+        """Per heat pump, until when its SG-Ready state must dwell and by when a block
+        must end (:func:`~controller.control.actuators.sg_ready.sg_holds`)."""
+        return sg_holds(self.site, self.memory)
 
     def _release_unclaimed(self, decision: Decision, snapshot: Snapshot,
                            by_device: dict[str, list[Write]],
@@ -781,14 +523,12 @@ class ControlLoop:
         for actuator, value in list(self.commanded.items()):
             if actuator in decision.claims or value is None:
                 continue
-            if actuator.kind in ("battery", "inverter_limit"):
-                plan = self._writes_for(actuator, Proposal(actuator, None,
-                                                           Level.COMFORT,
-                                                           "release"), snapshot, snapshot.now_s)
+            if actuator.kind in (ActuatorKind.BATTERY, ActuatorKind.INVERTER_LIMIT):
+                plan = self._plan(actuator, Proposal(actuator, None, Level.COMFORT, "release"),
+                                  snapshot, snapshot.now_s)
                 if plan is not None:
-                    device, writes, effect = plan
-                    by_device.setdefault(device, []).extend(writes)
-                    effects.setdefault(device, []).append(effect)
+                    by_device.setdefault(plan.device, []).extend(plan.writes)
+                    effects.setdefault(plan.device, []).append(plan.effect)
 
     def _watchdog_refresh(self, now: float, by_device: dict[str, list[Write]]) -> None:
         """Devices with a watchdog (relay modules): arm it once, then touch it often
@@ -801,7 +541,7 @@ class ControlLoop:
         for device in self.site.devices.values():
             if device.device_map.watchdog is None:
                 continue
-            actuator = Actuator("watchdog", device.name)
+            actuator = Actuator(ActuatorKind.WATCHDOG, device.name)
             if now - self.last_written.get(actuator, -math.inf) < timeout / 3.0:
                 continue
             semantic = device_class(device.device_map)(device.device_map,
@@ -841,7 +581,8 @@ class ControlLoop:
         for actuator, value in self.commanded.items():
             if value is None:
                 continue
-            if actuator.kind == "sg_ready" and self._contacts(actuator.name) is not None:
+            if actuator.kind is ActuatorKind.SG_READY and \
+                    contacts(self.site, actuator.name) is not None:
                 held.append(actuator)  # contacts: released at once, the watchdog as backup
                 continue
             control = self._control(actuator)
@@ -883,15 +624,16 @@ class ControlLoop:
             else:
                 log.info("%s: released %s (%s)", actuator.name, what, why)
                 self.commanded[actuator] = None
-                if actuator.kind == "sg_ready":
-                    self.memory.sg_changed(actuator.name, strategies.SG_NORMAL, self.clock())
+                if actuator.kind is ActuatorKind.SG_READY:
+                    self.memory.sg_changed(actuator.name, SgReadyState.NORMAL, self.clock())
 
     def _release_writes(self, actuator: Actuator) -> tuple[str, str, list[Write]] | None:
         """(device written, what, writes) that hand ``actuator`` back: SG-Ready contacts
         both open (normal operation), else the map's release steps. None when there is
         nothing to release. Raises :class:`WriteRangeError`."""
-        if actuator.kind == "sg_ready" and self._contacts(actuator.name) is not None:
-            device_name, writes = self._sg_writes(actuator.name, strategies.SG_NORMAL)
+        if actuator.kind is ActuatorKind.SG_READY and \
+                contacts(self.site, actuator.name) is not None:
+            device_name, writes = sg_writes(self.plant, actuator.name, SgReadyState.NORMAL)
             return device_name, "SG-Ready contacts", writes
         control = self._control(actuator)
         if control is None:
@@ -907,7 +649,7 @@ class ControlLoop:
         interval = self.settings.performance_interval_s
         for running in context.events:
             event = running.event
-            if event.kind not in ("reduction", "cap", "setpoint") or snapshot.grid_w is None:
+            if not event.kind.on_site_import or snapshot.grid_w is None:
                 continue
             bucket = self._interval.get(event.id)
             start = snapshot.now_s - (snapshot.now_s - event.begin_s) % interval
@@ -918,13 +660,13 @@ class ControlLoop:
                 bucket = self._interval[event.id] = _Interval(start)
             bucket.actual_kw.append(snapshot.grid_w / 1000.0)
             bucket.limit_kw.append((running.limit_w or 0.0) / 1000.0)
-            bucket.requested_kw.append(event.value * event.ramp_fraction(snapshot.now_s))
+            bucket.requested_kw.append(event.site_kw * event.ramp_fraction(snapshot.now_s))
         for event_id in [k for k in self._interval if k not in
                          {r.event.id for r in context.events}]:
             finished = self.book.events.get(event_id)
             if finished is not None:
                 self._close_interval(finished, self._interval[event_id])
-                if finished.kind == "reduction":
+                if finished.kind is EventKind.REDUCTION:
                     self._settle(finished)
             del self._interval[event_id]
 
@@ -936,7 +678,7 @@ class ControlLoop:
         record: dict[str, Any] = {"event_id": event.id, "kind": event.kind,
                                   "interval_start": start, "duration_s": round(duration, 3),
                                   "actual_kw": round(actual, 3), "limit_kw": round(limit, 3)}
-        if event.kind == "reduction" and event.baseline_kw is not None:
+        if event.kind is EventKind.REDUCTION and event.baseline_kw is not None:
             record.update(baseline_kw=round(event.baseline_kw, 3),
                           baseline_method=event.baseline_method,
                           baseline_quality=event.baseline_quality,
@@ -955,7 +697,7 @@ class ControlLoop:
         """The event's settlement estimate: stored, published, logged."""
         records = (self.store.performance(event.id) if self.store is not None
                    else self.performance.get(event.id, []))
-        result = settle(event.id, event.value, records, self.settings.settlement,
+        result = settle(event.id, event.site_kw, records, self.settings.settlement,
                         interval_s=self.settings.performance_interval_s,
                         baseline={"kw": event.baseline_kw, "method": event.baseline_method,
                                   "coverage": event.baseline_coverage,
@@ -990,54 +732,6 @@ class ControlLoop:
         if detail:
             body["detail"] = detail
         self._emit([Outgoing(f"{self.topic_prefix}/events", body)])
-
-
-# -- flexibility ----------------------------------------------------------------------
-
-
-def flexibility(snapshot: Snapshot, settings: ControlSettings) -> dict[str, Any]:
-    """Available flexibility now: ``down`` (the site can import less) and ``up`` (it can
-    absorb more), per resource, in kW and for how long (s)."""
-    down: list[dict[str, Any]] = []
-    up: list[dict[str, Any]] = []
-    for battery in snapshot.batteries:
-        if not battery.ok or battery.soc_pct is None or not battery.capacity_wh:
-            continue
-        now_w = battery.power_w or 0.0
-        above = max(0.0, battery.soc_pct - settings.min_soc_pct) / 100.0 * battery.capacity_wh
-        below = max(0.0, settings.max_soc_pct - battery.soc_pct) / 100.0 * battery.capacity_wh
-        more_discharge = max(0.0, (battery.max_discharge_w or 0.0) - now_w)
-        more_charge = max(0.0, (battery.max_charge_w or 0.0) + now_w)
-        if more_discharge > 0 and above > 0:
-            down.append(_flex("battery", battery.name, more_discharge, above / more_discharge))
-        if more_charge > 0 and below > 0:
-            up.append(_flex("battery", battery.name, more_charge, below / more_charge))
-    sheddable_w = sum(load.expected_w for load in snapshot.loads if load.sheddable and load.on)
-    if sheddable_w > 0:
-        limit_s = min((load.max_shed_s for load in snapshot.loads
-                       if load.sheddable and load.on), default=0.0)
-        down.append(_flex("loads", "sheddable", sheddable_w, limit_s / 3600.0))
-    for heat_pump in snapshot.heat_pumps:
-        if heat_pump.indoor_c is None or heat_pump.power_w is None:
-            continue
-        margin_down = max(0.0, heat_pump.indoor_c - settings.comfort_min_c)
-        margin_up = max(0.0, settings.comfort_max_c - heat_pump.indoor_c)
-        if heat_pump.power_w > 0 and margin_down > 0:
-            down.append(_flex("heat_pump", heat_pump.name, heat_pump.power_w,
-                              margin_down * settings.thermal_hours_per_k))
-        room = max(0.0, (heat_pump.rated_w or 0.0) - heat_pump.power_w)
-        if room > 0 and margin_up > 0:
-            up.append(_flex("heat_pump", heat_pump.name, room,
-                            margin_up * settings.thermal_hours_per_k))
-    return {"ts": round(snapshot.now_s, 3), "grid_kw": None if snapshot.grid_w is None
-            else round(snapshot.grid_w / 1000.0, 3),
-            "down_kw": round(sum(item["kw"] for item in down), 3),
-            "up_kw": round(sum(item["kw"] for item in up), 3), "down": down, "up": up}
-
-
-def _flex(kind: str, name: str, watts: float, hours: float) -> dict[str, Any]:
-    return {"resource": kind, "name": name, "kw": round(watts / 1000.0, 3),
-            "duration_s": round(hours * 3600.0)}
 
 
 def _held_from_json(text: str | None) -> list[Actuator]:

@@ -14,6 +14,36 @@ from dataclasses import dataclass, field
 from fastcore import Period
 
 
+class ActuatorKind(enum.StrEnum):
+    """What kind of thing an actuator sets (one handler each in
+    :mod:`controller.control.actuators`). A StrEnum: ``Actuator("battery", …)`` and
+    ``Actuator(ActuatorKind.BATTERY, …)`` are the same actuator."""
+
+    LOAD = "load"  # a relay channel switching a load: on/off
+    BATTERY = "battery"  # a battery's power setpoint, W (+ discharge)
+    SG_READY = "sg_ready"  # a heat pump's SG-Ready state
+    INVERTER_LIMIT = "inverter_limit"  # a PV inverter's active-power limit, % of rating
+    WATCHDOG = "watchdog"  # a relay module's watchdog (refreshed by the loop, no strategy)
+
+
+class SgReadyState(enum.IntEnum):
+    """The four SG-Ready operating states (BWP SG-Ready label): an int on the wire."""
+
+    BLOCKED = 1  # utility lock: no compressor (at most two hours at a time)
+    NORMAL = 2
+    BOOST = 3  # run recommended: store heat (or cold)
+    FORCED = 4  # run at full power
+
+
+#: A battery power setpoint, W (+ discharge, − charge).
+BatteryPowerW = float
+#: An inverter's active-power limit, % of its rating.
+LimitPct = float
+#: What a proposal asks of its actuator: a load on (True) or off; a battery power; an
+#: SG-Ready state; an inverter limit; None hands the actuator back to the device.
+ActuatorValue = bool | BatteryPowerW | SgReadyState | LimitPct | int | None
+
+
 class Level(enum.IntEnum):
     """Precedence: a lower value wins an actuator."""
 
@@ -23,12 +53,32 @@ class Level(enum.IntEnum):
     COMFORT = 3  # defaults: normal heat-pump operation
 
 
-@dataclass(frozen=True, slots=True)
 class Actuator:
-    """One thing the controller sets: ``kind`` on ``device`` (or a load)."""
+    """One thing the controller sets: ``kind`` on ``name`` (a device or a load).
+    Immutable and hashable; ``kind`` may be given as its string value."""
 
-    kind: str  # "load" (relay channel), "battery", "sg_ready", "inverter_limit"
+    __slots__ = ("kind", "name")
+    kind: ActuatorKind
     name: str  # the load or device name
+
+    def __init__(self, kind: ActuatorKind | str, name: str) -> None:
+        """Raises ValueError for an unknown kind."""
+        object.__setattr__(self, "kind", ActuatorKind(kind))
+        object.__setattr__(self, "name", name)
+
+    def __setattr__(self, key: str, value: object) -> None:
+        raise AttributeError("an Actuator is immutable")
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Actuator):
+            return NotImplemented
+        return (self.kind, self.name) == (other.kind, other.name)
+
+    def __hash__(self) -> int:
+        return hash((self.kind, self.name))
+
+    def __repr__(self) -> str:
+        return f"Actuator({self.kind.value!r}, {self.name!r})"
 
     def __str__(self) -> str:
         return f"{self.kind}:{self.name}"
@@ -41,7 +91,7 @@ class Proposal:
     state (1–4), an inverter limit in % (None = no limit)."""
 
     actuator: Actuator
-    value: float | int | bool | None
+    value: ActuatorValue
     level: Level
     owner: str
     reason: str = ""
@@ -99,6 +149,7 @@ class HeatPumpState:
     held_until_s: float | None = None
     #: A block the gateway holds must end by then (the SG-Ready label's limit).
     block_until_s: float | None = None
+    setpoint_c: float | None = None  # the indoor setpoint it holds in normal operation
 
     @property
     def blocked_draw_w(self) -> float:
@@ -161,6 +212,19 @@ class DemandState:
 
 
 @dataclass(frozen=True, slots=True)
+class PlanSetpoints:
+    """What the plan in force asks for now (the planner's step for this moment), for the
+    strategies at the site-goals level to follow and correct in real time."""
+
+    grid_w: float  # the planned site grid power (+ import)
+    battery_w: float  # the planned battery power (+ discharge), all batteries together
+    peak_w: float  # the highest import the plan allows itself (the demand target)
+    tracking_w: float  # how far the battery may move off its plan to hold the grid plan
+    sg_states: Mapping[str, SgReadyState] = field(default_factory=dict)  # by heat pump
+    loads_on: Mapping[str, bool] = field(default_factory=dict)  # deferrable loads
+
+
+@dataclass(frozen=True, slots=True)
 class Snapshot:
     """Everything a strategy may look at, for one cycle."""
 
@@ -176,7 +240,7 @@ class Snapshot:
     dc_buses: tuple[DcBusState, ...] = ()
     loads: tuple[LoadState, ...] = ()
     #: What the controller currently commands, by actuator (from the last cycle).
-    commanded: Mapping[Actuator, float | int | bool | None] = field(default_factory=dict)
+    commanded: Mapping[Actuator, ActuatorValue] = field(default_factory=dict)
     #: The tariff from now on, about a day ahead, in time order.
     tariff_ahead: tuple[TariffStretch, ...] = ()
     demand: DemandState | None = None

@@ -24,19 +24,23 @@ from dataclasses import dataclass, field
 import numpy as np
 
 import fastcore
-from controller.control.events import DrEvent
+from controller.control.events import DrEvent, EventKind
 from controller.control.model import (
     Actuator,
+    ActuatorKind,
     BatteryState,
     HeatPumpState,
     Level,
+    PlanSetpoints,
     Proposal,
+    SgReadyState,
     Snapshot,
     TariffStretch,
 )
 from controller.control.settings import ControlSettings
 
-SG_BLOCKED, SG_NORMAL, SG_BOOST, SG_FORCED = 1, 2, 3, 4
+SG_BLOCKED, SG_NORMAL, SG_BOOST, SG_FORCED = (SgReadyState.BLOCKED, SgReadyState.NORMAL,
+                                              SgReadyState.BOOST, SgReadyState.FORCED)
 #: Battery setpoint changes smaller than this fraction of its rating are not worth a write.
 BATTERY_DEADBAND = 0.01
 #: How long peak shaving plans the battery to last, s.
@@ -60,6 +64,7 @@ class Context:
     events: tuple[RunningEvent, ...] = ()
     upcoming: tuple[DrEvent, ...] = ()
     shed_by: Mapping[str, str] = field(default_factory=dict)  # load -> owner (last cycle)
+    plan: PlanSetpoints | None = None  # the planner's setpoints now (None: rules only)
 
 
 @dataclass
@@ -93,7 +98,7 @@ def compose(snapshot: Snapshot, context: Context, strategies: Sequence[Strategy]
 
 
 def battery_actuator(battery: BatteryState) -> Actuator:
-    return Actuator("battery", battery.name)
+    return Actuator(ActuatorKind.BATTERY, battery.name)
 
 
 def _discharge_room_w(battery: BatteryState, floor_soc: float,
@@ -127,7 +132,7 @@ def counterfactual_import_w(snapshot: Snapshot, context: Context) -> float | Non
         if load.name in context.shed_by and load.on is False:
             total += load.expected_w
     for heat_pump in snapshot.heat_pumps:
-        actuator = Actuator("sg_ready", heat_pump.name)
+        actuator = Actuator(ActuatorKind.SG_READY, heat_pump.name)
         if snapshot.commanded.get(actuator) == SG_BLOCKED:
             total += heat_pump.blocked_draw_w
     return total
@@ -140,7 +145,7 @@ def _shed_candidates(snapshot: Snapshot, context: Context, decision: Decision, o
     settings = context.settings
     items = []
     for load in snapshot.loads:
-        actuator = Actuator("load", load.name)
+        actuator = Actuator(ActuatorKind.LOAD, load.name)
         if not load.sheddable or not decision.free(actuator):
             continue
         if allowed is not None and load.name not in allowed:
@@ -157,7 +162,7 @@ def _shed_candidates(snapshot: Snapshot, context: Context, decision: Decision, o
         items.append((actuator, load.expected_w / 1000.0, load.priority, ours, load.group))
     if allowed is None:
         for heat_pump in snapshot.heat_pumps:
-            actuator = Actuator("sg_ready", heat_pump.name)
+            actuator = Actuator(ActuatorKind.SG_READY, heat_pump.name)
             if not decision.free(actuator) or heat_pump.power_w is None:
                 continue
             ours = snapshot.commanded.get(actuator) == SG_BLOCKED
@@ -240,7 +245,7 @@ def hold_import(snapshot: Snapshot, context: Context, decision: Decision, *,
     chosen = plan_discrete(_shed_candidates(snapshot, context, decision, owner, allowed_loads),
                            needed_kw)
     for actuator in chosen:
-        if actuator.kind == "load":
+        if actuator.kind is ActuatorKind.LOAD:
             proposals.append(Proposal(actuator, False, level, owner, "shed to hold import"))
         else:
             proposals.append(Proposal(actuator, SG_BLOCKED, level, owner,
@@ -292,7 +297,7 @@ def safety_export_limit(snapshot: Snapshot, context: Context,
     limit_w = limit_kw * 1000.0
     proposals = []
     for inverter in snapshot.inverters:
-        actuator = Actuator("inverter_limit", inverter.name)
+        actuator = Actuator(ActuatorKind.INVERTER_LIMIT, inverter.name)
         if not decision.free(actuator) or not inverter.rated_w or inverter.power_w is None:
             continue
         current = inverter.limit_pct if inverter.limit_pct is not None else 100.0
@@ -327,7 +332,7 @@ def safety_dc_bus(snapshot: Snapshot, context: Context, decision: Decision) -> l
                                 key=lambda load: (load.priority, load.name))
             keep = ours + candidates[:1]
         for load in keep:
-            actuator = Actuator("load", load.name)
+            actuator = Actuator(ActuatorKind.LOAD, load.name)
             if decision.free(actuator):
                 proposals.append(Proposal(actuator, False, Level.SAFETY, "dc_bus",
                                           f"bus at {ratio:.1f} % of nominal"))
@@ -340,7 +345,7 @@ def safety_indoor(snapshot: Snapshot, context: Context, decision: Decision) -> l
     proposals = []
     for heat_pump in snapshot.heat_pumps:
         indoor = heat_pump.indoor_c
-        actuator = Actuator("sg_ready", heat_pump.name)
+        actuator = Actuator(ActuatorKind.SG_READY, heat_pump.name)
         if indoor is None or not decision.free(actuator):
             continue
         if indoor < settings.safety_min_c or indoor > settings.safety_max_c:
@@ -355,12 +360,14 @@ def event_overrides(snapshot: Snapshot, context: Context, decision: Decision
     proposals: list[Proposal] = []
     for running in context.events:
         event = running.event
-        if event.kind == "battery":
-            proposals.append(Proposal(Actuator("battery", event.target), event.value,
-                                      Level.EVENT, f"event:{event.id}", "battery setpoint"))
-        elif event.kind == "sg_ready":
-            proposals.append(Proposal(Actuator("sg_ready", event.target), int(event.value),
-                                      Level.EVENT, f"event:{event.id}", "SG-Ready command"))
+        if event.kind is EventKind.BATTERY:
+            proposals.append(Proposal(Actuator(ActuatorKind.BATTERY, event.target),
+                                      event.battery_w, Level.EVENT, f"event:{event.id}",
+                                      "battery setpoint"))
+        elif event.kind is EventKind.SG_READY:
+            proposals.append(Proposal(Actuator(ActuatorKind.SG_READY, event.target),
+                                      event.sg_state, Level.EVENT, f"event:{event.id}",
+                                      "SG-Ready command"))
     return proposals
 
 
@@ -387,6 +394,67 @@ def event_limits(snapshot: Snapshot, context: Context, decision: Decision
                        level=Level.EVENT, owner="dr",
                        horizon_s=running.event.end_s - snapshot.now_s,
                        allowed_loads=running.event.loads or None)
+
+
+def follow_plan(snapshot: Snapshot, context: Context, decision: Decision) -> list[Proposal]:
+    """The planner's setpoints, corrected in real time: the batteries run their planned
+    power and take the forecast error to hold the planned grid power (within
+    ``tracking_w`` of the plan, and as far as needed to stay under the planned peak);
+    heat pumps take the planned SG-Ready state while the room is inside the comfort
+    band (blocking only with room to drift, boosting only with room to store);
+    deferrable loads switch as planned. Without a plan (none yet, too old, failed): no
+    proposals, and the rule-based goals below act."""
+    plan = context.plan
+    if plan is None or snapshot.grid_w is None:
+        return []
+    settings = context.settings
+    proposals: list[Proposal] = []
+    free = [b for b in snapshot.batteries if b.ok and decision.free(battery_actuator(b))]
+    if free:
+        uncontrolled = snapshot.grid_w + sum(b.power_w or 0.0 for b in free)
+        target = min(max(uncontrolled - plan.grid_w, plan.battery_w - plan.tracking_w),
+                     plan.battery_w + plan.tracking_w)
+        ceiling = plan.peak_w
+        demand = snapshot.demand
+        if demand is not None and demand.billed:  # the 15-min average is what is billed
+            ceiling = demand.allowed_w(max(plan.peak_w, (demand.month_peak_kw or 0.0)
+                                           * 1000.0) / 1000.0, snapshot.now_s)
+        if decision.max_import_w is not None:
+            ceiling = min(ceiling, decision.max_import_w)
+        target = max(target, uncontrolled - ceiling)
+        for battery in free:
+            share = _split(target, free, battery, settings.min_soc_pct, settings.max_soc_pct)
+            proposals.append(Proposal(battery_actuator(battery), share, Level.SITE, "planner",
+                                      "following the plan"))
+    for heat_pump in snapshot.heat_pumps:
+        actuator = Actuator(ActuatorKind.SG_READY, heat_pump.name)
+        state = plan.sg_states.get(heat_pump.name)
+        indoor = heat_pump.indoor_c
+        if state is None or indoor is None or not decision.free(actuator):
+            continue
+        if not settings.comfort_min_c <= indoor <= settings.comfort_max_c:
+            continue  # outside the band: the comfort default brings it back
+        if state == SG_BLOCKED and not _within_comfort(heat_pump, settings, HYSTERESIS_K):
+            continue
+        if state in (SG_BOOST, SG_FORCED) and not _room_to_store(heat_pump, settings):
+            continue
+        proposals.append(Proposal(actuator, state, Level.SITE, "planner", "planned state"))
+    for name, on in plan.loads_on.items():
+        actuator = Actuator(ActuatorKind.LOAD, name)
+        if decision.free(actuator):
+            proposals.append(Proposal(actuator, on, Level.SITE, "planner",
+                                      "planned " + ("on" if on else "off")))
+    return proposals
+
+
+def _room_to_store(heat_pump: HeatPumpState, settings: ControlSettings) -> bool:
+    """Whether the room can take more heat (cold) and stay 0.5 K inside the band."""
+    indoor = heat_pump.indoor_c
+    if indoor is None:
+        return False
+    if cooling(heat_pump):
+        return indoor > settings.comfort_min_c + 0.5
+    return indoor < settings.comfort_max_c - 0.5
 
 
 def peak_shaving(snapshot: Snapshot, context: Context, decision: Decision) -> list[Proposal]:
@@ -506,7 +574,7 @@ def thermal_storage(snapshot: Snapshot, context: Context, decision: Decision
     soon = [e for e in context.upcoming if e.kind in ("reduction", "cap")]
     proposals = []
     for heat_pump in snapshot.heat_pumps:
-        actuator = Actuator("sg_ready", heat_pump.name)
+        actuator = Actuator(ActuatorKind.SG_READY, heat_pump.name)
         indoor = heat_pump.indoor_c
         if not decision.free(actuator) or indoor is None:
             continue
@@ -541,14 +609,15 @@ def cooling(heat_pump: HeatPumpState) -> bool:
 
 def comfort(snapshot: Snapshot, context: Context, decision: Decision) -> list[Proposal]:
     """The default: heat pumps in normal operation."""
-    return [Proposal(Actuator("sg_ready", hp.name), SG_NORMAL, Level.COMFORT, "comfort")
-            for hp in snapshot.heat_pumps if decision.free(Actuator("sg_ready", hp.name))]
+    wanted = (Actuator(ActuatorKind.SG_READY, hp.name) for hp in snapshot.heat_pumps)
+    return [Proposal(actuator, SG_NORMAL, Level.COMFORT, "comfort")
+            for actuator in wanted if decision.free(actuator)]
 
 
 #: The strategies, in precedence order.
 ALL: tuple[Strategy, ...] = (
     safety_export_limit, safety_dc_bus, safety_indoor,
     event_overrides, event_limits,
-    peak_shaving, battery_goal, thermal_storage,
+    follow_plan, peak_shaving, battery_goal, thermal_storage,
     comfort,
 )

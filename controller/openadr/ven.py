@@ -17,7 +17,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from controller.control.events import DrEvent
+from controller.control.events import DrEvent, EventKind
+from controller.control.interface import SiteControl
 from controller.openadr.settings import OpenAdrSettings, openadr_settings
 from controller.openadr.signals import (
     OPT_IN,
@@ -28,13 +29,11 @@ from controller.openadr.signals import (
     decide,
     parse_event,
 )
-from controller.store import Outgoing
 from drivers.site import SiteSpec
 
 if TYPE_CHECKING:
     import aiohttp
 
-    from controller.control.loop import ControlLoop
 
 log = logging.getLogger("pedf.openadr")
 
@@ -56,10 +55,10 @@ class Ven:
     its own clock sees "starts in 10 s" as 10 s of simulated time later.
     """
 
-    def __init__(self, settings: OpenAdrSettings, loop: ControlLoop, *,
+    def __init__(self, settings: OpenAdrSettings, control: SiteControl, *,
                  wall: Callable[[], float] = time.time) -> None:
         self.settings = settings
-        self.loop = loop
+        self.control = control
         self.wall = wall
         self.client: Any = None
         self.registered = False
@@ -135,7 +134,7 @@ class Ven:
         client.add_handler("on_update_event", self._on_event)
         client.add_hook("after_parse_xml", self._after_parse)
         client.add_hook("after_receive_xml", self._contact)
-        grid = self.loop.site.grid_meter()
+        grid = self.control.site.grid_meter()
         if grid is not None:
             period = timedelta(seconds=s.report_interval_s)
             client.add_report(
@@ -205,8 +204,7 @@ class Ven:
     def grid_kw(self) -> float | list[Any]:
         """Site grid power now, kW (+ import, − export), from the gateway's latest reading;
         no reading: no value (an empty report rather than a made-up one)."""
-        grid = self.loop.site.grid_meter()
-        value = None if grid is None else self.loop.plant.value(grid.name, "power_w")
+        value = self.control.grid_power_w()
         if value is None:
             return []
         return round(value / 1000.0, 3)
@@ -232,13 +230,13 @@ class Ven:
             return self._cancel(parsed.event_id, "cancelled by the VTN", event,
                                 modification=parsed.modification)
         key = book_id(parsed.event_id)
-        existing = self.loop.book.events.get(key)
+        existing = self.control.book.events.get(key)
         action = "openadr_event" if known is None else "openadr_modification"
         if known is not None and known["mod"] == parsed.modification:
             if not (known.get("acted") and existing is None):
                 return str(known["opt"])  # sent again (or after our restart): same answer
             action = "openadr_restore"  # we crashed before the book was saved: again
-        now = self.loop.clock()
+        now = self.control.now_s()
         start = self._loop_start(parsed, known)
         in_event = known is not None and known["opt"] == OPT_IN and existing is not None \
             and existing.status in ("scheduled", "active")
@@ -265,7 +263,7 @@ class Ven:
                  parsed.modification, opt, reason)
         self._audit(key, action, opt, reason, event)
         self._publish(action, parsed.event_id, opt, reason)
-        self.loop.wake()
+        self.control.wake()
         return opt
 
     def _loop_start(self, parsed: OadrEvent, known: Mapping[str, Any] | None) -> float:
@@ -298,7 +296,7 @@ class Ven:
     def _schedule(self, parsed: OadrEvent, dtstart: float, act: bool,
                   existing: DrEvent | None, now: float) -> DrEvent | None:
         """Put the event into the book (or change, or opt out of, what is there)."""
-        book = self.loop.book
+        book = self.control.book
         plan = parsed.plan
         key = book_id(parsed.event_id)
         if plan is None or (parsed.test and not self.settings.act_on_test_events):
@@ -306,7 +304,7 @@ class Ven:
                 return book.opt_out(key)
             return None
         start = dtstart - parsed.ramp_s
-        fresh = DrEvent(id=key, kind=plan.kind, target="site", start_s=start,
+        fresh = DrEvent(id=key, kind=EventKind(plan.kind), target="site", start_s=start,
                         duration_s=parsed.duration_s + parsed.ramp_s, value=0.0,
                         source="openadr", ramp_s=parsed.ramp_s,
                         randomize_s=parsed.randomize_s,
@@ -342,10 +340,10 @@ class Ven:
         if known is not None and known.get("status") == "cancelled" and \
                 (modification is None or known["mod"] == modification):
             return str(known["opt"])
-        cancelled = self.loop.book.cancel(key)
+        cancelled = self.control.book.cancel(key)
         opt = OPT_IN if known is None else str(known["opt"])
         entry = dict(known or {"opt": opt, "acted": False, "test": False, "ramp_s": 0.0,
-                               "intervals": None, "end_s": self.loop.clock(),
+                               "intervals": None, "end_s": self.control.now_s(),
                                "planned_end_s": None})
         entry.update(status="cancelled", reason=reason,
                      mod=modification if modification is not None else entry.get("mod", 0))
@@ -355,7 +353,7 @@ class Ven:
         log.info("OpenADR event %s: %s", event_id, detail)
         self._audit(key, "openadr_cancel", "cancelled", detail, raw)
         self._publish("openadr_cancel", event_id, opt, detail)
-        self.loop.wake()
+        self.control.wake()
         return opt
 
     async def _after_parse(self, message_type: str, payload: Mapping[str, Any]) -> None:
@@ -364,11 +362,11 @@ class Ven:
             return
         present = {str(e.get("event_descriptor", {}).get("event_id"))
                    for e in payload.get("events") or [] if isinstance(e, Mapping)}
-        now = self.loop.clock()
+        now = self.control.now_s()
         for event_id, entry in list(self.state.items()):
             if event_id in present or entry.get("status") in ("cancelled", "completed"):
                 continue
-            dr_event = self.loop.book.events.get(book_id(event_id))
+            dr_event = self.control.book.events.get(book_id(event_id))
             if dr_event is not None and dr_event.status in ("scheduled", "active") and \
                     now < float(entry["end_s"]):
                 self._cancel(event_id, "no longer distributed by the VTN (implicit "
@@ -379,8 +377,8 @@ class Ven:
     async def tick(self) -> None:
         """Follow multi-interval targets; tell the VTN about local overrides; forget
         events a week after their end."""
-        now = self.loop.clock()
-        book = self.loop.book
+        now = self.control.now_s()
+        book = self.control.book
         changed = False
         for event_id, entry in list(self.state.items()):
             dr_event = book.events.get(book_id(event_id))
@@ -391,7 +389,7 @@ class Ven:
                     if abs(value - dr_event.value) > 1e-9:
                         book.update(dr_event.id, value=value)
                         log.info("OpenADR event %s: next interval, %g kW", event_id, value)
-                        self.loop.wake()
+                        self.control.wake()
                 elif self._overridden(entry, dr_event, now):
                     entry.update(opt=OPT_OUT, reason=f"overridden locally ({dr_event.status})")
                     changed = True
@@ -438,7 +436,7 @@ class Ven:
 
     def _to_loop(self, moment: datetime) -> float:
         """A VTN time on the control loop's clock."""
-        return self.loop.clock() + (moment.timestamp() - self.wall())
+        return self.control.now_s() + (moment.timestamp() - self.wall())
 
     def _grid_now_kw(self) -> float | None:
         value = self.grid_kw()
@@ -447,17 +445,12 @@ class Ven:
     def _flexibility_kw(self, now: float) -> float | None:
         """The site's downward flexibility now, kW; None (not judged) while a battery's
         readings are missing — just after a start, it would look like none."""
-        from controller.control.loop import build_snapshot, flexibility
-
-        loop = self.loop
-        snapshot = build_snapshot(loop.plant, loop.settings, now, loop.tariff, loop.memory,
-                                  loop.commanded)
-        if not all(battery.ok for battery in snapshot.batteries):
+        if not all(battery.ok for battery in self.control.snapshot().batteries):
             return None
-        return float(flexibility(snapshot, loop.settings)["down_kw"])
+        return self.control.flexibility_down_kw()
 
     def _load_state(self) -> dict[str, dict[str, Any]]:
-        store = self.loop.store
+        store = self.control.store
         text = store.get_state("openadr") if store is not None else None
         if not text:
             return {}
@@ -471,26 +464,26 @@ class Ven:
             return {}
 
     def _save_state(self) -> None:
-        if self.loop.store is not None:
-            self.loop.store.set_state("openadr", json.dumps(self.state))
+        if self.control.store is not None:
+            self.control.store.set_state("openadr", json.dumps(self.state))
 
     def _audit(self, key: str | None, action: str, result: str, reason: str,
                raw: object) -> None:
-        if self.loop.store is not None:
-            self.loop.store.audit(command_id=key, command_type=action, source="openadr",
+        if self.control.store is not None:
+            self.control.store.audit(command_id=key, command_type=action, source="openadr",
                                   result=result, reason=reason,
                                   payload=json.dumps(_jsonable(raw), ensure_ascii=False))
 
     def _publish(self, action: str, event_id: str, opt: str, reason: str) -> None:
-        now = self.loop.clock()
+        now = self.control.now_s()
         body: dict[str, object] = {"ts": round(now, 3), "type": action,
                                    "id": book_id(event_id), "oadr_event_id": event_id,
                                    "opt": opt, "reason": reason}
-        event = self.loop.book.events.get(book_id(event_id))
+        event = self.control.book.events.get(book_id(event_id))
         if event is not None:
             body.update(kind=event.kind, value=event.value, begin=event.begin_s,
                         end=event.end_s, status=event.status)
-        self.loop.publish([Outgoing(f"{self.loop.topic_prefix}/events", body)])
+        self.control.publish_event(body)
 
 
 class _ReportQueue(asyncio.Queue[Any]):
@@ -519,10 +512,10 @@ def _jsonable(value: object) -> object:
     return str(value)
 
 
-def ven_for(site: SiteSpec, loop: ControlLoop) -> Ven | None:
+def ven_for(site: SiteSpec, control: SiteControl) -> Ven | None:
     """The VEN service for a site with an enabled ``[openadr]`` section, else None.
     Raises ConfigError for a malformed section."""
     settings = openadr_settings(site)
     if settings is None or not settings.enabled:
         return None
-    return Ven(settings, loop)
+    return Ven(settings, control)

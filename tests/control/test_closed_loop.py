@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from closed_loop import ClosedLoop, at
 
-from controller.control.events import DrEvent
+from controller.control.events import DrEvent, EventKind
 from controller.control.settings import ControlSettings
 from controller.store import Outgoing, Store
 from fastcore import Tier
@@ -38,7 +38,7 @@ async def test_dr_reduction_delivers_at_least_95_percent(tmp_path: Path) -> None
     published: list[Outgoing] = []
     loop.loop.publish = published.extend  # the uplink's side of the loop
     start = at("2026-06-22T14:00:00")
-    loop.event(DrEvent("dr-1", "reduction", "site", start, 3600.0, 60.0))
+    loop.event(DrEvent("dr-1", EventKind.REDUCTION, "site", start, 3600.0, 60.0))
     await loop.run(4 * 3600)
     event = loop.loop.book.events["dr-1"]
     assert event.status == "completed"
@@ -83,7 +83,7 @@ async def test_restore_is_staggered_to_avoid_a_rebound_peak() -> None:
                                battery_mode="idle")
     loop = ClosedLoop.build("2026-06-22T10:00:00", settings, soc_pct=6.0)  # empty battery
     start = loop.clock.now() + 60
-    loop.event(DrEvent("dr-2", "reduction", "site", start, 900.0, 80.0))
+    loop.event(DrEvent("dr-2", EventKind.REDUCTION, "site", start, 900.0, 80.0))
     await loop.run(60 + 900 + 600)
     during = loop.between(start + 60, start + 900)
     assert max(loop.trace.shed[i] for i in during) >= 5
@@ -101,7 +101,7 @@ async def test_restore_is_staggered_to_avoid_a_rebound_peak() -> None:
 async def test_an_import_cap_is_never_exceeded_for_more_than_a_cycle() -> None:
     loop = ClosedLoop.build("2026-06-22T10:00:00", ControlSettings(cycle_s=5.0), soc_pct=60)
     start = loop.clock.now() + 30
-    loop.event(DrEvent("cap-1", "cap", "site", start, 7200.0, 90.0))
+    loop.event(DrEvent("cap-1", EventKind.CAP, "site", start, 7200.0, 90.0))
     await loop.run(30 + 7200)
     settled = loop.between(start + 30, start + 7200)
     over = [loop.trace.grid_kw[i] > 90.0 + 0.5 for i in settled]
@@ -125,7 +125,8 @@ async def test_vpp_dispatch_settles_within_three_cycles_to_5_percent() -> None:
     t0 = loop.clock.now()
     setpoints = (60.0, 20.0, 100.0, 50.0)
     for index, kw in enumerate(setpoints):
-        loop.event(DrEvent(f"vpp-{index}", "setpoint", "site", t0 + 2 + 60 * index, 60.0, kw))
+        loop.event(DrEvent(f"vpp-{index}", EventKind.SETPOINT, "site", t0 + 2 + 60 * index,
+                           60.0, kw))
     await loop.run(2 + 60 * len(setpoints))
     tolerance = 0.05 * (max(setpoints) - min(setpoints))
     for index, kw in enumerate(setpoints):
@@ -227,7 +228,7 @@ async def test_a_shed_at_any_time_after_start_up_lowers_import_by_the_request(
     await loop.run(after_s)
     command_s = loop.clock.now()
     before_kw = loop.trace.grid_kw[-2]  # the meter's last reading before the command
-    loop.event(DrEvent("shed", "reduction", "site", command_s, 600.0, 40.0))
+    loop.event(DrEvent("shed", EventKind.REDUCTION, "site", command_s, 600.0, 40.0))
     await loop.run(600.0)
     during = loop.between(command_s + 5, command_s + 600)
     assert before_kw - statistics.fmean(loop.trace.grid_kw[i] for i in during) >= 0.95 * 40
@@ -246,7 +247,7 @@ async def test_thermal_storage_pre_conditions_before_a_known_event() -> None:
                                             inverter_revert_s=120, relay_watchdog_s=300),
                             soc_pct=50)  # a January Monday: heating
     start = at("2026-01-12T11:00:00")
-    loop.event(DrEvent("dr-3", "reduction", "site", start, 1800.0, 30.0))
+    loop.event(DrEvent("dr-3", EventKind.REDUCTION, "site", start, 1800.0, 30.0))
     await loop.run(2 * 3600 + 1800)
     trace = loop.trace
     before = loop.between(start - 3000, start)

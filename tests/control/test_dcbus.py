@@ -15,7 +15,7 @@ from rich.console import Console
 from controller.bus import LatestValues
 from controller.control.dcbus import DcBusControl
 from controller.control.dcbus_config import dcbus_settings
-from controller.control.events import DrEvent
+from controller.control.events import DrEvent, EventKind
 from controller.control.settings import ControlSettings
 from controller.dcview import dc_bus_table
 from drivers.dc_curves import DcLoadClass
@@ -54,7 +54,7 @@ async def limited(reduction_w: float, event_id: str) -> tuple[ClosedLoop, DcGrid
     the converter in grid-limit mode."""
     closed = build()
     await cycle_for(closed, 5.0)
-    closed.event(DrEvent(event_id, "setpoint", "site", closed.clock.now(), 3600.0,
+    closed.event(DrEvent(event_id, EventKind.SETPOINT, "site", closed.clock.now(), 3600.0,
                          (closed.simulated.model.site_power_w() - reduction_w) / 1000.0))
     await cycle_for(closed, 5.0)
     grid = grid_of(closed)
@@ -111,7 +111,7 @@ async def test_vpp_setpoint_is_served_by_the_converter_limit_alone() -> None:
 
     closed.plant.execute = counting  # type: ignore[assignment, method-assign]
     target_w = before_w - 15_000.0
-    closed.event(DrEvent("vpp1", "setpoint", "site", closed.clock.now(), 600.0,
+    closed.event(DrEvent("vpp1", EventKind.SETPOINT, "site", closed.clock.now(), 600.0,
                          target_w / 1000.0))
     await cycle_for(closed, 10.0)
     assert model.site_power_w() == pytest.approx(target_w, abs=0.05 * 15_000.0)
@@ -245,7 +245,7 @@ def test_site_without_dcbus_has_no_dc_control() -> None:
 
 async def test_live_view_shows_the_bus_against_its_band_and_class_fractions() -> None:
     closed = build()
-    closed.event(DrEvent("vpp5", "setpoint", "site", closed.clock.now(), 3600.0,
+    closed.event(DrEvent("vpp5", EventKind.SETPOINT, "site", closed.clock.now(), 3600.0,
                          (closed.simulated.model.site_power_w() - 15_000.0) / 1000.0))
     await cycle_for(closed, 10.0)
     latest = LatestValues()

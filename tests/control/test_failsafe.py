@@ -10,7 +10,7 @@ from pathlib import Path
 from closed_loop import EXAMPLE, ClosedLoop
 from tests_support import eventually
 
-from controller.control.events import DrEvent
+from controller.control.events import DrEvent, EventKind
 from controller.control.loop import ControlLoop
 from controller.control.settings import ControlSettings
 from controller.inbox import CommandInbox
@@ -32,7 +32,7 @@ def shed_count(loop: ClosedLoop) -> int:
 async def test_a_dead_controller_lets_relays_and_battery_fall_back() -> None:
     loop = ClosedLoop.build("2026-06-22T10:00:00", SETTINGS, soc_pct=8.0)
     start = loop.clock.now() + 10
-    loop.event(DrEvent("dr-1", "reduction", "site", start, 3600.0, 70.0))
+    loop.event(DrEvent("dr-1", EventKind.REDUCTION, "site", start, 3600.0, 70.0))
     await loop.run(300)
     assert shed_count(loop) >= 3
     battery = loop.simulated.model.batteries["battery"]
@@ -50,7 +50,7 @@ async def test_a_restart_resumes_the_event_and_ends_it_on_schedule(tmp_path: Pat
     first = ClosedLoop.build("2026-06-22T10:00:00", SETTINGS, store=Store(store_path),
                              soc_pct=8.0)
     start = first.clock.now() + 10
-    first.loop.book.add(DrEvent("dr-2", "reduction", "site", start, 1200.0, 70.0))
+    first.loop.book.add(DrEvent("dr-2", EventKind.REDUCTION, "site", start, 1200.0, 70.0))
     await first.run(300)
     shed_before = shed_count(first)
     assert shed_before >= 3
@@ -82,7 +82,7 @@ async def test_no_load_stays_shed_past_its_maximum_even_across_a_restart(
     loop = ClosedLoop.build("2026-06-22T09:00:00", SETTINGS, site=site,
                             store=Store(store_path), soc_pct=6.0)
     start = loop.clock.now() + 3600  # an hour of history for the pre-event baseline
-    loop.event(DrEvent("dr-3", "reduction", "site", start, 1800.0, 40.0))
+    loop.event(DrEvent("dr-3", EventKind.REDUCTION, "site", start, 1800.0, 40.0))
     await loop.run(3600)
     shed_since: dict[str, float] = {}
     longest: dict[str, float] = {}
@@ -114,7 +114,7 @@ async def test_what_does_not_revert_is_handed_back_when_control_stops(tmp_path: 
     when the control loop stops, it writes the release steps — normal operation."""
     loop = ClosedLoop.build("2026-06-22T10:00:00", SETTINGS, store=Store(tmp_path / "s.db"))
     heat_pump = loop.simulated.model.heat_pumps["heat_pump"]
-    loop.event(DrEvent("sg-4", "sg_ready", "heat_pump", loop.clock.now() + 10, 3600.0, 1))
+    loop.event(DrEvent("sg-4", EventKind.SG_READY, "heat_pump", loop.clock.now() + 10, 3600.0, 1))
     await loop.run(60)
     assert heat_pump.sg_ready_state == 1  # blocked by the utility's command
     task = asyncio.create_task(loop.loop.run())
@@ -131,7 +131,7 @@ async def test_a_setting_left_held_by_a_crash_is_released_at_the_next_start(
     store_path = tmp_path / "state.sqlite"
     first = ClosedLoop.build("2026-06-22T10:00:00", SETTINGS, store=Store(store_path))
     heat_pump = first.simulated.model.heat_pumps["heat_pump"]
-    first.event(DrEvent("sg-5", "sg_ready", "heat_pump", first.clock.now() + 10, 600.0, 1))
+    first.event(DrEvent("sg-5", EventKind.SG_READY, "heat_pump", first.clock.now() + 10, 600.0, 1))
     await first.run(60)  # cycles only: the process "dies" without running its hand-back
     assert heat_pump.sg_ready_state == 1
     advance_without_controller(first, 1200)  # the event is long over; nobody is in charge

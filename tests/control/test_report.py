@@ -12,7 +12,7 @@ from pathlib import Path
 from closed_loop import ClosedLoop
 from tests_support import EXAMPLE, with_uplink
 
-from controller.control.events import DrEvent
+from controller.control.events import DrEvent, EventKind
 from controller.control.settings import ControlSettings
 from controller.store import Store
 
@@ -22,7 +22,7 @@ async def simulate_event(store_path: Path) -> None:
     loop = ClosedLoop.build("2026-06-22T13:00:00", ControlSettings(cycle_s=10.0),
                             store=Store(store_path), soc_pct=40.0)
     start = loop.clock.now() + 3600
-    loop.event(DrEvent("dr-report", "reduction", "site", start, 1800.0, 50.0))
+    loop.event(DrEvent("dr-report", EventKind.REDUCTION, "site", start, 1800.0, 50.0))
     await loop.run(3600 + 1800 + 60)
 
 

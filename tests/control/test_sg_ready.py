@@ -12,7 +12,7 @@ from typing import Any
 
 from closed_loop import ClosedLoop, at
 
-from controller.control.events import DrEvent
+from controller.control.events import DrEvent, EventKind
 from controller.control.facts import control_warnings
 from controller.control.loop import sg_ready_state
 from controller.control.model import Actuator
@@ -74,7 +74,7 @@ async def test_contacts_store_heat_block_for_a_reduction_and_hand_back() -> None
     heat_pump = loop.simulated.model.heat_pumps["heat_pump"]
     spec = loop.plant.site.devices["heat_pump"]
     event_at = at("2026-12-02T12:00:00")
-    loop.event(DrEvent("dr-1", "reduction", "site", event_at, 1800.0, 20.0))
+    loop.event(DrEvent("dr-1", EventKind.REDUCTION, "site", event_at, 1800.0, 20.0))
     await loop.run(900)  # 10:45, 低谷
     decision = loop.loop.last_decision
     assert decision is not None
@@ -107,7 +107,7 @@ async def test_the_minimum_dwell_holds_a_state_the_strategies_want_changed() -> 
                             soc_pct=50.0)
     heat_pump = loop.simulated.model.heat_pumps["heat_pump"]
     start = loop.clock.now() + 10
-    loop.event(DrEvent("sg-1", "sg_ready", "heat_pump", start, 120.0, 1))
+    loop.event(DrEvent("sg-1", EventKind.SG_READY, "heat_pump", start, 120.0, 1))
     await loop.run(30)
     assert heat_pump.sg_ready_state == 1
     blocked_at = next(t for t, state in changes(loop) if state == 1)
@@ -124,7 +124,7 @@ async def test_a_block_ends_at_its_limit_whatever_the_command() -> None:
                             site=with_wiring(contacts_site(), max_blocked_s=900.0),
                             soc_pct=50.0)
     heat_pump = loop.simulated.model.heat_pumps["heat_pump"]
-    loop.event(DrEvent("sg-2", "sg_ready", "heat_pump", loop.clock.now() + 10, 3600.0, 1))
+    loop.event(DrEvent("sg-2", EventKind.SG_READY, "heat_pump", loop.clock.now() + 10, 3600.0, 1))
     await loop.run(30)
     blocked_at = next(t for t, state in changes(loop) if state == 1)
     await loop.run(blocked_at + 900.0 - 2 * SETTINGS.cycle_s - loop.clock.now())
@@ -147,7 +147,7 @@ async def test_a_dead_gateway_leaves_the_contacts_open_and_the_loads_on() -> Non
     await loop.run(10)
     assert relay.safe_states[CONTACT_1 - 1:CONTACT_2] == [False, False]
     assert all(relay.safe_states[:CONTACT_1 - 1])  # load channels still fall closed
-    loop.event(DrEvent("dr-2", "reduction", "site", loop.clock.now() + 900, 1800.0, 45.0))
+    loop.event(DrEvent("dr-2", EventKind.REDUCTION, "site", loop.clock.now() + 900, 1800.0, 45.0))
     await loop.run(1400)  # the heat pump pre-conditions (4), dwells 600 s, then blocks
     assert heat_pump.sg_ready_state == 1
     assert not all(relay.states[:3])  # loads shed as well
@@ -178,7 +178,7 @@ async def test_the_midea_register_stores_heat_blocks_and_is_handed_back(
     heat_pump = loop.simulated.model.heat_pumps["heat_pump"]
     served = loop.plant.devices["heat_pump"]
     event_at = at("2026-12-02T12:00:00")
-    loop.event(DrEvent("dr-3", "reduction", "site", event_at, 1800.0, 20.0))
+    loop.event(DrEvent("dr-3", EventKind.REDUCTION, "site", event_at, 1800.0, 20.0))
     await loop.run(900)
     assert heat_pump.sg_ready_state == 3
     assert served.point_values()["sg_signals"] == 3

@@ -8,7 +8,7 @@ import dataclasses
 import pytest
 
 from controller.control import strategies
-from controller.control.events import DrEvent, EventBook
+from controller.control.events import DrEvent, EventBook, EventKind
 from controller.control.model import (
     Actuator,
     BatteryState,
@@ -181,7 +181,8 @@ def test_self_consumption_respects_the_reserve_and_a_cap_above() -> None:
 def test_event_book_modify_cancel_release_and_persistence() -> None:
     saved: list[str] = []
     book = EventBook(saved.append)
-    book.add(DrEvent("a", "reduction", "site", NOW, 600.0, 40.0, ramp_s=60.0, randomize_s=120.0))
+    book.add(DrEvent("a", EventKind.REDUCTION, "site", NOW, 600.0, 40.0, ramp_s=60.0,
+                     randomize_s=120.0))
     event = book.events["a"]
     assert 0 <= event.delay_s <= 120
     assert event.end_s == event.begin_s + 600

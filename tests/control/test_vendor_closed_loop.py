@@ -22,7 +22,7 @@ import pytest
 from closed_loop import ClosedLoop, at
 from vendor_sites import VENDOR_SITES, vendor_site
 
-from controller.control.events import DrEvent
+from controller.control.events import DrEvent, EventKind
 from controller.control.facts import control_warnings
 from controller.control.settings import ControlSettings
 
@@ -68,7 +68,7 @@ async def test_battery_setpoint_is_held_and_handed_back(name: str, power_w: floa
     settings = ControlSettings(cycle_s=5.0, battery_mode="idle")
     loop = ClosedLoop.build("2026-06-22T10:00:00", settings, site=vendor_site(name), soc_pct=50.0)
     start = loop.clock.now() + 30
-    loop.event(DrEvent("bat", "battery", "battery", start, 900.0, power_w))
+    loop.event(DrEvent("bat", EventKind.BATTERY, "battery", start, 900.0, power_w))
     await loop.run(30 + 900 + 60)
     battery = loop.simulated.model.batteries["battery"]
     held = loop.between(start + 60, start + 900)
@@ -88,7 +88,7 @@ async def test_dr_shed_cuts_import_by_what_was_asked(name: str) -> None:
     settings = ControlSettings(cycle_s=5.0, battery_mode="idle")
     loop = ClosedLoop.build("2026-12-02T09:00:00", settings, site=vendor_site(name), soc_pct=70.0)
     start = at("2026-12-02T09:30:00")
-    loop.event(DrEvent("dr", "reduction", "site", start, 3600.0, 15.0))
+    loop.event(DrEvent("dr", EventKind.REDUCTION, "site", start, 3600.0, 15.0))
     await loop.run(30 * 60 + 3600 + 600)
     event = loop.loop.book.events["dr"]
     assert event.status == "completed"

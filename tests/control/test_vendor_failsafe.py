@@ -21,7 +21,7 @@ from closed_loop import ClosedLoop
 from tests_support import eventually
 from vendor_sites import vendor_site
 
-from controller.control.events import DrEvent
+from controller.control.events import DrEvent, EventKind
 from controller.control.loop import ControlLoop
 from controller.control.settings import ControlSettings
 from controller.inbox import CommandInbox
@@ -82,7 +82,7 @@ async def test_a_forced_battery_left_by_a_dead_gateway_stays_until_the_next_star
     loop = ClosedLoop.build("2026-06-22T10:00:00", SETTINGS,
                             site=vendor_site(site), store=Store(store),
                             soc_pct=50.0)
-    loop.event(DrEvent("bat", "battery", "battery", loop.clock.now() + 10, 600.0, -3000.0))
+    loop.event(DrEvent("bat", EventKind.BATTERY, "battery", loop.clock.now() + 10, 600.0, -3000.0))
     await loop.run(120)
     battery = loop.simulated.model.batteries["battery"]
     assert battery.forced_w == pytest.approx(-3000.0)
@@ -96,7 +96,7 @@ async def test_a_forced_battery_left_by_a_dead_gateway_stays_until_the_next_star
 async def test_a_huawei_forcible_charge_ends_by_itself_when_the_gateway_dies() -> None:
     loop = ClosedLoop.build("2026-06-22T10:00:00", SETTINGS,
                             site=vendor_site("huawei-shop"), soc_pct=50.0)
-    loop.event(DrEvent("bat", "battery", "battery", loop.clock.now() + 10, 3600.0, -3000.0))
+    loop.event(DrEvent("bat", EventKind.BATTERY, "battery", loop.clock.now() + 10, 3600.0, -3000.0))
     await loop.run(120)
     battery = loop.simulated.model.batteries["battery"]
     binding = loop.plant.devices["battery"]

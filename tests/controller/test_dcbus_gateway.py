@@ -20,7 +20,7 @@ from tests_support import (
 )
 
 from controller.control.dcbus_config import dcbus_settings
-from controller.control.events import DrEvent
+from controller.control.events import DrEvent, EventKind
 from controller.control.loop import ControlLoop
 from controller.control.plant import GatewayPlant
 from controller.control.settings import ControlSettings
@@ -55,7 +55,7 @@ async def test_the_gateway_writes_curves_and_the_grid_limit_over_modbus(
             dc = loop.dc
             now = runner.clock.now()
             grid_w = runner.site.model.site_power_w()
-            loop.book.add(DrEvent("vpp-w", "setpoint", "site", now - 1, 3600.0,
+            loop.book.add(DrEvent("vpp-w", EventKind.SETPOINT, "site", now - 1, 3600.0,
                                   (grid_w - 10_000.0) / 1000.0))
             task = asyncio.create_task(loop.run())
             try:

@@ -206,3 +206,17 @@ def test_maps_lists_every_model_with_its_vendor_and_document() -> None:
         assert vendor in lines[at]
         assert "document:" in lines[at + 1]
         assert document in lines[at + 1]
+
+
+def test_plan_reads_the_site_once_and_prints_and_draws_a_day(
+        simulated_site: tuple[Path, object], tmp_path: Path) -> None:
+    site, _ = simulated_site
+    png = tmp_path / "plan.png"
+    result = pedf("plan", str(site), "--png", str(png))
+    assert result.returncode == 0, result.stderr
+    assert ": optimal, objective" in result.stdout
+    for column in ("price CNY/kWh", "battery kW", "SoC kWh", "SG-Ready", "grid kW"):
+        assert column in result.stdout
+    rows = [line for line in result.stdout.splitlines() if re.match(r"^│ \d\d:\d\d ", line)]
+    assert len(rows) == 24  # a day, hourly
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from tests_support import eventually, example_on_free_ports, mbpoll, polling, simulated
 
-from controller.control.events import DrEvent
+from controller.control.events import DrEvent, EventKind
 from controller.control.loop import ControlLoop, sg_ready_state
 from controller.control.plant import GatewayPlant
 from controller.control.settings import ControlSettings
@@ -35,7 +35,7 @@ async def test_the_gateway_drives_the_contacts_and_hands_them_back(tmp_path: Pat
                                ControlSettings(cycle_s=0.5, relay_watchdog_s=60),
                                CommandInbox(), clock=runner.clock.now)
             now = runner.clock.now()
-            loop.book.add(DrEvent("sg-1", "sg_ready", "heat_pump", now - 1, 3600.0, 1))
+            loop.book.add(DrEvent("sg-1", EventKind.SG_READY, "heat_pump", now - 1, 3600.0, 1))
             task = asyncio.create_task(loop.run())
             try:
                 await eventually(lambda: heat_pump.sg_ready_state == 1, timeout_s=20,

@@ -21,7 +21,7 @@ from pymodbus.client import AsyncModbusTcpClient
 from tests_support import eventually, polling, simulated
 from vendor_sites import vendor_site_on_free_ports
 
-from controller.control.events import DrEvent
+from controller.control.events import DrEvent, EventKind
 from controller.control.loop import ControlLoop
 from controller.control.plant import GatewayPlant
 from controller.control.settings import ControlSettings
@@ -49,7 +49,7 @@ async def test_the_gateway_polls_and_controls_a_quirky_huawei_over_one_connectio
         # The control loop over the same connection: a forcible charge of 2 kW …
         loop = ControlLoop(GatewayPlant(gateway.gateway),
                            ControlSettings(cycle_s=1.0, battery_mode="idle"), CommandInbox())
-        loop.book.add(DrEvent("bat", "battery", "battery", loop.clock(), 600.0, -2000.0))
+        loop.book.add(DrEvent("bat", EventKind.BATTERY, "battery", loop.clock(), 600.0, -2000.0))
         task = asyncio.create_task(loop.run())
         try:
             await eventually(lambda: battery.forced_w == -2000.0, timeout_s=15.0,

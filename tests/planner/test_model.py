@@ -1,0 +1,168 @@
+"""The plan's LP on small problems whose optimum can be worked out by hand."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from planner_support import battery, inputs
+
+from controller.planner.model import PlanModel, Shape
+from controller.planner.problem import (
+    DeferrableInputs,
+    PlanStatus,
+    ThermalInputs,
+    ThermalMode,
+)
+
+
+def test_without_flexibility_the_grid_carries_the_load_and_the_cost_is_its_energy() -> None:
+    plan = PlanModel(Shape(4, 0)).solve(inputs(price=[1.0, 2.0, 1.0, 2.0], load_kw=10.0))
+    assert plan.status is PlanStatus.OPTIMAL
+    np.testing.assert_allclose(plan.grid_kw, [10.0] * 4, atol=1e-6)
+    assert plan.costs_cny["energy"] == pytest.approx(10 * (1 + 2 + 1 + 2))
+
+
+def test_a_lossless_battery_moves_energy_from_the_cheap_hour_to_the_dear_one() -> None:
+    # 10 kWh bought at 1 CNY instead of at 3 CNY: 20 CNY saved, nothing else changes.
+    problem = inputs(n=2, price=[1.0, 3.0], load_kw=10.0, battery=battery(10.0, 0.0, 10.0))
+    plan = PlanModel(Shape(2, 0)).solve(problem)
+    np.testing.assert_allclose(plan.battery_kw, [-10.0, 10.0], atol=1e-6)
+    np.testing.assert_allclose(plan.grid_kw, [20.0, 0.0], atol=1e-6)
+    np.testing.assert_allclose(plan.soc_kwh, [10.0, 0.0], atol=1e-6)
+    assert plan.objective_cny == pytest.approx(20.0)
+
+
+def test_losses_make_a_small_spread_not_worth_cycling() -> None:
+    # 81 % round trip: 1 kWh out costs 1/0.81 kWh in; at prices 1 and 1.2 it loses money.
+    problem = inputs(n=2, price=[1.0, 1.2], battery=battery(
+        10.0, 0.0, 10.0, round_trip_efficiency=0.81))
+    plan = PlanModel(Shape(2, 0)).solve(problem)
+    np.testing.assert_allclose(plan.battery_kw, [0.0, 0.0], atol=1e-6)
+
+
+def test_the_demand_charge_flattens_import_to_the_average() -> None:
+    # Load 10, 30 kW; an empty 20 kWh battery, 38 CNY/kW: it charges 10 kWh in the first
+    # hour and gives them back in the second: import 20 kW both hours (peak 20).
+    problem = inputs(n=2, price=[1.0, 1.0], battery=battery(20.0, 0.0, 20.0),
+                     demand_price=38.0, load_kw=0.0)
+    problem = problem.__class__(**{**problem.__dict__, "load_kw": np.array([10.0, 30.0])})
+    plan = PlanModel(Shape(2, 0)).solve(problem)
+    assert max(plan.grid_kw) == pytest.approx(20.0, abs=1e-6)
+    assert plan.costs_cny["demand"] == pytest.approx(38.0 * 20.0)
+
+
+def test_a_peak_already_set_this_month_costs_nothing_more_to_reach() -> None:
+    problem = inputs(n=2, load_kw=50.0, demand_price=38.0, month_peak_kw=80.0)
+    plan = PlanModel(Shape(2, 0)).solve(problem)
+    assert plan.costs_cny["demand"] == pytest.approx(0.0)
+
+
+def test_a_dr_cap_is_held_by_the_battery_and_its_penalty_paid_only_beyond() -> None:
+    # Cap of 5 kW in hour 2 of a 10 kW load: the battery (5 kWh) covers 5 kW.
+    problem = inputs(n=2, load_kw=10.0, battery=battery(5.0, 5.0, 10.0),
+                     cap_kw=np.array([np.inf, 5.0]))
+    plan = PlanModel(Shape(2, 0)).solve(problem)
+    assert plan.grid_kw[1] == pytest.approx(5.0, abs=1e-6)
+    assert plan.costs_cny["dr"] == pytest.approx(0.0, abs=1e-6)
+    # Without a battery the cap cannot be met: the plan is still a plan, and pays.
+    plan = PlanModel(Shape(2, 0)).solve(inputs(n=2, load_kw=10.0,
+                                               cap_kw=np.array([np.inf, 5.0])))
+    assert plan.status is PlanStatus.OPTIMAL
+    assert plan.costs_cny["dr"] == pytest.approx(5.0 * 10.0)
+
+
+def test_an_export_limit_curtails_pv() -> None:
+    # Export earns 0.1 CNY/kWh, so the plan exports what it may and curtails the rest.
+    plan = PlanModel(Shape(2, 0)).solve(inputs(n=2, load_kw=10.0, pv_kw=50.0,
+                                               export_limit_kw=5.0,
+                                               export_price_cny_per_kwh=np.full(2, 0.1)))
+    np.testing.assert_allclose(plan.grid_kw, [-5.0, -5.0], atol=1e-6)
+    np.testing.assert_allclose(plan.curtail_kw, [35.0, 35.0], atol=1e-6)
+
+
+def test_a_state_of_charge_outside_the_limits_still_gives_a_plan() -> None:
+    problem = inputs(n=3, battery=battery(10.0, 14.0, 1.0, floor_kwh=2.0, reserve_kwh=3.0,
+                                          ceiling_kwh=9.0))
+    plan = PlanModel(Shape(3, 0)).solve(problem)
+    assert plan.status is PlanStatus.OPTIMAL
+    assert np.all(plan.soc_kwh <= 10.0 + 1e-6)  # measured above capacity: taken as full
+
+
+def thermal(n: int, *, indoor_c: float, outdoor_c: float, rated_kw: float = 10.0,
+            comfort: tuple[float, float] = (20.0, 24.0)) -> ThermalInputs:
+    return ThermalInputs(
+        rated_kw=rated_kw, indoor_c=indoor_c, ua_kw_per_k=1.0, capacity_kwh_per_k=10.0,
+        setpoint_c=21.0, outdoor_c=np.full(n, outdoor_c), cop=np.full(n, 3.0),
+        mode=np.full(n, ThermalMode.HEATING, np.int8), comfort_min_c=np.full(n, comfort[0]),
+        comfort_max_c=np.full(n, comfort[1]), gains_kw=np.zeros(n))
+
+
+def test_the_rc_zone_follows_its_exact_solution() -> None:
+    # Heat pump held at 0 (rated 0): the room decays towards 0 °C with a = exp(-0.1).
+    n = 3
+    problem = inputs(n=n, load_kw=0.0, thermal=thermal(n, indoor_c=20.0, outdoor_c=0.0,
+                                                       rated_kw=0.0))
+    plan = PlanModel(Shape(n, 0)).solve(problem)
+    a = math.exp(-0.1)
+    np.testing.assert_allclose(plan.indoor_c, [20 * a, 20 * a**2, 20 * a**3], atol=1e-6)
+    # ... and the comfort shortfall is priced in K·h.
+    assert plan.costs_cny["comfort"] == pytest.approx(
+        20.0 * sum(20 - 20 * a**k for k in (1, 2, 3)), rel=1e-6)
+
+
+def test_heating_just_holds_the_bottom_of_the_band_when_energy_costs() -> None:
+    # Loss 1 kW/K at 20 K difference: 20 kW thermal, COP 3 -> 6.67 kW electric to hold 20 °C.
+    n = 4
+    problem = inputs(n=n, load_kw=0.0, thermal=thermal(n, indoor_c=20.0, outdoor_c=0.0))
+    plan = PlanModel(Shape(n, 0)).solve(problem)
+    np.testing.assert_allclose(plan.indoor_c, [20.0] * n, atol=1e-6)
+    np.testing.assert_allclose(plan.heat_pump_kw, [20.0 / 3.0] * n, atol=1e-5)
+
+
+def test_preheating_stores_heat_before_the_dear_hours() -> None:
+    n = 4
+    problem = inputs(n=n, load_kw=0.0, price=[0.2, 0.2, 2.0, 2.0],
+                     thermal=thermal(n, indoor_c=20.0, outdoor_c=0.0))
+    plan = PlanModel(Shape(n, 0)).solve(problem)
+    assert plan.indoor_c[1] > 20.5  # stored in the cheap hours
+    assert plan.heat_pump_kw[2:].sum() < 2 * 20.0 / 3.0  # less bought at 2 CNY
+    assert plan.sg_state[2] == 1 or plan.sg_state[0] == 3  # blocked later or boosted now
+
+
+def test_a_deferrable_load_takes_its_energy_in_the_cheapest_hours_of_its_window() -> None:
+    n = 4
+    window = np.array([True, True, True, False])
+    problem = inputs(n=n, load_kw=0.0, price=[3.0, 1.0, 2.0, 0.1],
+                     deferrable=(DeferrableInputs("ev", 7.0, 10.0, window),))
+    plan = PlanModel(Shape(n, 1)).solve(problem)
+    np.testing.assert_allclose(plan.deferrable_kw["ev"], [0.0, 7.0, 3.0, 0.0], atol=1e-6)
+
+
+def test_the_model_is_updated_not_rebuilt_and_gives_the_same_answers() -> None:
+    model = PlanModel(Shape(2, 0))
+    first = inputs(n=2, price=[1.0, 3.0], battery=battery(10.0, 0.0, 10.0))
+    second = inputs(n=2, price=[3.0, 1.0], battery=battery(10.0, 10.0, 10.0))
+    highs = model.highs
+    for _ in range(2):
+        np.testing.assert_allclose(model.solve(first).battery_kw, [-10.0, 10.0], atol=1e-6)
+        np.testing.assert_allclose(model.solve(second).battery_kw, [10.0, 0.0], atol=1e-6)
+    assert model.highs is highs
+
+
+def test_inputs_of_another_shape_are_refused() -> None:
+    with pytest.raises(ValueError, match="steps"):
+        PlanModel(Shape(3, 0)).solve(inputs(n=2))
+
+
+def test_the_time_limit_holds_for_each_solve_not_for_the_model_s_life() -> None:
+    # HiGHS measures its time limit against the object's whole run time: a model solved
+    # many times must still get each solve's own allowance.
+    model = PlanModel(Shape(2, 0))
+    problem = inputs(n=2, price=[1.0, 3.0], battery=battery(10.0, 0.0, 10.0))
+    model.solve(problem)
+    spent = model.highs.getRunTime()
+    assert spent > 0
+    plan = model.solve(problem, time_limit_s=spent / 2)  # less than the life so far
+    assert plan.status is PlanStatus.OPTIMAL
