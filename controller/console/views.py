@@ -47,12 +47,15 @@ def health_rows(app: App, now_s: float) -> list[dict[str, Any]]:
 
 
 def live(app: App, now_s: float) -> dict[str, Any]:
-    """The live page: power flows (kW; grid + import, battery + discharge) and health."""
+    """The live page: power flows (kW; grid + import, battery + discharge), health and,
+    on a site with a ``[dcbus]``, the 直柔 bus (voltage against its band, converter mode,
+    each load class's power fraction; see ``controller.control.dcbus.bus_readings``)."""
     flows = dataclasses.asdict(site_flows(app.site, app.gateway.bus.latest))
+    dc = None if app.control is None or app.control.dc is None else app.control.dc.readings()
     return {"ts": round(now_s, 3), "site": app.site.name,
             "flows": {k: _num(v) if k not in ("loads_on", "loads_total", "sg_ready_state")
                       else v for k, v in flows.items()},
-            "devices": health_rows(app, now_s)}
+            "devices": health_rows(app, now_s), "dcbus": dc}
 
 
 def devices(app: App) -> list[dict[str, Any]]:
@@ -205,9 +208,35 @@ def by_code(app: App, day: dt.date) -> tuple[dict[str, Any] | None, dict[str, An
     return categories, figures
 
 
+def schedule(app: App) -> dict[str, Any] | None:
+    """The optimiser's plan in force (None: no planner, or no plan yet): per step its
+    start (UNIX s), grid, battery (+ discharge), heat pump, PV and load power (kW), SoC
+    (kWh at the step's end), SG-Ready state and energy price (CNY/kWh)."""
+    from controller.planner.problem import Plan
+
+    planner = None if app.control is None else app.control.planner
+    plan = getattr(planner, "plan", None)  # the PlannerService's plan in force
+    if not isinstance(plan, Plan):
+        return None
+    steps = [{"start_s": plan.start_s + i * plan.step_s,
+              "grid_kw": _num(float(plan.grid_kw[i]), 2),
+              "battery_kw": _num(float(plan.battery_kw[i]), 2),
+              "soc_kwh": _num(float(plan.soc_kwh[i]), 2),
+              "heat_pump_kw": _num(float(plan.heat_pump_kw[i]), 2),
+              "pv_kw": _num(float(plan.pv_kw[i]), 2),
+              "load_kw": _num(float(plan.load_kw[i]), 2),
+              "sg_state": int(plan.sg_state[i]),
+              "price_cny_per_kwh": _num(float(plan.price_cny_per_kwh[i]), 4)}
+             for i in range(plan.steps)]
+    return {"status": plan.status.value, "objective_cny": _num(plan.objective_cny, 2),
+            "peak_kw": _num(plan.peak_kw, 1), "solve_ms": _num(plan.solve_ms, 1),
+            "costs_cny": {k: _num(v, 2) for k, v in plan.costs_cny.items()},
+            "step_s": plan.step_s, "steps": steps}
+
+
 def plan(app: App, now_s: float) -> dict[str, Any]:
-    """The tariff calendar of today and tomorrow. ``schedule`` (the optimiser's plan) is
-    None until the planner lands."""
+    """The tariff calendar of today and tomorrow, and the optimiser's plan
+    (:func:`schedule`)."""
     metering = app.metering
     zone = app.site.zone
     today = dt.datetime.fromtimestamp(now_s, zone).date()
@@ -219,4 +248,4 @@ def plan(app: App, now_s: float) -> dict[str, Any]:
                          "season": calendar.season(day.month).name,
                          "segments": day_calendar(calendar, day)})
     return {"tariff": None if metering is None else metering.config.tariff.name,
-            "days": days, "schedule": None}
+            "days": days, "schedule": schedule(app)}

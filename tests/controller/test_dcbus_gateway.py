@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from pathlib import Path
+from types import SimpleNamespace
+from typing import cast
 
 import pytest
 from tests_support import (
@@ -19,6 +21,8 @@ from tests_support import (
     simulated,
 )
 
+from controller.app import App
+from controller.console.views import live as console_live
 from controller.control.dcbus_config import dcbus_settings
 from controller.control.events import DrEvent, EventKind
 from controller.control.loop import ControlLoop
@@ -70,6 +74,15 @@ async def test_the_gateway_writes_curves_and_the_grid_limit_over_modbus(
                 await eventually(lambda: dc.verified.get("lighting") is True,
                                  timeout_s=30, what="the curves verified by read-back")
                 assert grid.converter.watchdog_s == settings.watchdog_s
+                # the console's live page shows the bus as the gateway reads it
+                page = console_live(cast(App, SimpleNamespace(
+                    site=spec, gateway=gateway.gateway, control=loop)), runner.clock.now())
+                shown = page["dcbus"]
+                assert shown["band_v"] == [round(375.0 * pct / 100.0, 1)
+                                           for pct in settings.band_pct]
+                assert shown["bus_voltage_v"] == pytest.approx(grid.voltage_v, abs=15.0)
+                assert list(shown["classes"]) == [c.value for c in settings.give_way_order()]
+                assert all(c["fraction_pct"] is not None for c in shown["classes"].values())
             finally:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

@@ -166,3 +166,28 @@ def test_the_time_limit_holds_for_each_solve_not_for_the_model_s_life() -> None:
     assert spent > 0
     plan = model.solve(problem, time_limit_s=spent / 2)  # less than the life so far
     assert plan.status is PlanStatus.OPTIMAL
+
+
+def test_the_console_shows_the_plan_in_force_step_by_step() -> None:
+    """The console's plan page (controller.console.views.schedule) lists every step of
+    the planner's plan with its start and powers, and says when there is none."""
+    from types import SimpleNamespace
+    from typing import cast
+
+    from controller.app import App
+    from controller.console.views import schedule
+
+    problem = inputs(n=2, price=[1.0, 3.0], load_kw=10.0, battery=battery(10.0, 0.0, 10.0))
+    plan = PlanModel(Shape(2, 0)).solve(problem)
+    app = cast(App, SimpleNamespace(control=SimpleNamespace(planner=SimpleNamespace(plan=plan))))
+    shown = schedule(app)
+    assert shown is not None
+    assert shown["status"] == "optimal"
+    assert [s["start_s"] for s in shown["steps"]] == [plan.start_s, plan.start_s + plan.step_s]
+    assert [s["battery_kw"] for s in shown["steps"]] == pytest.approx([-10.0, 10.0], abs=1e-4)
+    assert [s["grid_kw"] for s in shown["steps"]] == pytest.approx([20.0, 0.0], abs=1e-4)
+    assert [s["price_cny_per_kwh"] for s in shown["steps"]] == [1.0, 3.0]
+    no_plan = cast(App, SimpleNamespace(control=SimpleNamespace(planner=SimpleNamespace(
+        plan=None))))
+    assert schedule(no_plan) is None
+    assert schedule(cast(App, SimpleNamespace(control=None))) is None

@@ -5,6 +5,7 @@
 (() => {
   const $ = (id) => document.getElementById(id);
   const t = (key) => PEDF.i18n.t(key);
+  const fill = (key, values) => t(key).replace(/\{(\w+)\}/g, (_, k) => String(values[k]));
   const meta = (name) => document.querySelector(`meta[name="${name}"]`).content;
   const csrf = meta("csrf-token");
   const ranks = { viewer: 1, operator: 2, admin: 3 };
@@ -108,6 +109,26 @@
       cell(row, d.error);
     }
     drawChart(live);
+    showDcBus(live.dcbus);
+  }
+
+  // The 直柔 bus: voltage against its band, each class's fraction (in give-way order).
+  function showDcBus(dc) {
+    $("live-dcbus").classList.toggle("hidden", !dc);
+    if (!dc) return;
+    const band = dc.band_v || [null, null];
+    $("dc-voltage").textContent = fill("dc.voltage", { v: fmt(dc.bus_voltage_v), lo: fmt(band[0]),
+      hi: fmt(band[1]), state: dc.state, mode: dc.mode || "—" });
+    $("dc-voltage").className = "state-" + (dc.state === "ok" ? "ok" : "error");
+    const body = $("dc-classes").tBodies[0];
+    body.replaceChildren();
+    for (const [name, c] of Object.entries(dc.classes || {})) {
+      const row = body.insertRow();
+      row.dataset.dcClass = name;
+      cell(row, name); cell(row, c.fraction_pct === null ? "—" : `${fmt(c.fraction_pct, 0)} %`);
+      cell(row, kw(c.power_w === null ? null : c.power_w / 1000));
+      cell(row, kw(c.demand_w === null ? null : c.demand_w / 1000));
+    }
   }
 
   async function showLiveEvents() {
@@ -361,6 +382,33 @@
       }
       root.appendChild(strip);
     }
+    showSchedule(data.schedule);
+  }
+
+  // The optimiser's plan: power flows and price, and the battery's energy, per step.
+  function showSchedule(plan) {
+    $("plan-chart").replaceChildren();
+    $("plan-soc-chart").replaceChildren();
+    if (!plan) { $("plan-summary").textContent = t("plan.none"); return; }
+    const steps = plan.steps;
+    $("plan-summary").textContent = fill("plan.summary", { start: time(steps[0].start_s),
+      steps: steps.length, cny: fmt(plan.objective_cny, 0), peak: fmt(plan.peak_kw, 0),
+      ms: fmt(plan.solve_ms, 0), status: plan.status });
+    if (!window.uPlot) return;
+    const xs = steps.map((s) => s.start_s);
+    const pick = (k) => steps.map((s) => s[k]);
+    const width = Math.min(1100, $("plan-chart").clientWidth || 800);
+    new uPlot({ width, height: 240, tzDate,
+      series: [{}, { label: t("plan.grid"), stroke: "#b3261e" },
+        { label: t("plan.battery"), stroke: "#1565c0" }, { label: t("plan.pv"), stroke: "#e0a800" },
+        { label: t("plan.load"), stroke: "#555" }, { label: t("plan.heat_pump"), stroke: "#2e7d32" },
+        { label: t("plan.price"), stroke: "#8e24aa", scale: "cny" }],
+      axes: [{}, { label: "kW" }, { side: 1, scale: "cny", label: "CNY/kWh" }] },
+    [xs, pick("grid_kw"), pick("battery_kw"), pick("pv_kw"), pick("load_kw"),
+      pick("heat_pump_kw"), pick("price_cny_per_kwh")], $("plan-chart"));
+    new uPlot({ width, height: 160, tzDate,
+      series: [{}, { label: t("plan.soc"), stroke: "#1565c0", fill: "rgba(21,101,192,0.1)" }],
+      axes: [{}, { label: "kWh" }] }, [xs, pick("soc_kwh")], $("plan-soc-chart"));
   }
 
   // -- events -----------------------------------------------------------------------------
