@@ -81,7 +81,10 @@ class Building:
 @pytest.fixture(scope="module")
 def building(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Building]:
     tmp_path = tmp_path_factory.mktemp("console")
-    spec = load_site(example_on_free_ports(tmp_path))
+    path = example_on_free_ports(tmp_path)
+    with path.open("a", encoding="utf-8") as site_file:  # the plan page shows a plan
+        site_file.write("\n[planner]\nenabled = true\n")
+    spec = load_site(path)
     console = demo_console(free_port())
     started: Future[Building] = Future()
     stopping: Future[asyncio.Event] = Future()
@@ -225,6 +228,15 @@ def test_pages_render(browser: WebDriver, building: Building) -> None:
     expected = building.call(lambda: plan(building.app, building.app.gateway.wall_clock()))
     wanted = [s for day in expected["days"] for s in day["segments"]]
     assert [s.get_attribute("class") for s in segments] == [f"tier-{s['tier']}" for s in wanted]
+    # the optimiser's plan in force: its summary and charts, step for step as the planner has it
+    browser.get(building.url + "/plan")
+    wait(browser, lambda b: len(b.find_elements(By.CSS_SELECTOR, "#plan-chart canvas")) > 0,
+         "the plan's chart")
+    assert "steps" in text_of(browser, "plan-summary")
+    assert browser.find_elements(By.CSS_SELECTOR, "#plan-soc-chart canvas")
+    schedule = building.call(lambda: plan(building.app, building.app.gateway.wall_clock())
+                             )["schedule"]
+    assert f"{len(schedule['steps'])} steps" in text_of(browser, "plan-summary")
     shot(browser, "plan")
     browser.find_element(By.CSS_SELECTOR, "header [data-lang='zh']").click()
     wait(browser, lambda b: b.find_element(By.CSS_SELECTOR, "nav a[data-page='live']").text
