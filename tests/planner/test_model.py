@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -88,6 +89,62 @@ def test_a_state_of_charge_outside_the_limits_still_gives_a_plan() -> None:
     plan = PlanModel(Shape(3, 0)).solve(problem)
     assert plan.status is PlanStatus.OPTIMAL
     assert np.all(plan.soc_kwh <= 10.0 + 1e-6)  # measured above capacity: taken as full
+
+
+def test_the_charge_left_at_the_end_is_worth_the_cheapest_price_so_it_is_not_sold_off(
+) -> None:
+    # One hour at 1 CNY, 10 kWh stored, 81 % round trip (90 % each way). Discharging
+    # d kW saves d CNY but takes d / 0.9 kWh worth 1 CNY each at the end: kept.
+    lossy = battery(10.0, 10.0, 10.0, round_trip_efficiency=0.81)
+    plan = PlanModel(Shape(1, 0)).solve(inputs(n=1, battery=lossy))
+    np.testing.assert_allclose(plan.battery_kw, [0.0], atol=1e-6)
+    assert plan.costs_cny["terminal"] == pytest.approx(-10.0)
+    assert plan.objective_cny == pytest.approx(10.0 - 10.0)
+    # Valued at nothing (the model before the terminal value), it sells all 9 kWh off.
+    worthless = inputs(n=1, battery=lossy)
+    worthless = replace(worthless, weights=replace(worthless.weights, terminal_soc_share=0.0))
+    plan = PlanModel(Shape(1, 0)).solve(worthless)
+    np.testing.assert_allclose(plan.battery_kw, [9.0], atol=1e-6)
+
+
+def test_the_charge_goes_where_it_saves_more_than_the_cheapest_price_over_the_losses(
+) -> None:
+    # Hours at 1 and 2 CNY: a kWh of charge delivers 0.9 kWh, worth 1.8 CNY in the dear
+    # hour against 1 CNY kept: all 9 kWh go there, none in the cheap hour.
+    lossy = battery(10.0, 10.0, 10.0, round_trip_efficiency=0.81)
+    plan = PlanModel(Shape(2, 0)).solve(inputs(n=2, price=[1.0, 2.0], battery=lossy))
+    np.testing.assert_allclose(plan.battery_kw, [0.0, 9.0], atol=1e-6)
+    assert plan.soc_kwh[-1] == pytest.approx(0.0, abs=1e-6)
+    assert plan.costs_cny["terminal"] == pytest.approx(0.0, abs=1e-6)
+    # No charge is bought in the cheap hour just to be left at the end (losses).
+    empty = battery(10.0, 0.0, 10.0, round_trip_efficiency=0.81)
+    plan = PlanModel(Shape(2, 0)).solve(inputs(n=2, price=[1.0, 1.0], battery=empty))
+    np.testing.assert_allclose(plan.battery_kw, [0.0, 0.0], atol=1e-6)
+
+
+def test_a_shortfall_below_the_reserve_is_paid_once_not_bought_back_at_a_dear_price(
+) -> None:
+    # Empty battery, reserve 5 kWh at 1 CNY per kWh of shortfall: three dear hours (2 CNY)
+    # then a cheap one. Charging 5 kWh at once would cost 10 CNY to save 5: it waits.
+    # (Priced per hour below the reserve, 4 h × 5 kWh × 1 CNY = 20 CNY, it charged at once.)
+    problem = inputs(n=4, price=[2.0, 2.0, 2.0, 0.5], battery=battery(
+        10.0, 0.0, 10.0, reserve_kwh=5.0))
+    problem = replace(problem, weights=replace(problem.weights, reserve_cny_per_kwh=1.0))
+    plan = PlanModel(Shape(4, 0)).solve(problem)
+    np.testing.assert_allclose(plan.battery_kw[:3], [0.0, 0.0, 0.0], atol=1e-6)
+    assert plan.objective_cny == pytest.approx(10 * (2 + 2 + 2 + 0.5) + 5.0 * 1.0)
+
+
+def test_the_reserve_is_spent_only_where_it_earns_more_than_its_price() -> None:
+    # Full 10 kWh, reserve 5 kWh at 1 CNY/kWh, hours at 1 and 1.4 CNY (lossless). Above
+    # the reserve a kWh earns 1.4 − 1 (the cheapest price it is worth at the end); below
+    # it 1 CNY more is due: 5 kWh go in the dear hour, the reserve stays.
+    problem = inputs(n=2, price=[1.0, 1.4], battery=battery(10.0, 10.0, 10.0,
+                                                            reserve_kwh=5.0))
+    problem = replace(problem, weights=replace(problem.weights, reserve_cny_per_kwh=1.0))
+    plan = PlanModel(Shape(2, 0)).solve(problem)
+    np.testing.assert_allclose(plan.battery_kw, [0.0, 5.0], atol=1e-6)
+    assert plan.soc_kwh[-1] == pytest.approx(5.0, abs=1e-6)
 
 
 def thermal(n: int, *, indoor_c: float, outdoor_c: float, rated_kw: float = 10.0,
