@@ -11,7 +11,8 @@ Per step t (kW, kWh; Δ = step in hours):
   the plan does not buy it back at a dear price just to shorten it;
 * building: one RC zone, exact over the step: T_t = a·T_{t−1} + (1 − a)·(T_out + (gains
   + mode·COP·hp)/UA), a = exp(−Δ·UA/C); the comfort band is soft;
-* demand: peak ≥ import_t, peak ≥ the month's running maximum; its price is the demand
+* demand: peak ≥ import_t + margin (:func:`peak_margin_kw`), peak ≥ the month's running
+  maximum; its price is the demand
   charge (the increase over the month's peak so far is what a plan can change);
 * the SoC left at the horizon's end is worth the horizon's cheapest import price
   (:func:`terminal_value_cny_per_kwh`);
@@ -289,7 +290,7 @@ class PlanModel:
         setpoint = np.where(has_setpoint, p.setpoint_kw, 0.0)
         put("setpoint", np.where(has_setpoint, setpoint, -INF),
             np.where(has_setpoint, setpoint, INF))
-        put("peak", 0.0, INF)
+        put("peak", peak_margin_kw(p), INF)
         put("horizon_peak", 0.0, INF)
         for k, load in enumerate(p.deferrable):
             lower[self._energy_row[k]] = max(0.0, load.energy_kwh)
@@ -354,6 +355,12 @@ class PlanModel:
                            for k, load in enumerate(p.deferrable)},
             price_cny_per_kwh=p.price_cny_per_kwh, pv_kw=p.pv_kw, load_kw=p.load_kw,
             costs_cny=costs, peak_kw=float(x[self._peak]))
+
+
+def peak_margin_kw(p: PlanInputs) -> float:
+    """How far below its demand target the plan keeps its import (kW, ≥ 0): a share of
+    the month's peak, so import up to the month's peak less it costs nothing more."""
+    return max(0.0, p.weights.peak_margin_share * max(0.0, p.month_peak_kw))
 
 
 def terminal_value_cny_per_kwh(p: PlanInputs) -> float:

@@ -89,6 +89,12 @@ class Weights:
     #: The share of the demand price the horizon's own peak costs (below the month's
     #: peak too): a margin for forecast errors, since the month's peak is not undone.
     peak_hedge: float = 0.0
+    #: The share of the month's peak the plan keeps its import below its demand target:
+    #: room for the real-time error (the loop corrects once a cycle, the meter bills
+    #: 15-min means, and every overshoot raises the month's peak for good). Import up to
+    #: the month's peak × (1 − this) is free; the plan's peak is its highest import plus
+    #: the margin, and the loop holds import under that.
+    peak_margin_share: float = 0.05
     #: What a kWh left in the battery at the horizon's end is worth, as a share of the
     #: horizon's cheapest import price (1: what buying it back would cost at least; 0:
     #: nothing, so the plan empties the battery by its end whatever the price then).

@@ -12,6 +12,7 @@ from planner_support import battery, inputs
 from controller.planner.model import PlanModel, Shape
 from controller.planner.problem import (
     DeferrableInputs,
+    PlanInputs,
     PlanStatus,
     ThermalInputs,
     ThermalMode,
@@ -58,6 +59,22 @@ def test_a_peak_already_set_this_month_costs_nothing_more_to_reach() -> None:
     problem = inputs(n=2, load_kw=50.0, demand_price=38.0, month_peak_kw=80.0)
     plan = PlanModel(Shape(2, 0)).solve(problem)
     assert plan.costs_cny["demand"] == pytest.approx(0.0)
+
+
+def test_a_peak_margin_keeps_planned_import_that_far_below_the_month_s_peak() -> None:
+    # Month's peak 25 kW, load 10 kW, hours at 1, 3, 3 CNY, an empty lossless battery:
+    # charging is free up to the peak (15 kW), or up to the peak less a 20 % margin (5 kW).
+    def problem(share: float) -> PlanInputs:
+        base = inputs(n=3, price=[1.0, 3.0, 3.0], battery=battery(30.0, 0.0, 30.0),
+                      demand_price=38.0, month_peak_kw=25.0)
+        return replace(base, weights=replace(base.weights, peak_margin_share=share))
+
+    plan = PlanModel(Shape(3, 0)).solve(problem(0.0))
+    assert plan.grid_kw[0] == pytest.approx(25.0, abs=1e-6)
+    plan = PlanModel(Shape(3, 0)).solve(problem(0.2))
+    assert plan.grid_kw[0] == pytest.approx(20.0, abs=1e-6)
+    assert plan.peak_kw == pytest.approx(25.0, abs=1e-6)  # the loop's ceiling: 20 + 5
+    assert plan.costs_cny["demand"] == pytest.approx(0.0, abs=1e-6)
 
 
 def test_a_dr_cap_is_held_by_the_battery_and_its_penalty_paid_only_beyond() -> None:
