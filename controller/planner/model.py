@@ -177,14 +177,15 @@ class PlanModel:
         h.changeColsBounds(self.columns, all_cols, lower, upper)
         h.changeRowsBounds(self.rows, all_rows, row_lower, row_upper)
         self._coefficients(inputs)
-        # HiGHS counts its time limit against the run time of the object's life, over
-        # every solve: the limit of this one is what has run so far plus the deadline.
-        h.setOptionValue("time_limit", h.getRunTime() + max(0.001, float(time_limit_s)))
-        try:
-            h.run()
-            status = h.getModelStatus()
-        except Exception:
-            status = None
+        deadline = time.perf_counter() + max(0.001, float(time_limit_s))
+        status = self._run(deadline)
+        if status not in (highspy.HighsModelStatus.kOptimal,
+                          highspy.HighsModelStatus.kTimeLimit) \
+                and time.perf_counter() < deadline:
+            # The warm start (the last solve's basis) can fail where a cold one does not
+            # (the fuzz found one in 10,000): once more from scratch, within the deadline.
+            h.clearSolver()
+            status = self._run(deadline)
         solve_ms = (time.perf_counter() - started) * 1000.0
         if status == highspy.HighsModelStatus.kOptimal:
             return self._plan(inputs, PlanStatus.OPTIMAL, solve_ms)
@@ -193,6 +194,20 @@ class PlanModel:
             return self._plan(inputs, PlanStatus.TIME_LIMIT, solve_ms)
         h.clearSolver()  # start afresh next time
         return failed_plan(inputs, solve_ms)
+
+    def _run(self, deadline: float) -> Any:
+        """Run HiGHS until ``deadline`` (perf_counter s); its model status, None if it
+        raised."""
+        h = self.highs
+        remaining = max(0.001, deadline - time.perf_counter())
+        # HiGHS counts its time limit against the run time of the object's life, over
+        # every solve: the limit of this run is what has run so far plus what is left.
+        h.setOptionValue("time_limit", h.getRunTime() + remaining)
+        try:
+            h.run()
+            return h.getModelStatus()
+        except Exception:
+            return None
 
     def _columns(self, p: PlanInputs) -> tuple[Series, Series, Series]:
         n, dt, w = p.steps, p.step_h, p.weights

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 import pytest
@@ -240,3 +241,22 @@ def test_the_time_limit_holds_for_each_solve_not_for_the_model_s_life() -> None:
     assert spent > 0
     plan = model.solve(problem, time_limit_s=spent / 2)  # less than the life so far
     assert plan.status is PlanStatus.OPTIMAL
+
+
+def test_a_failed_warm_solve_is_tried_once_more_from_scratch() -> None:
+    # The fuzz found a warm start (the previous solve's basis) that HiGHS failed on
+    # while a fresh model solved the same inputs: the first run here fails, as it did.
+    model = PlanModel(Shape(2, 0))
+    problem = inputs(n=2, price=[1.0, 3.0], load_kw=10.0, battery=battery(10.0, 0.0, 10.0))
+    real_run = model._run
+    runs: list[float] = []
+
+    def failing_once(deadline: float) -> Any:
+        runs.append(deadline)
+        return None if len(runs) == 1 else real_run(deadline)
+
+    model._run = failing_once  # type: ignore[method-assign]
+    plan = model.solve(problem)
+    assert plan.status is PlanStatus.OPTIMAL
+    assert len(runs) == 2
+    np.testing.assert_allclose(plan.battery_kw, [-10.0, 10.0], atol=1e-6)
