@@ -20,6 +20,22 @@ The bill of a week: energy on the five-tier calendar, the demand charge (the wee
 highest 15-min demand × the demand price, prorated 7/30 of a month) and the 力调
 power-factor adjustment from the grid meter's active and reactive energy.
 
+The billing month, as the controllers see it, starts with the warm-up: the counted week
+is days 4–10 of it, as most weeks of a month are. Its running peak therefore includes
+the warm-up's, which only the planner reads (the rules have no import cap here); that
+peak is the planner's own (it runs through the warm-up, on its first day without any
+forecast history). Clearing it at the counted week instead was measured (one run): the
+planner then sets its peak on the counted Monday, holding a low one at the price of
+night charging, which cost it 43–253 CNY more energy than the rules each Monday, a
+one-off a real month pays once in 30 days but this 7-day bill in full while it prorates
+the demand saving to 7/30; bill 1.5 % below the rules, peaks 205/165/169/187 kW
+(winter/spring/summer/autumn).
+
+``PEDF_BENCH_SEASONS=winter,summer`` runs only those weeks (for iteration; the bill
+and peak goals then read NOT MET, as they are stated over all four). The table by day
+(energy cost on the calendar and the day's highest 15-min import) shows where each
+controller spends.
+
 Then the solver alone: 10,000 fuzzed scenarios (random SoC — also outside its limits —
 prices, forecasts, DR caps and setpoints, export limits, comfort bands, device outages)
 on one 96-step model updated between solves: how many fail, raise, or break a limit.
@@ -85,6 +101,12 @@ class Week:
     throughput_kwh: float = 0.0
     cpu_s: float = 0.0
     solve_ms: list[float] = field(default_factory=list)
+    #: Per counted day (local date): energy cost (CNY, import × price) and 15-min peak (kW).
+    day_cny: dict[str, float] = field(default_factory=dict)
+    day_peak_kw: dict[str, float] = field(default_factory=dict)
+    #: Per counted 15 min: (UNIX s, grid kW, battery kW + discharge, heat pump kW,
+    #: SoC %, indoor °C), for a closer look (not printed).
+    series: list[tuple[float, ...]] = field(default_factory=list)
 
     @property
     def bill_cny(self) -> float:
@@ -140,8 +162,11 @@ async def run_week(season: str, mode: str) -> Week:
             pv_kw = sum(p.power_w for p in model.pv.values()) / 1000.0
             hours = SUB_STEP_S / 3600.0
             local = datetime.fromtimestamp(clock.now() - SUB_STEP_S / 2, ZONE)
-            period_kwh[calendar.periods.index(calendar.period_at(local))] += \
-                max(grid_kw, 0.0) * hours
+            period = calendar.period_at(local)
+            period_kwh[calendar.periods.index(period)] += max(grid_kw, 0.0) * hours
+            day = local.strftime("%a %d")
+            week.day_cny[day] = week.day_cny.get(day, 0.0) + max(grid_kw, 0.0) * hours \
+                * calendar.price(local.month, period)
             pv_kwh += pv_kw * hours
             export_kwh += max(-grid_kw, 0.0) * hours
             indoor = heat_pump.indoor_c
@@ -149,6 +174,11 @@ async def run_week(season: str, mode: str) -> Week:
             window.append(max(grid_kw, 0.0))
             if len(window) * SUB_STEP_S >= 900.0:
                 week.peak_kw = max(week.peak_kw, float(np.mean(window)))
+                week.day_peak_kw[day] = max(week.day_peak_kw.get(day, 0.0),
+                                            float(np.mean(window)))
+                week.series.append((clock.now(), float(np.mean(window)),
+                                    battery.power_w / 1000.0, heat_pump.electric_w / 1000.0,
+                                    battery.soc_pct, heat_pump.indoor_c))
                 window.clear()
         if mode != "none":
             started = time.process_time()
@@ -287,7 +317,12 @@ def limit_violations(p: PlanInputs, plan: Any, tol: float = 1e-5) -> list[str]:
 def main() -> Results:
     results = Results()
     weeks: dict[tuple[str, str], Week] = {}
-    for season in WEEKS:
+    seasons = os.environ.get("PEDF_BENCH_SEASONS", ",".join(WEEKS)).split(",")
+    unknown = set(seasons) - set(WEEKS)
+    if unknown:
+        raise SystemExit(f"PEDF_BENCH_SEASONS: unknown season(s) {sorted(unknown)}; "
+                         f"expected some of {', '.join(WEEKS)}")
+    for season in seasons:
         for mode in ("none", "rules", "planner"):
             weeks[(season, mode)] = asyncio.run(run_week(season, mode))
     rows = []
@@ -300,17 +335,27 @@ def main() -> Results:
     print_table(("week", "bill", "energy", "demand", "力调", "peak kW", "PV self %",
                  "comfort K·h", "battery kWh", "CPU s"), rows)
 
+    print("\nBy day: energy cost CNY / 15-min peak kW (none | rules | planner):")
+    day_rows = []
+    for season in seasons:
+        for day in weeks[(season, "none")].day_cny:
+            day_rows.append((f"{season} {day}", *(
+                f"{weeks[(season, m)].day_cny.get(day, 0.0):.0f} / "
+                f"{weeks[(season, m)].day_peak_kw.get(day, 0.0):.0f}"
+                for m in ("none", "rules", "planner"))))
+    print_table(("day", "none", "rules", "planner"), day_rows)
+
     def total(mode: str, key: Callable[[Week], float]) -> float:
-        return sum(key(weeks[(season, mode)]) for season in WEEKS)
+        return sum(key(weeks[(season, mode)]) for season in seasons)
 
     bill_rules = total("rules", lambda w: w.bill_cny)
     bill_plan = total("planner", lambda w: w.bill_cny)
     saving = 1.0 - bill_plan / bill_rules
     peak_cut = min(1.0 - weeks[(s, "planner")].peak_kw / weeks[(s, "none")].peak_kw
-                   for s in WEEKS)
+                   for s in seasons)
     comfort_rules = total("rules", lambda w: w.comfort_kh)
     comfort_plan = total("planner", lambda w: w.comfort_kh)
-    solves = [ms for s in WEEKS for ms in weeks[(s, "planner")].solve_ms]
+    solves = [ms for s in seasons for ms in weeks[(s, "planner")].solve_ms]
     p95 = float(np.percentile(solves, 95)) if solves else math.nan
     count = int(os.environ.get("PEDF_BENCH_FUZZ", "10000"))
     started = time.perf_counter()
@@ -326,9 +371,11 @@ def main() -> Results:
         "comfort_kh_rules": round(comfort_rules, 2), "comfort_kh_planner": round(comfort_plan, 2),
         "solve_p95_ms_closed_loop": round(p95, 2),
         **{f"fuzz_{key}": value for key, value in fuzzed.items()}})
-    results.goal("planner bill ≥ 10 % below rule-based (4 weeks)", saving >= 0.10,
+    results.goal(f"planner bill ≥ 10 % below rule-based ({len(seasons)} weeks)",
+                 saving >= 0.10 and len(seasons) == len(WEEKS),
                  f"{100 * saving:.1f} % ({bill_plan:.0f} vs {bill_rules:.0f} CNY)")
-    results.goal("monthly peak ≥ 30 % below no control (each season)", peak_cut >= 0.30,
+    results.goal("monthly peak ≥ 30 % below no control (each season)",
+                 peak_cut >= 0.30 and len(seasons) == len(WEEKS),
                  f"worst season {100 * peak_cut:.1f} %")
     results.goal("comfort violations no worse than rules", comfort_plan <= comfort_rules + 0.05,
                  f"{comfort_plan:.1f} vs {comfort_rules:.1f} K·h")

@@ -5,11 +5,17 @@ Per step t (kW, kWh; Δ = step in hours):
 * balance: import − export − charge + discharge − heat pump − Σ deferrable + DC shed
   − curtailment = load − PV (the site's meter);
 * battery: soc_t = soc_{t−1} + η·Δ·charge − Δ/η·discharge, 0 ≤ soc ≤ capacity (hard);
-  the reserve, minimum and maximum SoC are soft (slack at a price);
+  the minimum and maximum SoC are soft (slack at a price per kWh·h); the reserve is
+  soft too, priced on the plan's deepest shortfall below it (dip ≥ reserve − soc_t),
+  once — like the month's peak, a shortfall the SoC already has is not paid again, so
+  the plan does not buy it back at a dear price just to shorten it;
 * building: one RC zone, exact over the step: T_t = a·T_{t−1} + (1 − a)·(T_out + (gains
   + mode·COP·hp)/UA), a = exp(−Δ·UA/C); the comfort band is soft;
-* demand: peak ≥ import_t, peak ≥ the month's running maximum; its price is the demand
+* demand: peak ≥ import_t + margin (:func:`peak_margin_kw`), peak ≥ the month's running
+  maximum; its price is the demand
   charge (the increase over the month's peak so far is what a plan can change);
+* the SoC left at the horizon's end is worth the horizon's cheapest import price
+  (:func:`terminal_value_cny_per_kwh`);
 * DR: import ≤ cap (soft), import − export = setpoint (soft, both ways); export ≤ the
   export limit (soft, PV curtailment makes it reachable);
 * deferrable loads: Σ Δ·p ≥ their energy within their window (soft).
@@ -40,7 +46,7 @@ from controller.planner.problem import (
 INF = highspy.kHighsInf
 #: Per-step columns, in order.
 STEP_COLUMNS = ("imp", "exp", "ch", "dis", "soc", "hp", "tin", "cur", "dcs", "s_floor",
-                "s_res", "s_max", "s_lo", "s_hi", "s_exp", "s_dr", "s_up", "s_dn")
+                "s_max", "s_lo", "s_hi", "s_exp", "s_dr", "s_up", "s_dn")
 #: Per-step rows, in order.
 STEP_ROWS = ("balance", "soc", "floor", "reserve", "ceiling", "thermal", "comfort_lo",
              "comfort_hi", "export", "cap", "setpoint", "peak", "horizon_peak")
@@ -68,8 +74,9 @@ class PlanModel:
         base += d * n
         self._peak = base
         self._horizon_peak = base + 1
-        self._short = [base + 2 + k for k in range(d)]
-        self.columns = base + 2 + d
+        self._reserve_dip = base + 2
+        self._short = [base + 3 + k for k in range(d)]
+        self.columns = base + 3 + d
         self._row = {name: i * n for i, name in enumerate(STEP_ROWS)}
         self._energy_row = [len(STEP_ROWS) * n + k for k in range(d)]
         self.rows = len(STEP_ROWS) * n + d
@@ -127,7 +134,7 @@ class PlanModel:
         if row == "floor":
             return {c("soc", t): 1.0, c("s_floor", t): 1.0}
         if row == "reserve":
-            return {c("soc", t): 1.0, c("s_res", t): 1.0}
+            return {c("soc", t): 1.0, self._reserve_dip: 1.0}
         if row == "ceiling":
             return {c("soc", t): 1.0, c("s_max", t): -1.0}
         if row == "thermal":  # a and the heat pump's coefficient set per solve
@@ -170,14 +177,15 @@ class PlanModel:
         h.changeColsBounds(self.columns, all_cols, lower, upper)
         h.changeRowsBounds(self.rows, all_rows, row_lower, row_upper)
         self._coefficients(inputs)
-        # HiGHS counts its time limit against the run time of the object's life, over
-        # every solve: the limit of this one is what has run so far plus the deadline.
-        h.setOptionValue("time_limit", h.getRunTime() + max(0.001, float(time_limit_s)))
-        try:
-            h.run()
-            status = h.getModelStatus()
-        except Exception:
-            status = None
+        deadline = time.perf_counter() + max(0.001, float(time_limit_s))
+        status = self._run(deadline)
+        if status not in (highspy.HighsModelStatus.kOptimal,
+                          highspy.HighsModelStatus.kTimeLimit) \
+                and time.perf_counter() < deadline:
+            # The warm start (the last solve's basis) can fail where a cold one does not
+            # (the fuzz found one in 10,000): once more from scratch, within the deadline.
+            h.clearSolver()
+            status = self._run(deadline)
         solve_ms = (time.perf_counter() - started) * 1000.0
         if status == highspy.HighsModelStatus.kOptimal:
             return self._plan(inputs, PlanStatus.OPTIMAL, solve_ms)
@@ -186,6 +194,20 @@ class PlanModel:
             return self._plan(inputs, PlanStatus.TIME_LIMIT, solve_ms)
         h.clearSolver()  # start afresh next time
         return failed_plan(inputs, solve_ms)
+
+    def _run(self, deadline: float) -> Any:
+        """Run HiGHS until ``deadline`` (perf_counter s); its model status, None if it
+        raised."""
+        h = self.highs
+        remaining = max(0.001, deadline - time.perf_counter())
+        # HiGHS counts its time limit against the run time of the object's life, over
+        # every solve: the limit of this run is what has run so far plus what is left.
+        h.setOptionValue("time_limit", h.getRunTime() + remaining)
+        try:
+            h.run()
+            return h.getModelStatus()
+        except Exception:
+            return None
 
     def _columns(self, p: PlanInputs) -> tuple[Series, Series, Series]:
         n, dt, w = p.steps, p.step_h, p.weights
@@ -208,6 +230,7 @@ class PlanModel:
             put("ch", 0.0, 0.0, battery.max_charge_kw)
             put("dis", w.battery_wear_cny_per_kwh * dt, 0.0, battery.max_discharge_kw)
             put("soc", 0.0, 0.0, battery.capacity_kwh)
+            cost[self.c("soc", n - 1)] = -terminal_value_cny_per_kwh(p)
         else:
             put("ch", 0.0, 0.0, 0.0)
             put("dis", 0.0, 0.0, 0.0)
@@ -221,8 +244,7 @@ class PlanModel:
         put("cur", w.curtail_cny_per_kwh * dt, 0.0, np.maximum(p.pv_kw, 0.0))
         put("dcs", w.dc_shed_cny_per_kwh * dt, 0.0, np.maximum(p.flexible_dc_kw, 0.0))
         put("s_floor", w.floor_cny_per_kwh * dt)
-        put("s_res", w.reserve_cny_per_kwh * dt)
-        put("s_max", w.reserve_cny_per_kwh * dt)
+        put("s_max", w.ceiling_cny_per_kwh * dt)
         put("s_lo", w.comfort_cny_per_kh * dt)
         put("s_hi", w.comfort_cny_per_kh * dt)
         put("s_exp", w.export_penalty_cny_per_kwh * dt)
@@ -235,6 +257,7 @@ class PlanModel:
             cost[block] = ramp
             upper[block] = np.where(load.window, load.rated_kw, 0.0)
             cost[self._short[k]] = w.deferrable_shortfall_cny_per_kwh
+        cost[self._reserve_dip] = w.reserve_cny_per_kwh
         cost[self._peak] = p.demand_price_cny_per_kw
         lower[self._peak] = max(0.0, p.month_peak_kw)
         # A hedge: the horizon's own peak costs a share of the demand price even below
@@ -282,7 +305,7 @@ class PlanModel:
         setpoint = np.where(has_setpoint, p.setpoint_kw, 0.0)
         put("setpoint", np.where(has_setpoint, setpoint, -INF),
             np.where(has_setpoint, setpoint, INF))
-        put("peak", 0.0, INF)
+        put("peak", peak_margin_kw(p), INF)
         put("horizon_peak", 0.0, INF)
         for k, load in enumerate(p.deferrable):
             lower[self._energy_row[k]] = max(0.0, load.energy_kwh)
@@ -334,6 +357,8 @@ class PlanModel:
                              * dt),
             "dr": float(weights.dr_penalty_cny_per_kwh
                         * np.sum(col("s_dr") + col("s_up") + col("s_dn")) * dt),
+            "terminal": float(-terminal_value_cny_per_kwh(p) * col("soc")[-1])
+            if p.battery is not None and p.battery.available else 0.0,
         }
         return Plan(
             start_s=p.start_s, step_s=p.step_s, status=status,
@@ -345,6 +370,26 @@ class PlanModel:
                            for k, load in enumerate(p.deferrable)},
             price_cny_per_kwh=p.price_cny_per_kwh, pv_kw=p.pv_kw, load_kw=p.load_kw,
             costs_cny=costs, peak_kw=float(x[self._peak]))
+
+
+def peak_margin_kw(p: PlanInputs) -> float:
+    """How far below its demand target the plan keeps its import (kW, ≥ 0): a share of
+    the month's peak, so import up to the month's peak less it costs nothing more."""
+    return max(0.0, p.weights.peak_margin_share * max(0.0, p.month_peak_kw))
+
+
+def terminal_value_cny_per_kwh(p: PlanInputs) -> float:
+    """What a kWh left in the battery at the horizon's end is worth (CNY, ≥ 0): the
+    horizon's cheapest import price × ``terminal_soc_share``. Without it the plan sells
+    the battery off by its end, at whatever price the last hours have, and a rolling
+    horizon then starts each day short of the charge the next one needs. At the cheapest
+    price no charge is bought just to be left over (the losses make that a loss), and a
+    kWh is sold off at the end only above that price ÷ √η."""
+    if p.steps == 0:
+        return 0.0
+    cheapest = float(np.min(p.price_cny_per_kwh + p.weights.carbon_cny_per_kg
+                            * p.carbon_kg_per_kwh))
+    return max(0.0, cheapest) * max(0.0, p.weights.terminal_soc_share)
 
 
 def failed_plan(p: PlanInputs, solve_ms: float) -> Plan:

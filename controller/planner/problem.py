@@ -76,7 +76,10 @@ class Weights:
     battery_wear_cny_per_kwh: float = 0.05  # per kWh discharged
     carbon_cny_per_kg: float = 0.0
     comfort_cny_per_kh: float = 20.0  # per K·h outside the band
-    reserve_cny_per_kwh: float = 0.5  # per kWh·h below the reserve SoC (or above max)
+    #: per kWh of the plan's deepest shortfall below the reserve SoC (paid once per plan,
+    #: not per hour: a shortfall is not bought back at a dear price just to shorten it)
+    reserve_cny_per_kwh: float = 0.5
+    ceiling_cny_per_kwh: float = 0.5  # per kWh·h above the maximum SoC
     floor_cny_per_kwh: float = 20.0  # per kWh·h below the minimum SoC
     dr_penalty_cny_per_kwh: float = 10.0  # per kWh above a DR cap or off a setpoint
     export_penalty_cny_per_kwh: float = 10.0  # per kWh exported above the limit
@@ -86,6 +89,16 @@ class Weights:
     #: The share of the demand price the horizon's own peak costs (below the month's
     #: peak too): a margin for forecast errors, since the month's peak is not undone.
     peak_hedge: float = 0.0
+    #: The share of the month's peak the plan keeps its import below its demand target:
+    #: room for the real-time error (the loop corrects once a cycle, the meter bills
+    #: 15-min means, and every overshoot raises the month's peak for good). Import up to
+    #: the month's peak × (1 − this) is free; the plan's peak is its highest import plus
+    #: the margin, and the loop holds import under that.
+    peak_margin_share: float = 0.05
+    #: What a kWh left in the battery at the horizon's end is worth, as a share of the
+    #: horizon's cheapest import price (1: what buying it back would cost at least; 0:
+    #: nothing, so the plan empties the battery by its end whatever the price then).
+    terminal_soc_share: float = 1.0
 
 
 @dataclass(frozen=True)

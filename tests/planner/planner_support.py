@@ -25,7 +25,8 @@ def inputs(n: int = 4, *, price: list[float] | None = None, load_kw: float = 10.
         demand_price_cny_per_kw=demand_price, month_peak_kw=month_peak_kw,
         cap_kw=np.full(n, np.inf), setpoint_kw=np.full(n, np.nan), export_limit_kw=np.inf,
         battery=battery, thermal=thermal,
-        weights=Weights(battery_wear_cny_per_kwh=0.0, curtail_cny_per_kwh=0.0))
+        weights=Weights(battery_wear_cny_per_kwh=0.0, curtail_cny_per_kwh=0.0,
+                        peak_margin_share=0.0))
     return replace(base, **changes)
 
 

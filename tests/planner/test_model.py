@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
+from typing import Any
 
 import numpy as np
 import pytest
@@ -11,6 +13,7 @@ from planner_support import battery, inputs
 from controller.planner.model import PlanModel, Shape
 from controller.planner.problem import (
     DeferrableInputs,
+    PlanInputs,
     PlanStatus,
     ThermalInputs,
     ThermalMode,
@@ -59,6 +62,22 @@ def test_a_peak_already_set_this_month_costs_nothing_more_to_reach() -> None:
     assert plan.costs_cny["demand"] == pytest.approx(0.0)
 
 
+def test_a_peak_margin_keeps_planned_import_that_far_below_the_month_s_peak() -> None:
+    # Month's peak 25 kW, load 10 kW, hours at 1, 3, 3 CNY, an empty lossless battery:
+    # charging is free up to the peak (15 kW), or up to the peak less a 20 % margin (5 kW).
+    def problem(share: float) -> PlanInputs:
+        base = inputs(n=3, price=[1.0, 3.0, 3.0], battery=battery(30.0, 0.0, 30.0),
+                      demand_price=38.0, month_peak_kw=25.0)
+        return replace(base, weights=replace(base.weights, peak_margin_share=share))
+
+    plan = PlanModel(Shape(3, 0)).solve(problem(0.0))
+    assert plan.grid_kw[0] == pytest.approx(25.0, abs=1e-6)
+    plan = PlanModel(Shape(3, 0)).solve(problem(0.2))
+    assert plan.grid_kw[0] == pytest.approx(20.0, abs=1e-6)
+    assert plan.peak_kw == pytest.approx(25.0, abs=1e-6)  # the loop's ceiling: 20 + 5
+    assert plan.costs_cny["demand"] == pytest.approx(0.0, abs=1e-6)
+
+
 def test_a_dr_cap_is_held_by_the_battery_and_its_penalty_paid_only_beyond() -> None:
     # Cap of 5 kW in hour 2 of a 10 kW load: the battery (5 kWh) covers 5 kW.
     problem = inputs(n=2, load_kw=10.0, battery=battery(5.0, 5.0, 10.0),
@@ -88,6 +107,62 @@ def test_a_state_of_charge_outside_the_limits_still_gives_a_plan() -> None:
     plan = PlanModel(Shape(3, 0)).solve(problem)
     assert plan.status is PlanStatus.OPTIMAL
     assert np.all(plan.soc_kwh <= 10.0 + 1e-6)  # measured above capacity: taken as full
+
+
+def test_the_charge_left_at_the_end_is_worth_the_cheapest_price_so_it_is_not_sold_off(
+) -> None:
+    # One hour at 1 CNY, 10 kWh stored, 81 % round trip (90 % each way). Discharging
+    # d kW saves d CNY but takes d / 0.9 kWh worth 1 CNY each at the end: kept.
+    lossy = battery(10.0, 10.0, 10.0, round_trip_efficiency=0.81)
+    plan = PlanModel(Shape(1, 0)).solve(inputs(n=1, battery=lossy))
+    np.testing.assert_allclose(plan.battery_kw, [0.0], atol=1e-6)
+    assert plan.costs_cny["terminal"] == pytest.approx(-10.0)
+    assert plan.objective_cny == pytest.approx(10.0 - 10.0)
+    # Valued at nothing (the model before the terminal value), it sells all 9 kWh off.
+    worthless = inputs(n=1, battery=lossy)
+    worthless = replace(worthless, weights=replace(worthless.weights, terminal_soc_share=0.0))
+    plan = PlanModel(Shape(1, 0)).solve(worthless)
+    np.testing.assert_allclose(plan.battery_kw, [9.0], atol=1e-6)
+
+
+def test_the_charge_goes_where_it_saves_more_than_the_cheapest_price_over_the_losses(
+) -> None:
+    # Hours at 1 and 2 CNY: a kWh of charge delivers 0.9 kWh, worth 1.8 CNY in the dear
+    # hour against 1 CNY kept: all 9 kWh go there, none in the cheap hour.
+    lossy = battery(10.0, 10.0, 10.0, round_trip_efficiency=0.81)
+    plan = PlanModel(Shape(2, 0)).solve(inputs(n=2, price=[1.0, 2.0], battery=lossy))
+    np.testing.assert_allclose(plan.battery_kw, [0.0, 9.0], atol=1e-6)
+    assert plan.soc_kwh[-1] == pytest.approx(0.0, abs=1e-6)
+    assert plan.costs_cny["terminal"] == pytest.approx(0.0, abs=1e-6)
+    # No charge is bought in the cheap hour just to be left at the end (losses).
+    empty = battery(10.0, 0.0, 10.0, round_trip_efficiency=0.81)
+    plan = PlanModel(Shape(2, 0)).solve(inputs(n=2, price=[1.0, 1.0], battery=empty))
+    np.testing.assert_allclose(plan.battery_kw, [0.0, 0.0], atol=1e-6)
+
+
+def test_a_shortfall_below_the_reserve_is_paid_once_not_bought_back_at_a_dear_price(
+) -> None:
+    # Empty battery, reserve 5 kWh at 1 CNY per kWh of shortfall: three dear hours (2 CNY)
+    # then a cheap one. Charging 5 kWh at once would cost 10 CNY to save 5: it waits.
+    # (Priced per hour below the reserve, 4 h × 5 kWh × 1 CNY = 20 CNY, it charged at once.)
+    problem = inputs(n=4, price=[2.0, 2.0, 2.0, 0.5], battery=battery(
+        10.0, 0.0, 10.0, reserve_kwh=5.0))
+    problem = replace(problem, weights=replace(problem.weights, reserve_cny_per_kwh=1.0))
+    plan = PlanModel(Shape(4, 0)).solve(problem)
+    np.testing.assert_allclose(plan.battery_kw[:3], [0.0, 0.0, 0.0], atol=1e-6)
+    assert plan.objective_cny == pytest.approx(10 * (2 + 2 + 2 + 0.5) + 5.0 * 1.0)
+
+
+def test_the_reserve_is_spent_only_where_it_earns_more_than_its_price() -> None:
+    # Full 10 kWh, reserve 5 kWh at 1 CNY/kWh, hours at 1 and 1.4 CNY (lossless). Above
+    # the reserve a kWh earns 1.4 − 1 (the cheapest price it is worth at the end); below
+    # it 1 CNY more is due: 5 kWh go in the dear hour, the reserve stays.
+    problem = inputs(n=2, price=[1.0, 1.4], battery=battery(10.0, 10.0, 10.0,
+                                                            reserve_kwh=5.0))
+    problem = replace(problem, weights=replace(problem.weights, reserve_cny_per_kwh=1.0))
+    plan = PlanModel(Shape(2, 0)).solve(problem)
+    np.testing.assert_allclose(plan.battery_kw, [0.0, 5.0], atol=1e-6)
+    assert plan.soc_kwh[-1] == pytest.approx(5.0, abs=1e-6)
 
 
 def thermal(n: int, *, indoor_c: float, outdoor_c: float, rated_kw: float = 10.0,
@@ -191,3 +266,22 @@ def test_the_console_shows_the_plan_in_force_step_by_step() -> None:
         plan=None))))
     assert schedule(no_plan) is None
     assert schedule(cast(App, SimpleNamespace(control=None))) is None
+
+
+def test_a_failed_warm_solve_is_tried_once_more_from_scratch() -> None:
+    # The fuzz found a warm start (the previous solve's basis) that HiGHS failed on
+    # while a fresh model solved the same inputs: the first run here fails, as it did.
+    model = PlanModel(Shape(2, 0))
+    problem = inputs(n=2, price=[1.0, 3.0], load_kw=10.0, battery=battery(10.0, 0.0, 10.0))
+    real_run = model._run
+    runs: list[float] = []
+
+    def failing_once(deadline: float) -> Any:
+        runs.append(deadline)
+        return None if len(runs) == 1 else real_run(deadline)
+
+    model._run = failing_once  # type: ignore[method-assign]
+    plan = model.solve(problem)
+    assert plan.status is PlanStatus.OPTIMAL
+    assert len(runs) == 2
+    np.testing.assert_allclose(plan.battery_kw, [-10.0, 10.0], atol=1e-6)
