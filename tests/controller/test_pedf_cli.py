@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +19,11 @@ import pytest
 from tests_support import EXAMPLE, example_on_free_ports, free_port
 
 PEDF = [sys.executable, "-m", "controller.cli"]
-ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "160"}
+#: The commands keep their state (the store of `pedf run`) in a folder of this test run,
+#: not the user's ~/.local/state/pedf, which other checkouts with another schema share.
+STATE_HOME = tempfile.mkdtemp(prefix="pedf-cli-state-")
+atexit.register(shutil.rmtree, STATE_HOME, True)
+ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "160", "XDG_STATE_HOME": STATE_HOME}
 
 
 def pedf(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
