@@ -188,7 +188,10 @@ class TelemetryRecorder:
         return {"ts": round(time.time(), 3), "devices": self.health(),
                 "outbox": {"waiting": waiting, "bytes": stored_bytes,
                            "dropped_total": store.dropped_total,
-                           "dead_letters": store.dead_letter_count()},
+                           "dead_letters": store.dead_letter_count(),
+                           "consumers": {name: {"waiting": store.depth(name)[0],
+                                                "dropped_total": store.dropped(name)}
+                                         for name in store.consumers}},
                 "store": store.faults.as_dict(),
                 "uplink": {"connects": stats.connects, "published": stats.published,
                            "commands": dict(stats.commands),
