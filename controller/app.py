@@ -37,7 +37,7 @@ from controller.planner import planner_for
 from controller.platform import Uploader, uploader_for
 from controller.runtime import Gateway, Service, with_serial_ports
 from controller.sections import is_loopback
-from controller.store import Outgoing, Store
+from controller.store import MQTT, Outgoing, Store
 from controller.topics import Topics
 from controller.uplink import Publisher, TelemetryRecorder, UplinkStats
 from drivers.site import SiteSpec
@@ -82,7 +82,7 @@ async def assemble(site: SiteSpec, *, serial_ports: Mapping[str, str] | None = N
                   audit_max_age_s=settings.audit_max_age_s,
                   dead_letter_max_rows=settings.dead_letter_max_rows,
                   dead_letter_max_age_s=settings.dead_letter_max_age_s,
-                  report_overflow=True)
+                  report_overflow=True, consumers=(MQTT,), stream_of_topic=topics.stream_of)
     app.store = store
     notify = asyncio.Event()
     app.topics = topics

@@ -317,7 +317,8 @@ class Store:
                  audit_max_age_s: float = 90 * 86400.0, dead_letter_max_rows: int = 10_000,
                  dead_letter_max_age_s: float = 30 * 86400.0,
                  report_overflow: bool = False,
-                 consumers: Sequence[Consumer] = (MQTT,)) -> None:
+                 consumers: Sequence[Consumer] | None = None,
+                 stream_of_topic: Callable[[str], Stream] | None = None) -> None:
         if synchronous not in ("full", "normal"):
             raise ValueError(f"synchronous must be 'full' or 'normal', got {synchronous!r}")
         if quota_bytes < 4096:
@@ -332,10 +333,16 @@ class Store:
         self.dead_letter_max_age_s = dead_letter_max_age_s
         #: Whether an ``outbox_overflow`` event (stream ``events``) reports each quota loss.
         self.report_overflow = report_overflow
+        #: The gateway's configured consumers: the store then releases the messages of
+        #: any other it knew (a removed uplink). None (tools, tests): MQTT, others kept.
+        authoritative = consumers is not None
+        consumers = (MQTT,) if consumers is None else tuple(consumers)
         if not consumers or len({c.name for c in consumers}) != len(consumers):
             raise ValueError("consumers: at least one, each name once")
         self.consumers = {consumer.name: consumer for consumer in consumers}
         self._bits: dict[str, int] = {}  # consumer name → its bit in ``waiting``
+        #: How rows of an MQTT-row outbox are read (None: each topic as an address).
+        self._stream_of_topic = stream_of_topic or (lambda topic: Stream(Kind.ADDRESS, topic))
         self.faults = StoreFaults()
         self._lock = threading.Lock()
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
@@ -349,9 +356,11 @@ class Store:
         self._migrate_inbound()
         self._db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, "
                          "value TEXT NOT NULL)")
-        self._register(consumers)
+        retired = self._register(consumers)
         self._migrate_outbox()
         self._db.executescript(SCHEMA)
+        if authoritative:
+            self._retire(retired)
         self._next_seq = max(int(self._meta("next_seq", "1")), self._max_seq() + 1)
         self._stored_bytes = int(self._db.execute(
             "SELECT COALESCE(SUM(LENGTH(stream) + LENGTH(payload)), 0) + ? * COUNT(*) "
@@ -449,9 +458,10 @@ class Store:
 
     # -- consumers ----------------------------------------------------------------------
 
-    def _register(self, consumers: Sequence[Consumer]) -> None:
+    def _register(self, consumers: Sequence[Consumer]) -> dict[str, int]:
         """Give each consumer its bit in ``waiting``, the same one every time (kept in
-        ``meta``); a consumer not seen before takes the lowest free bit."""
+        ``meta``); a consumer not seen before takes the lowest free bit. Returns the
+        bits of consumers the store knew that are not among ``consumers``."""
         taken = {key.removeprefix("consumer_bit:"): int(value) for key, value in
                  self._db.execute("SELECT key, value FROM meta WHERE key LIKE "
                                   "'consumer_bit:%'")}
@@ -464,6 +474,19 @@ class Store:
                 bit = taken[consumer.name] = free[0]
                 self._set_meta(f"consumer_bit:{consumer.name}", str(bit))
             self._bits[consumer.name] = 1 << bit
+        return {name: 1 << bit for name, bit in taken.items() if name not in self._bits}
+
+    def _retire(self, retired: Mapping[str, int]) -> None:
+        """Consumers no longer configured (an uplink removed from the site file): their
+        messages are released, as if acknowledged, so that none waits for them forever."""
+        for name, bit in retired.items():
+            with self._transaction():
+                released = self._db.execute("UPDATE outbox SET waiting = waiting & ~? "
+                                            "WHERE waiting & ?", (bit, bit)).rowcount
+                self._db.execute("DELETE FROM outbox WHERE waiting = 0")
+                self._db.execute("DELETE FROM meta WHERE key = ?", (f"consumer_bit:{name}",))
+            log.warning("store %s: outbox consumer %r is no longer configured: %d messages "
+                        "no longer wait for it", self.path, name, released)
 
     def _bit(self, consumer: str) -> int:
         try:
@@ -481,11 +504,12 @@ class Store:
 
     def _migrate_outbox(self) -> None:
         """Stores written when the outbox held MQTT rows (topic, QoS, retain): each row
-        becomes a message of the stream :func:`~controller.streams.address` of its topic —
-        published on exactly that topic again — waiting for the consumers that carry
-        address streams (the MQTT publisher). Those rows
+        becomes a message of the stream its topic is (``stream_of_topic``, e.g.
+        :meth:`controller.topics.Topics.stream_of`; a topic it does not know is an
+        address), so it is published on exactly that topic again, in order with the new
+        messages of its stream, for the consumers that carry the stream. Those rows
         were all QoS 1 and not retained (the retained messages never went through the
-        outbox), so nothing is lost. Dead letters keep their topic the same way."""
+        outbox), so nothing is lost. Dead letters keep their topic as an address."""
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(outbox)")}
         if "topic" not in columns:
             return
@@ -493,11 +517,18 @@ class Store:
             self._db.execute("DROP INDEX IF EXISTS outbox_by_topic")
             self._db.execute("ALTER TABLE outbox RENAME TO outbox_topics")
             self._db.execute(OUTBOX_TABLE)
-            moved = self._db.execute(
-                "INSERT INTO outbox(seq, stream, payload, waiting, created, correlation) "
-                "SELECT seq, ? || topic, payload, ?, created, correlation FROM "
-                "outbox_topics", (f"{Kind.ADDRESS.value}:",
-                                  self._waiting_for(Stream(Kind.ADDRESS, "-")))).rowcount
+            moved = 0
+            rows = self._db.execute("SELECT seq, topic, payload, created, correlation "
+                                    "FROM outbox_topics ORDER BY seq")
+            while page := rows.fetchmany(1000):
+                streams = [self._stream_of_topic(str(row[1])) for row in page]
+                self._db.executemany(
+                    "INSERT INTO outbox(seq, stream, payload, waiting, created, correlation)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    [(seq, stream.name, payload, self._waiting_for(stream), created, corr)
+                     for (seq, _, payload, created, corr), stream in zip(page, streams,
+                                                                         strict=True)])
+                moved += len(page)
             self._db.execute("DELETE FROM outbox WHERE waiting = 0")  # nobody carries them
             self._db.execute("DROP TABLE outbox_topics")
             dead = {row[1] for row in self._db.execute("PRAGMA table_info(dead_letters)")}
@@ -508,7 +539,7 @@ class Store:
                 self._db.execute("UPDATE dead_letters SET stream = ? || stream",
                                  (f"{Kind.ADDRESS.value}:",))
         log.info("store %s: %d outbox rows of MQTT topics became messages of their "
-                 "address streams", self.path, moved)
+                 "streams", self.path, moved)
 
     # -- outbox -------------------------------------------------------------------------
 
@@ -678,10 +709,11 @@ class Store:
     def depth(self, consumer: str | None = None) -> tuple[int, int]:
         """(messages waiting — for ``consumer``, or for any —, bytes counted against the
         quota by all of them)."""
-        bit = -1 if consumer is None else self._bit(consumer)
+        where, parameters = ("", ()) if consumer is None else \
+            (" WHERE waiting & ?", (self._bit(consumer),))
         with self._lock:
-            count = int(self._db.execute("SELECT COUNT(*) FROM outbox WHERE waiting & ?",
-                                         (bit,)).fetchone()[0])
+            count = int(self._db.execute(f"SELECT COUNT(*) FROM outbox{where}",
+                                         parameters).fetchone()[0])
             return count, int(self._stored_bytes)
 
     def max_seq(self) -> int:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from controller.streams import Kind, Stream
+from controller.streams import KEYED, Kind, Stream
 
 #: Home Assistant's discovery prefix (its default).
 DISCOVERY_PREFIX = "homeassistant"
@@ -27,6 +27,22 @@ class Topics:
             return stream.key
         base = f"{self.prefix}/{stream.kind.value}"
         return f"{base}/{stream.key}" if stream.key else base
+
+    def stream_of(self, topic: str) -> Stream:
+        """The stream :meth:`of` publishes on ``topic`` (its inverse): a topic that is not
+        one of the prefix's streams is an address (:attr:`Kind.ADDRESS`)."""
+        rest = topic.removeprefix(f"{self.prefix}/") if self.prefix else topic
+        if rest != topic:
+            for kind in Kind:
+                if kind is Kind.ADDRESS:
+                    continue
+                if kind in KEYED:
+                    key = rest.removeprefix(f"{kind.value}/")
+                    if key != rest and key:
+                        return Stream(kind, key)
+                elif rest == kind.value:
+                    return Stream(kind)
+        return Stream(Kind.ADDRESS, topic)
 
     @property
     def everything(self) -> str:

@@ -43,6 +43,15 @@ def test_every_stream_goes_out_on_its_documented_topic() -> None:
     # status is the connection's own retained message, not a stream of the outbox
     assert sent == documented - {"<prefix>/status"}
     assert topics.of(streams.address("pedf/x/replies/op-7")) == "pedf/x/replies/op-7"
+    # and back: every topic is read as the stream that is published on it
+    mine = Topics("pedf/x")
+    for topic in (*(t.replace("<prefix>", "pedf/x").replace("<device>", "pv_1")
+                    for t in documented), "pedf/x/replies/op-7", "pedf/x/telemetry/",
+                  "other/events", "pedf/x/metering"):
+        assert mine.of(mine.stream_of(topic)) == topic
+    assert mine.stream_of("pedf/x/telemetry/pv_1") == streams.telemetry("pv_1")
+    assert mine.stream_of("pedf/x/dr/settlement") == streams.DR_SETTLEMENT
+    assert mine.stream_of("pedf/x/replies/op-7").kind is Kind.ADDRESS
     assert Stream.parse(streams.telemetry("pv_1").name) == streams.telemetry("pv_1")
     assert Stream.parse(streams.DR_SETTLEMENT.name) == streams.DR_SETTLEMENT
 
@@ -101,13 +110,21 @@ def old_store(path: Path) -> None:
 
 async def test_a_store_with_mqtt_rows_is_migrated_and_publishes_them_on_their_topics(
         tmp_path: Path) -> None:
+    # Without the topics' reader, every topic is kept as an address: the same topics.
+    plain = tmp_path / "plain.sqlite"
+    old_store(plain)
+    kept = Store(plain).pending()
+    assert [(m.seq, m.stream.key, m.payload) for m in kept] == [r[:3] for r in OLD_ROWS]
+    assert all(m.stream.kind is Kind.ADDRESS for m in kept)
     path = tmp_path / "old.sqlite"
     old_store(path)
-    store = Store(path)
+    topics = Topics("pedf/old")
+    store = Store(path, stream_of_topic=topics.stream_of)
     migrated = store.pending()
-    assert [(m.seq, Topics("pedf/old").of(m.stream), m.payload, m.correlation)
+    assert [(m.seq, topics.of(m.stream), m.payload, m.correlation)
             for m in migrated] == OLD_ROWS
-    assert all(m.stream.kind is Kind.ADDRESS for m in migrated)
+    assert [m.stream for m in migrated] == [  # in order with the new ones of each stream
+        streams.telemetry("meter"), streams.EVENTS, streams.address("pedf/old/replies/op-7")]
     assert store.depth() == (3, sum(len(m.stream.name) + len(m.payload) + ROW_OVERHEAD_BYTES
                                     for m in migrated))
     (letter,) = store.dead_letters()
@@ -115,7 +132,7 @@ async def test_a_store_with_mqtt_rows_is_migrated_and_publishes_them_on_their_to
         ("address:x/#", "mqtt", "a wildcard")
     assert store.append([Outgoing(streams.HEALTH, {})])[0] == [10]  # numbers go on
     store.close()
-    store = Store(path)  # opening again changes nothing
+    store = Store(path, stream_of_topic=topics.stream_of)  # opening again changes nothing
     assert [m.seq for m in store.pending()] == [7, 8, 9, 10]
     # The migrated rows go out on exactly the topics they were stored for.
     broker = Mosquitto(tmp_path / "broker").start()
@@ -176,6 +193,18 @@ def test_each_consumer_acknowledges_its_own_and_a_message_leaves_when_all_did(
     more, _ = again.append([Outgoing(streams.EVENTS, {"n": 4})])
     again.acknowledge(more, "archive")
     assert [m.seq for m in again.pending()] == more
+    again.append([Outgoing(streams.EVENTS, {"n": 5})])
+    again.close()
+    # A tool opening the store (no consumers given) leaves the archive's messages alone.
+    tool = Store(tmp_path / "s.sqlite")
+    assert tool.depth() == (2, tool.depth()[1])
+    tool.close()
+    # The archive is removed from the gateway's configuration: nothing waits for it.
+    alone = Store(tmp_path / "s.sqlite", consumers=(MQTT,))
+    assert [json.loads(m.payload)["n"] for m in alone.pending()] == [4, 5]
+    alone.acknowledge([m.seq for m in alone.pending()])
+    assert alone.depth() == (0, 0)
+    alone.close()
 
 
 def test_the_quota_reports_each_consumers_loss(tmp_path: Path) -> None:
