@@ -39,6 +39,7 @@ it was written.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -682,20 +683,23 @@ class Store:
                 "SELECT (SELECT MIN(stream) FROM outbox WHERE stream > t.stream) FROM t "
                 "WHERE t.stream IS NOT NULL) SELECT stream FROM t WHERE stream IS NOT NULL"
             ).fetchall()
-        streams = (Stream.parse(str(row[0])) for row in rows)
+        streams = (_stream(str(row[0])) for row in rows)
         return [stream for stream in streams if carries(stream)]
 
     def _release(self, consumer: str, seqs: Sequence[int]) -> None:
         """``consumer`` is done with ``seqs`` (inside the caller's transaction): clear its
         bit; delete the messages no consumer waits for any more."""
         marks = ",".join("?" * len(seqs))
-        self._db.execute(f"UPDATE outbox SET waiting = waiting & ~? WHERE seq IN ({marks})",
-                         (self._bit(consumer), *seqs))
-        size, count = self._db.execute(
-            f"SELECT COALESCE(SUM(LENGTH(stream) + LENGTH(payload)), 0), COUNT(*) "
-            f"FROM outbox WHERE waiting = 0 AND seq IN ({marks})", seqs).fetchone()
-        self._db.execute(f"DELETE FROM outbox WHERE waiting = 0 AND seq IN ({marks})", seqs)
-        self._txn_bytes -= int(size) + ROW_OVERHEAD_BYTES * int(count)
+        bit = self._bit(consumer)
+        # Those that waited for this consumer alone leave (one statement: the usual case);
+        # the others only lose its bit.
+        sizes = self._db.execute(
+            f"DELETE FROM outbox WHERE waiting = ? AND seq IN ({marks}) "
+            f"RETURNING LENGTH(stream) + LENGTH(payload)", (bit, *seqs)).fetchall()
+        self._txn_bytes -= sum(int(row[0]) for row in sizes) + ROW_OVERHEAD_BYTES * len(sizes)
+        if len(sizes) < len(seqs):
+            self._db.execute(f"UPDATE outbox SET waiting = waiting & ~? WHERE seq IN "
+                             f"({marks})", (bit, *seqs))
 
     def acknowledge(self, seqs: Iterable[int], consumer: str = MQTT.name) -> None:
         """``consumer`` delivered these messages (MQTT: after PUBACK); a message is
@@ -1044,7 +1048,11 @@ class Store:
             self._db.execute("PRAGMA incremental_vacuum(1000)").fetchall()
 
 
+#: Stream names back to streams (a gateway has a few dozen: kinds × devices).
+_stream = functools.lru_cache(maxsize=4096)(Stream.parse)
+
+
 def _message(row: tuple[Any, ...]) -> OutboxMessage:
     seq, stream, payload, correlation = row
-    return OutboxMessage(int(seq), Stream.parse(str(stream)), bytes(payload),
+    return OutboxMessage(int(seq), _stream(str(stream)), bytes(payload),
                          None if correlation is None else bytes(correlation))
