@@ -8,6 +8,7 @@ too, so that no other module builds a topic string.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from controller.streams import KEYED, Kind, Stream
@@ -23,10 +24,7 @@ class Topics:
     def of(self, stream: Stream) -> str:
         """The topic ``stream`` is published on: ``<prefix>/<kind>[/<key>]``, or the
         address itself for :attr:`Kind.ADDRESS`."""
-        if stream.kind is Kind.ADDRESS:
-            return stream.key
-        base = f"{self.prefix}/{stream.kind.value}"
-        return f"{base}/{stream.key}" if stream.key else base
+        return _topic(self.prefix, stream)
 
     def stream_of(self, topic: str) -> Stream:
         """The stream :meth:`of` publishes on ``topic`` (its inverse): a topic that is not
@@ -74,6 +72,14 @@ class Topics:
 
     def metering(self, kind: str) -> str:
         return self.of(Stream(Kind.METERING, kind))
+
+
+@functools.lru_cache(maxsize=4096)  # the publisher asks for every message it sends
+def _topic(prefix: str, stream: Stream) -> str:
+    if stream.kind is Kind.ADDRESS:
+        return stream.key
+    base = f"{prefix}/{stream.kind.value}"
+    return f"{base}/{stream.key}" if stream.key else base
 
 
 def discovery_topic(component: str, object_id: str) -> str:
