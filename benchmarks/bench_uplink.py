@@ -85,10 +85,12 @@ from typing import Any
 import aiomqtt
 
 from benchmarks.common import Results, mosquitto_class, print_goals, print_table, verdict
+from controller import streams
 from controller.bus import ReadingBus
 from controller.config import UplinkSettings
-from controller.store import Outgoing, Store
-from controller.uplink import Publisher, TelemetryRecorder, Topics, UplinkStats, telemetry_body
+from controller.store import MQTT, Outgoing, Store
+from controller.topics import Topics
+from controller.uplink import Publisher, TelemetryRecorder, UplinkStats, telemetry_body
 from drivers.maploader import get_map
 from drivers.reading import Reading
 
@@ -155,10 +157,10 @@ def meter_body(device: str, now: float) -> dict[str, object]:
                                  for point, value in METER_POINTS.items()))
 
 
-def outgoing(topics: Topics, count: int) -> list[Outgoing]:
+def outgoing(count: int) -> list[Outgoing]:
     now = time.time()
     bodies = {device: meter_body(device, now) for device in DEVICES}
-    return [Outgoing(topics.telemetry(device), bodies[device])
+    return [Outgoing(streams.telemetry(device), bodies[device])
             for device, _ in zip(itertools.cycle(DEVICES), range(count))]
 
 
@@ -171,9 +173,9 @@ def reading_batches(count: int) -> list[tuple[Reading, ...]]:
             for device, _ in zip(itertools.cycle(DEVICES), range(count))]
 
 
-def serialised(messages: Sequence[Outgoing]) -> list[tuple[str, bytes]]:
-    """The bytes the outbox would publish (seq 1…), built before the bare run."""
-    return [(m.topic, json.dumps({"seq": seq, **m.body}, separators=(",", ":"),
+def serialised(topics: Topics, messages: Sequence[Outgoing]) -> list[tuple[str, bytes]]:
+    """The topics and bytes the outbox would publish (seq 1…), built before the bare run."""
+    return [(topics.of(m.stream), json.dumps({"seq": seq, **m.body}, separators=(",", ":"),
                                  ensure_ascii=False, allow_nan=False).encode())
             for seq, m in enumerate(messages, start=1)]
 
@@ -205,18 +207,19 @@ class CountingStore(Store):
         finally:
             self._count("append", started)
 
-    def pending(self, *, after_seq: int = 0, limit: int = 100,
+    def pending(self, *, consumer: str = MQTT.name, after_seq: int = 0, limit: int = 100,
                 exclude: Any = ()) -> Any:
         started = time.perf_counter()
         try:
-            return super().pending(after_seq=after_seq, limit=limit, exclude=exclude)
+            return super().pending(consumer=consumer, after_seq=after_seq, limit=limit,
+                                   exclude=exclude)
         finally:
             self._count("pending", started)
 
-    def acknowledge(self, seqs: Any) -> None:
+    def acknowledge(self, seqs: Any, consumer: str = MQTT.name) -> None:
         seq_list = list(seqs)
         started = time.perf_counter()
-        super().acknowledge(seq_list)
+        super().acknowledge(seq_list, consumer)
         self._count("acknowledge", started)
         self.acked += len(seq_list)
         if self.target and self.acked >= self.target and not self.done_at:
@@ -303,7 +306,7 @@ def part_store(folder: Path) -> Components:
     print("\n-- 2. the Store alone (no broker), median of "
           f"{COMPONENT_REPEATS} interleaved runs")
     topics = Topics("bench/store")
-    messages = outgoing(topics, max(*APPEND_COUNTS.values(), ACK_COUNT))
+    messages = outgoing(max(*APPEND_COUNTS.values(), ACK_COUNT))
     appends: dict[tuple[str, int], list[float]] = {}
     acks: dict[tuple[str, int], list[float]] = {}
     for _ in range(COMPONENT_REPEATS):
@@ -325,7 +328,7 @@ def part_store(folder: Path) -> Components:
                 [[s, b, f"{1 / t:,.0f}", f"{t * 1e6:.1f}", f"{t * b * 1e6:.0f}"]
                  for (s, b), t in result.ack_s.items()])
     started = time.perf_counter()
-    serialised(messages)
+    serialised(topics, messages)
     json_us = (time.perf_counter() - started) / len(messages) * 1e6
     print(f"  of which JSON serialisation (json.dumps + encode, as append does): "
           f"{json_us:.1f} µs/msg")
@@ -484,7 +487,7 @@ async def outbox_run(broker: Broker, folder: Path, name: str, round_no: int, syn
     publisher = Publisher(settings, HOST, broker.port, store, topics, notify, stats,
                           on_connect=[on_connect], publish_timeout_s=PUBLISH_TIMEOUT_S)
     bus = ReadingBus()
-    recorder = TelemetryRecorder(store, topics, bus, notify, stats)
+    recorder = TelemetryRecorder(store, bus, notify, stats)
     task = asyncio.create_task(publisher.run(), name=f"publisher {name}")
     try:
         async with asyncio.timeout(10):
@@ -556,10 +559,10 @@ async def part_broker(broker: Broker, folder: Path) -> BrokerRuns:
         shift = (round_no - 1) % len(ROUND_KINDS)
         for kind in ROUND_KINDS[shift:] + ROUND_KINDS[:shift]:
             topics = broker.topics()
-            messages = outgoing(topics, N)
+            messages = outgoing(N)
             synchronous = kind.rsplit(" ", 1)[-1]
             if kind == "bare":
-                runs[kind] = await bare_run(broker, kind, round_no, serialised(messages),
+                runs[kind] = await bare_run(broker, kind, round_no, serialised(topics, messages),
                                             MAX_INFLIGHT)
             else:
                 runs[kind] = await outbox_run(
@@ -570,8 +573,9 @@ async def part_broker(broker: Broker, folder: Path) -> BrokerRuns:
             run.vs_bare = run.rate / runs["bare"].rate
         rounds.append(runs)
     topics = broker.topics()
-    messages = outgoing(topics, N)
-    sequential = await bare_run(broker, "bare sequential", 0, serialised(messages[:N // 2]), 1)
+    messages = outgoing(N)
+    sequential = await bare_run(broker, "bare sequential", 0,
+                                serialised(topics, messages[:N // 2]), 1)
     backlogs = [await outbox_run(broker, folder, f"publisher backlog {s}", 0, s,
                                  broker.topics(), messages, "backlog")
                 for s in ("full", "normal")]
@@ -679,8 +683,8 @@ async def part_verify(broker: Broker, folder: Path) -> list[Verified]:
     print(f"\n-- 4. subscriber verification: a separate aiomqtt subscriber (own process, "
           f"QoS 1) counts what arrives, by seq ({N} messages)")
     bare_topics, outbox_topics = broker.topics(), broker.topics()
-    payloads = serialised(outgoing(bare_topics, N))
-    messages = outgoing(outbox_topics, N)
+    payloads = serialised(bare_topics, outgoing(N))
+    messages = outgoing(N)
     results = [
         await verified(broker, bare_topics, lambda: bare_run(
             broker, "bare + subscriber", 0, payloads, MAX_INFLIGHT)),
@@ -803,8 +807,8 @@ async def profiled(broker: Broker, folder: Path) -> dict[str, pstats.Stats]:
     result = {}
     for kind in ("bare", "outbox"):
         topics = broker.topics()
-        messages = outgoing(topics, PROFILE_N)
-        payloads = serialised(messages)
+        messages = outgoing(PROFILE_N)
+        payloads = serialised(topics, messages)
         profile = cProfile.Profile()
         profile.enable()
         try:
@@ -885,7 +889,7 @@ def main() -> Results:
     results = Results()
     with tempfile.TemporaryDirectory(prefix="pedf-bench-uplink-") as name:
         folder = Path(name)
-        body = serialised(outgoing(Topics("pedf/demo"), 1))[0][1]
+        body = serialised(Topics("pedf/demo"), outgoing(1))[0][1]
         broker = Broker(folder / "mosquitto")
         version = subprocess.run([broker.mosquitto.binary, "-h"], capture_output=True,
                                  text=True, check=False).stdout.splitlines()[:1]

@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from controller import streams
 from controller.broker import GATEWAY_USER, embedded_broker
 from controller.channel import CommandChannel
 from controller.commands import Verifier
@@ -36,8 +37,9 @@ from controller.planner import planner_for
 from controller.platform import Uploader, uploader_for
 from controller.runtime import Gateway, Service, with_serial_ports
 from controller.sections import is_loopback
-from controller.store import Outgoing, Store
-from controller.uplink import Publisher, TelemetryRecorder, Topics, UplinkStats
+from controller.store import MQTT, Outgoing, Store
+from controller.topics import Topics
+from controller.uplink import Publisher, TelemetryRecorder, UplinkStats
 from drivers.site import SiteSpec
 
 log = logging.getLogger("pedf.app")
@@ -80,7 +82,7 @@ async def assemble(site: SiteSpec, *, serial_ports: Mapping[str, str] | None = N
                   audit_max_age_s=settings.audit_max_age_s,
                   dead_letter_max_rows=settings.dead_letter_max_rows,
                   dead_letter_max_age_s=settings.dead_letter_max_age_s,
-                  overflow_topic=topics.events)
+                  report_overflow=True, consumers=(MQTT,), stream_of_topic=topics.stream_of)
     app.store = store
     notify = asyncio.Event()
     app.topics = topics
@@ -105,8 +107,8 @@ async def assemble(site: SiteSpec, *, serial_ports: Mapping[str, str] | None = N
                 log.info("uplink disabled: control, metering and safety run; nothing is "
                          "published")
             metering = metering_settings(site)
-            _wire_metering(app, store, topics, notify, metering)
-            _wire_control(app, store, topics, notify, metering)
+            _wire_metering(app, store, notify, metering)
+            _wire_control(app, store, notify, metering)
             if settings.metrics_port is not None:
                 from controller.metrics import serve_metrics
 
@@ -125,7 +127,7 @@ async def assemble(site: SiteSpec, *, serial_ports: Mapping[str, str] | None = N
 def _wire_uplink(app: App, store: Store, topics: Topics, notify: asyncio.Event, host: str,
                  port: int) -> None:
     settings, gateway = app.settings, app.gateway
-    recorder = TelemetryRecorder(store, topics, gateway.bus, notify, app.stats,
+    recorder = TelemetryRecorder(store, gateway.bus, notify, app.stats,
                                  health=lambda: _health(gateway),
                                  health_interval_s=settings.health_interval_s)
     commands = None
@@ -150,21 +152,21 @@ def _wire_uplink(app: App, store: Store, topics: Topics, notify: asyncio.Event, 
         publisher.on_connect.append(discovery_hook(app.site, topics))
 
 
-def _wire_metering(app: App, store: Store, topics: Topics, notify: asyncio.Event,
+def _wire_metering(app: App, store: Store, notify: asyncio.Event,
                    settings: MeteringSettings) -> None:
     uploader = uploader_for(app.site, store, settings.demand_window_s)
     if uploader is not None:  # the city platform: with or without MQTT
         app.platform = uploader
         app.services.append(("platform uploader", uploader.run))
     feed = MeteringFeed(app.site, store, app.gateway.bus,
-                        topics.metering("window") if app.settings.enabled else None,
+                        streams.metering("window") if app.settings.enabled else None,
                         notify, settings, clock=app.gateway.wall_clock,
-                        events_topic=topics.events if app.settings.enabled else None)
+                        events=app.settings.enabled)
     app.metering = feed
     app.services.append(("metering", feed.run))
 
 
-def _wire_control(app: App, store: Store, topics: Topics, notify: asyncio.Event,
+def _wire_control(app: App, store: Store, notify: asyncio.Event,
                   metering: MeteringSettings) -> None:
     control = control_settings(app.site)
     if not control.enabled:
@@ -178,7 +180,7 @@ def _wire_control(app: App, store: Store, topics: Topics, notify: asyncio.Event,
             notify.set()
 
     loop = ControlLoop(GatewayPlant(app.gateway), control, app.inbox, store, publish,
-                       topics.prefix, clock=app.gateway.wall_clock,
+                       clock=app.gateway.wall_clock,
                        tariff=metering.tariff, bill=metering.bill,
                        window_s=metering.demand_window_s,
                        planner=planner_for(app.site, control, metering))

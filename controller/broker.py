@@ -30,6 +30,7 @@ from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
 from amqtt.session import Session
 
 from controller.config import BrokerUser
+from controller.topics import DISCOVERY_FILTER, Topics
 
 log = logging.getLogger("pedf.broker")
 
@@ -74,16 +75,17 @@ class Access:
     @classmethod
     def for_site(cls, prefix: str, users: tuple[BrokerUser, ...],
                  gateway_password: str) -> Access:
+        topics = Topics(prefix)
         access = cls({GATEWAY_USER: gateway_password},
-                     {GATEWAY_USER: (f"{prefix}/#", "homeassistant/#")},
-                     {GATEWAY_USER: (f"{prefix}/#", "homeassistant/#")})
+                     {GATEWAY_USER: (topics.everything, DISCOVERY_FILTER)},
+                     {GATEWAY_USER: (topics.everything, DISCOVERY_FILTER)})
         for user in users:
             access.passwords[user.name] = user.password
             access.publish[user.name] = user.publish
             access.subscribe[user.name] = user.subscribe
         if not users:
-            access.publish[ANONYMOUS] = (f"{prefix}/commands",)
-            access.subscribe[ANONYMOUS] = (f"{prefix}/#", "homeassistant/#")
+            access.publish[ANONYMOUS] = (topics.commands,)
+            access.subscribe[ANONYMOUS] = (topics.everything, DISCOVERY_FILTER)
         return access
 
     def authenticate(self, username: str | None, password: str | None) -> bool:

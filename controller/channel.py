@@ -31,10 +31,12 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from controller import streams
 from controller.commands import MAX_PAYLOAD_BYTES, Decision, Verifier, decide
 from controller.inbox import CommandInbox
 from controller.store import AuditEntry, Conclusion, InboundCommand, Outgoing, Store
-from controller.uplink import Topics, UplinkStats
+from controller.topics import Topics
+from controller.uplink import UplinkStats
 from drivers.site import SiteSpec
 
 log = logging.getLogger("pedf.commands")
@@ -193,14 +195,15 @@ class CommandChannel:
             body["reason"] = decision.reason
         if decision.result == "duplicate":
             body["duplicate"] = True
-        replies = [Outgoing(self.topics.replies, body)]
+        replies = [Outgoing(streams.REPLIES, body)]
         topic = inbound.response_topic
         if topic and topic != self.topics.replies:
             refusal = "its signature was not verified" if not decision.authenticated else \
                 response_topic_refusal(topic, self.response_topic_prefix or
                                        self.topics.replies)
             if refusal is None:
-                replies.append(Outgoing(topic, body, correlation=inbound.correlation))
+                replies.append(Outgoing(streams.address(topic), body,
+                                        correlation=inbound.correlation))
             else:
                 self.stats.response_topics_refused += 1
                 log.warning("command %s: response topic %r ignored: %s",

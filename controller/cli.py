@@ -16,6 +16,7 @@ from typing import Any
 from controller.config import check_site, logging_settings
 from controller.logs import setup_logging
 from controller.runtime import Service
+from controller.topics import Topics
 from drivers.maploader import MapError, get_map, shipped_models
 from drivers.points import Pacing
 from drivers.schema import ConfigError, Node
@@ -359,14 +360,15 @@ def _print_mqtt_help(settings: Any, address: tuple[str, int] | None) -> None:
     if address is None:
         return
     host, port = address
-    prefix = settings.topic_prefix
+    topics = Topics(settings.topic_prefix)
     site = demo_site_path()
-    print(f"MQTT broker (embedded) on {host}:{port}; the gateway publishes under {prefix}/",
+    print(f"MQTT broker (embedded) on {host}:{port}; the gateway publishes on "
+          f"{topics.everything}", flush=True)
+    print(f"  watch:    mosquitto_sub -h {host} -p {port} -t '{topics.everything}' -v",
           flush=True)
-    print(f"  watch:    mosquitto_sub -h {host} -p {port} -t '{prefix}/#' -v", flush=True)
     print(f"  command:  ./dev pedf command {site} shed --kw 40 --duration 900 "
           f"--send --port {port}", flush=True)
-    print(f"  or:       mosquitto_pub -h {host} -p {port} -t {prefix}/commands -m "
+    print(f"  or:       mosquitto_pub -h {host} -p {port} -t {topics.commands} -m "
           f"\"$(./dev pedf command {site} shed --kw 40 --duration 900)\"", flush=True)
 
 

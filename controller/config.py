@@ -28,6 +28,7 @@ from controller.sections import (
     text,
     topic_prefix,
 )
+from controller.topics import Topics
 from drivers.schema import ConfigError, Node
 from drivers.site import SiteSpec, load_site
 
@@ -219,7 +220,7 @@ def uplink_settings(site: SiteSpec) -> UplinkSettings:
     prefix = f"pedf/{site.site_id}"
     defaults = UplinkSettings(client_id=f"pedf-{site.site_id}", topic_prefix=prefix,
                               store_path=default_store_path(site.site_id),
-                              response_topic_prefix=f"{prefix}/replies")
+                              response_topic_prefix=Topics(prefix).replies)
     node = site.section("uplink")
     if node is None:
         return defaults
@@ -235,7 +236,7 @@ def uplink_settings(site: SiteSpec) -> UplinkSettings:
         tls = apply(TlsSettings(None, None, None), tls_values)
     values.setdefault("protocol", "5" if values.get("host") else "3.1.1")
     if "topic_prefix" in values and "response_topic_prefix" not in values:
-        values["response_topic_prefix"] = f"{values['topic_prefix']}/replies"
+        values["response_topic_prefix"] = Topics(str(values["topic_prefix"])).replies
     settings = apply(defaults, {**values, "tls": tls})
     _check_listeners(settings, given)
     return settings
@@ -270,9 +271,10 @@ def listeners(settings: UplinkSettings, console: ConsoleSettings | None = None
     if not settings.enabled:
         return found
     if settings.host is None:
+        topics = Topics(settings.topic_prefix)
         who = (f"{len(settings.broker_users)} user(s) from the site file" if
-               settings.broker_users else f"anonymous clients may read {settings.topic_prefix}"
-               f"/# and publish {settings.topic_prefix}/commands")
+               settings.broker_users else f"anonymous clients may read {topics.everything}"
+               f" and publish {topics.commands}")
         found.append((_address(settings.embedded_host, settings.port),
                       f"MQTT broker (embedded): {who}"))
     if settings.metrics_port is not None:

@@ -30,7 +30,7 @@ import re
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from controller.uplink import Topics
+from controller.topics import Topics, discovery_topic
 from drivers.site import DeviceSpec, SiteSpec
 
 #: Capability -> (device class, state class, unit) for the numeric sensors announced.
@@ -90,7 +90,7 @@ def discovery_messages(site: SiteSpec, topics: Topics) -> list[tuple[str, bytes]
         configs += [_sensor_config(site, topics, device, capability, point)
                     for capability, point in device.device_map.capabilities.items()
                     if capability in ENUMS or _kind(capability) is not None]
-    return [(f"homeassistant/{component}/{config['unique_id']}/config",
+    return [(discovery_topic(component, config["unique_id"]),
              json.dumps(config, ensure_ascii=False).encode()) for component, config in configs]
 
 

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 import fastcore
+from controller import streams
 from controller.bus import ReadingBus
 from controller.energy import (
     EnergyAccounting,
@@ -44,6 +45,7 @@ from controller.energy import (
 )
 from controller.kpi import window_kpis
 from controller.store import EnergyWindow, Outgoing, Store
+from controller.streams import Stream
 from controller.tariffs import (
     DEFAULT_TARIFF,
     POWER_FACTOR_STANDARDS,
@@ -262,17 +264,17 @@ class ReactiveEnergy:
 @dataclass
 class MeteringFeed:
     """Bus → aggregator; completed windows → window history and, when an uplink carries
-    them (``topic`` set), the outbox."""
+    them (``stream`` set), the outbox."""
 
     site: SiteSpec
     store: Store
     bus: ReadingBus
-    topic: str | None
+    stream: Stream | None  # the windows' stream (None: not sent upstream)
     notify: asyncio.Event | None = None
     settings: MeteringSettings | None = None  # None: the site's [metering]
     flush_s: float = 1.0
     clock: Callable[[], float] = time.time
-    events_topic: str | None = None  # where the energy reconciliation alarm goes
+    events: bool = False  # whether the energy reconciliation alarm goes upstream
     energy_settings: EnergySettings | None = None  # None: the site's [energy]
     series: list[Series] = field(init=False)
     energy: EnergyAccounting = field(init=False)
@@ -431,8 +433,8 @@ class MeteringFeed:
                     window_kpis, self.store, accounted[0], self.energy.settings,
                     self.config.carbon.mean_kg_per_kwh)}
             event = self.energy.alarm_event(window, accounted[1], self.clock())
-            if event is not None and self.events_topic is not None:
-                messages.append(Outgoing(self.events_topic, event))
+            if event is not None and self.events:
+                messages.append(Outgoing(streams.EVENTS, event))
         self._saving = asyncio.ensure_future(asyncio.to_thread(
             self._save, body, rows, messages, None if accounted is None else accounted[0]))
         await asyncio.shield(self._saving)
@@ -449,8 +451,8 @@ class MeteringFeed:
 
     def _save(self, body: dict[str, object], rows: list[tuple[float, str, float]],
               messages: list[Outgoing], energy: EnergyWindow | None) -> None:
-        if self.topic is not None:
-            messages.insert(0, Outgoing(self.topic, body))
+        if self.stream is not None:
+            messages.insert(0, Outgoing(self.stream, body))
         if messages:
             self.store.append(messages)
         self.store.record_windows(rows)

@@ -13,6 +13,7 @@ from typing import Any
 
 from controller.commands import sign_ed25519, sign_hmac
 from controller.config import UplinkSettings
+from controller.topics import Topics
 
 
 def build_command(command_type: str, *, target: str = "site", params: dict[str, Any],
@@ -44,14 +45,14 @@ async def send(command: dict[str, Any], settings: UplinkSettings, host: str, por
     """Publish ``command`` to the gateway's command topic and wait for its reply."""
     import aiomqtt
 
-    prefix = settings.topic_prefix
-    replies = f"{prefix}/replies"
+    topics = Topics(settings.topic_prefix)
+    replies = topics.replies
     async with aiomqtt.Client(host, port, identifier=f"pedf-operator-{uuid.uuid4().hex[:8]}",
                               protocol=aiomqtt.ProtocolVersion.V311,
                               username=settings.username, password=settings.password,
                               timeout=timeout_s) as client:
         await client.subscribe(replies, qos=1)
-        await client.publish(f"{prefix}/commands", json.dumps(command).encode(), qos=1)
+        await client.publish(topics.commands, json.dumps(command).encode(), qos=1)
         async with asyncio.timeout(timeout_s):
             async for message in client.messages:
                 payload = message.payload

@@ -1,4 +1,4 @@
-"""The gateway's durable state in one SQLite file: the MQTT outbox and its dead letters,
+"""The gateway's durable state in one SQLite file: the outbox and its dead letters,
 the per-gateway sequence number, incoming commands until they are decided, the command
 replay window and audit trail, metering windows, DR performance and saved state.
 
@@ -9,14 +9,19 @@ commits (a process crash or SIGKILL loses nothing in either mode). Writes are ba
 telemetry one transaction per poll batch, commands one per batch of decisions (audit,
 replay window, replies and the command's removal together).
 
-Outbox semantics: every outgoing message is stored with the next sequence number before
-it is published, and deleted only after the broker acknowledged it (PUBACK). The
+Outbox semantics: every outgoing message is stored with its stream
+(:class:`~controller.streams.Stream`, not a protocol's address) and the next sequence
+number before it is sent, and for every :class:`Consumer` (an uplink protocol) that
+carries its stream; it is deleted once each of them acknowledged it (MQTT: the PUBACK).
+Each consumer has its own delivery state (a bit per message), so one that is down keeps
+its messages while another delivers and acknowledges its own. The
 sequence never goes backwards, also across restarts and an emptied outbox, and a number
 is used only when its message was committed. When the stored payloads exceed the quota,
 the **oldest** messages are deleted, counted, and the loss is reported: an
 ``outbox_overflow`` event written in the same transaction (the quota keeps room for
-it), and the ``dropped`` counters. A message that can never be
-published moves to the dead-letter table with the reason.
+it) with the count per consumer, and the ``dropped`` counters (overall and per
+consumer). A message that a consumer can never deliver moves to the dead-letter table
+with the consumer and the reason.
 
 Everything is bounded: the outbox by its quota; audit rows keep a SHA-256 and the first
 :data:`AUDIT_PREFIX_BYTES` of a payload, and the audit and dead-letter tables a number of
@@ -34,6 +39,7 @@ it was written.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -42,28 +48,33 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from controller.streams import Kind, Stream
+
 log = logging.getLogger("pedf.store")
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS outbox (
+#: ``stream``: :attr:`Stream.name`; ``waiting``: one bit per consumer that has not
+#: acknowledged the message yet (the bits are in ``meta``, ``consumer_bit:<name>``).
+OUTBOX_TABLE = """CREATE TABLE IF NOT EXISTS outbox (
     seq INTEGER PRIMARY KEY,
-    topic TEXT NOT NULL,
+    stream TEXT NOT NULL,
     payload BLOB NOT NULL,
-    qos INTEGER NOT NULL,
-    retain INTEGER NOT NULL,
+    waiting INTEGER NOT NULL,
     created REAL NOT NULL,
     correlation BLOB
-);
-CREATE INDEX IF NOT EXISTS outbox_by_topic ON outbox(topic, seq);
+)"""
+
+SCHEMA = OUTBOX_TABLE + """;
+CREATE INDEX IF NOT EXISTS outbox_by_stream ON outbox(stream, seq);
 CREATE TABLE IF NOT EXISTS dead_letters (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     ts REAL NOT NULL,
     seq INTEGER NOT NULL,
-    topic TEXT NOT NULL,
+    consumer TEXT NOT NULL DEFAULT 'mqtt',
+    stream TEXT NOT NULL,
     size INTEGER NOT NULL,
     sha256 TEXT NOT NULL,
     payload BLOB NOT NULL,
@@ -129,7 +140,7 @@ CREATE TABLE IF NOT EXISTS audit (
 );
 """
 
-#: Per-row overhead counted against the quota on top of topic and payload bytes.
+#: Per-row overhead counted against the quota on top of stream and payload bytes.
 ROW_OVERHEAD_BYTES = 48
 #: Room the quota keeps for the overflow report written with a loss.
 OVERFLOW_REPORT_BYTES = 512
@@ -180,11 +191,27 @@ class StoreFaults:
 class Outgoing:
     """A message to store: ``body`` gets its ``seq`` added when it is stored."""
 
-    topic: str
+    stream: Stream
     body: dict[str, object]
-    qos: int = 1
-    retain: bool = False
-    correlation: bytes | None = None  # MQTT 5 correlation data of a reply
+    correlation: bytes | None = None  # the requester's correlation data of a reply
+
+
+@dataclass(frozen=True, slots=True)
+class Consumer:
+    """An uplink protocol that delivers outbox messages: its ``name`` keys its delivery
+    state in the store; ``kinds`` are the stream kinds it carries (None: every kind)."""
+
+    name: str
+    kinds: frozenset[Kind] | None = None
+
+    def carries(self, stream: Stream) -> bool:
+        return self.kinds is None or stream.kind in self.kinds
+
+
+#: The MQTT publisher: it carries every stream.
+MQTT = Consumer("mqtt")
+#: How many consumers one store can keep delivery state for (bits of an integer).
+MAX_CONSUMERS = 62
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,20 +229,20 @@ class EnergyWindow:
 @dataclass(frozen=True, slots=True)
 class OutboxMessage:
     seq: int
-    topic: str
+    stream: Stream
     payload: bytes
-    qos: int
-    retain: bool
     correlation: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Dropped:
-    """Messages the quota removed in one insert: how many and their sequence range."""
+    """Messages the quota removed in one insert: how many, their sequence range, and how
+    many of them each consumer had not delivered yet."""
 
     count: int
     first_seq: int
     last_seq: int
+    by_consumer: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -290,7 +317,9 @@ class Store:
                  synchronous: str = "full", audit_max_rows: int = 100_000,
                  audit_max_age_s: float = 90 * 86400.0, dead_letter_max_rows: int = 10_000,
                  dead_letter_max_age_s: float = 30 * 86400.0,
-                 overflow_topic: str | None = None) -> None:
+                 report_overflow: bool = False,
+                 consumers: Sequence[Consumer] | None = None,
+                 stream_of_topic: Callable[[str], Stream] | None = None) -> None:
         if synchronous not in ("full", "normal"):
             raise ValueError(f"synchronous must be 'full' or 'normal', got {synchronous!r}")
         if quota_bytes < 4096:
@@ -303,8 +332,18 @@ class Store:
         self.audit_max_age_s = audit_max_age_s
         self.dead_letter_max_rows = dead_letter_max_rows
         self.dead_letter_max_age_s = dead_letter_max_age_s
-        #: Where an ``outbox_overflow`` event reports each quota loss (None: nowhere).
-        self.overflow_topic = overflow_topic
+        #: Whether an ``outbox_overflow`` event (stream ``events``) reports each quota loss.
+        self.report_overflow = report_overflow
+        #: The gateway's configured consumers: the store then releases the messages of
+        #: any other it knew (a removed uplink). None (tools, tests): MQTT, others kept.
+        authoritative = consumers is not None
+        consumers = (MQTT,) if consumers is None else tuple(consumers)
+        if not consumers or len({c.name for c in consumers}) != len(consumers):
+            raise ValueError("consumers: at least one, each name once")
+        self.consumers = {consumer.name: consumer for consumer in consumers}
+        self._bits: dict[str, int] = {}  # consumer name → its bit in ``waiting``
+        #: How rows of an MQTT-row outbox are read (None: each topic as an address).
+        self._stream_of_topic = stream_of_topic or (lambda topic: Stream(Kind.ADDRESS, topic))
         self.faults = StoreFaults()
         self._lock = threading.Lock()
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
@@ -316,10 +355,16 @@ class Store:
         self._txn_seq = self._txn_bytes = 0
         self._migrate_audit()
         self._migrate_inbound()
+        self._db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, "
+                         "value TEXT NOT NULL)")
+        retired = self._register(consumers)
+        self._migrate_outbox()
         self._db.executescript(SCHEMA)
+        if authoritative:
+            self._retire(retired)
         self._next_seq = max(int(self._meta("next_seq", "1")), self._max_seq() + 1)
         self._stored_bytes = int(self._db.execute(
-            "SELECT COALESCE(SUM(LENGTH(topic) + LENGTH(payload)), 0) + ? * COUNT(*) "
+            "SELECT COALESCE(SUM(LENGTH(stream) + LENGTH(payload)), 0) + ? * COUNT(*) "
             "FROM outbox", (ROW_OVERHEAD_BYTES,)).fetchone()[0])
 
     def close(self) -> None:
@@ -412,10 +457,96 @@ class Store:
         with self._lock:
             return int(self._meta("dropped_total", "0"))
 
+    # -- consumers ----------------------------------------------------------------------
+
+    def _register(self, consumers: Sequence[Consumer]) -> dict[str, int]:
+        """Give each consumer its bit in ``waiting``, the same one every time (kept in
+        ``meta``); a consumer not seen before takes the lowest free bit. Returns the
+        bits of consumers the store knew that are not among ``consumers``."""
+        taken = {key.removeprefix("consumer_bit:"): int(value) for key, value in
+                 self._db.execute("SELECT key, value FROM meta WHERE key LIKE "
+                                  "'consumer_bit:%'")}
+        for consumer in consumers:
+            bit = taken.get(consumer.name)
+            if bit is None:
+                free = sorted(set(range(MAX_CONSUMERS)) - set(taken.values()))
+                if not free:
+                    raise ValueError(f"more than {MAX_CONSUMERS} outbox consumers")
+                bit = taken[consumer.name] = free[0]
+                self._set_meta(f"consumer_bit:{consumer.name}", str(bit))
+            self._bits[consumer.name] = 1 << bit
+        return {name: 1 << bit for name, bit in taken.items() if name not in self._bits}
+
+    def _retire(self, retired: Mapping[str, int]) -> None:
+        """Consumers no longer configured (an uplink removed from the site file): their
+        messages are released, as if acknowledged, so that none waits for them forever."""
+        for name, bit in retired.items():
+            with self._transaction():
+                released = self._db.execute("UPDATE outbox SET waiting = waiting & ~? "
+                                            "WHERE waiting & ?", (bit, bit)).rowcount
+                self._db.execute("DELETE FROM outbox WHERE waiting = 0")
+                self._db.execute("DELETE FROM meta WHERE key = ?", (f"consumer_bit:{name}",))
+            log.warning("store %s: outbox consumer %r is no longer configured: %d messages "
+                        "no longer wait for it", self.path, name, released)
+
+    def _bit(self, consumer: str) -> int:
+        try:
+            return self._bits[consumer]
+        except KeyError:
+            raise ValueError(f"no outbox consumer {consumer!r}") from None
+
+    def _waiting_for(self, stream: Stream) -> int:
+        """The bits of the consumers that carry ``stream``."""
+        bits = 0
+        for consumer in self.consumers.values():
+            if consumer.carries(stream):
+                bits |= self._bits[consumer.name]
+        return bits
+
+    def _migrate_outbox(self) -> None:
+        """Stores written when the outbox held MQTT rows (topic, QoS, retain): each row
+        becomes a message of the stream its topic is (``stream_of_topic``, e.g.
+        :meth:`controller.topics.Topics.stream_of`; a topic it does not know is an
+        address), so it is published on exactly that topic again, in order with the new
+        messages of its stream, for the consumers that carry the stream. Those rows
+        were all QoS 1 and not retained (the retained messages never went through the
+        outbox), so nothing is lost. Dead letters keep their topic as an address."""
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(outbox)")}
+        if "topic" not in columns:
+            return
+        with self._transaction():
+            self._db.execute("DROP INDEX IF EXISTS outbox_by_topic")
+            self._db.execute("ALTER TABLE outbox RENAME TO outbox_topics")
+            self._db.execute(OUTBOX_TABLE)
+            moved = 0
+            rows = self._db.execute("SELECT seq, topic, payload, created, correlation "
+                                    "FROM outbox_topics ORDER BY seq")
+            while page := rows.fetchmany(1000):
+                streams = [self._stream_of_topic(str(row[1])) for row in page]
+                self._db.executemany(
+                    "INSERT INTO outbox(seq, stream, payload, waiting, created, correlation)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    [(seq, stream.name, payload, self._waiting_for(stream), created, corr)
+                     for (seq, _, payload, created, corr), stream in zip(page, streams,
+                                                                         strict=True)])
+                moved += len(page)
+            self._db.execute("DELETE FROM outbox WHERE waiting = 0")  # nobody carries them
+            self._db.execute("DROP TABLE outbox_topics")
+            dead = {row[1] for row in self._db.execute("PRAGMA table_info(dead_letters)")}
+            if "topic" in dead:
+                self._db.execute("ALTER TABLE dead_letters RENAME COLUMN topic TO stream")
+                self._db.execute("ALTER TABLE dead_letters ADD COLUMN consumer TEXT NOT "
+                                 "NULL DEFAULT 'mqtt'")
+                self._db.execute("UPDATE dead_letters SET stream = ? || stream",
+                                 (f"{Kind.ADDRESS.value}:",))
+        log.info("store %s: %d outbox rows of MQTT topics became messages of their "
+                 "streams", self.path, moved)
+
     # -- outbox -------------------------------------------------------------------------
 
     def append(self, messages: Sequence[Outgoing]) -> tuple[list[int], Dropped | None]:
-        """Store messages in one transaction.
+        """Store messages in one transaction, each for the consumers that carry its
+        stream (a message no consumer carries is not stored and uses no number).
 
         Each body gets ``"seq"``, the next sequence number, before it is serialised
         (NaN/inf are refused: ValueError, and no number is used). Returns the sequence
@@ -437,38 +568,48 @@ class Store:
         seq = self._txn_seq
         added = 0
         for message in messages:
+            waiting = self._waiting_for(message.stream)
+            if not waiting:
+                continue
             payload = _json(message.body, seq)
-            rows.append((seq, message.topic, payload, message.qos, int(message.retain),
-                         time.time(), message.correlation))
-            added += len(message.topic.encode()) + len(payload) + ROW_OVERHEAD_BYTES
+            name = message.stream.name
+            rows.append((seq, name, payload, waiting, time.time(), message.correlation))
+            added += len(name.encode()) + len(payload) + ROW_OVERHEAD_BYTES
             seq += 1
+        if not rows:
+            return [], None
         self._db.executemany(
-            "INSERT INTO outbox(seq, topic, payload, qos, retain, created, correlation)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+            "INSERT INTO outbox(seq, stream, payload, waiting, created, correlation)"
+            " VALUES (?, ?, ?, ?, ?, ?)", rows)
         self._set_meta("next_seq", str(seq))
         dropped, freed = self._enforce_quota(self._txn_bytes + added)
         self._txn_seq = seq
         self._txn_bytes += added - freed
-        if dropped is not None and self.overflow_topic is not None:
+        if dropped is not None and self._reports_overflow():
             self._report(dropped)
         return [row[0] for row in rows], dropped
 
+    def _reports_overflow(self) -> bool:
+        return self.report_overflow and self._waiting_for(Stream(Kind.EVENTS)) != 0
+
     def _report(self, dropped: Dropped) -> None:
         """The ``outbox_overflow`` event, in the transaction that dropped the messages
-        (so every loss is reported once, with the total after it)."""
-        assert self.overflow_topic is not None
+        (so every loss is reported once, with the totals after it)."""
         seq = self._txn_seq
+        events = Stream(Kind.EVENTS)
         payload = _json({"ts": round(time.time(), 3), "type": "outbox_overflow",
                          "dropped": dropped.count, "first_seq": dropped.first_seq,
                          "last_seq": dropped.last_seq,
-                         "dropped_total": int(self._meta("dropped_total", "0"))}, seq)
-        self._db.execute("INSERT INTO outbox(seq, topic, payload, qos, retain, created) "
-                         "VALUES (?, ?, ?, 1, 0, ?)",
-                         (seq, self.overflow_topic, payload, time.time()))
+                         "dropped_total": int(self._meta("dropped_total", "0")),
+                         "consumers": {name: {"dropped": count, "dropped_total": int(
+                             self._meta(f"dropped_total:{name}", "0"))}
+                                       for name, count in dropped.by_consumer.items()}}, seq)
+        self._db.execute("INSERT INTO outbox(seq, stream, payload, waiting, created) "
+                         "VALUES (?, ?, ?, ?, ?)",
+                         (seq, events.name, payload, self._waiting_for(events), time.time()))
         self._set_meta("next_seq", str(seq + 1))
         self._txn_seq = seq + 1
-        self._txn_bytes += len(self.overflow_topic.encode()) + len(payload) + \
-            ROW_OVERHEAD_BYTES
+        self._txn_bytes += len(events.name) + len(payload) + ROW_OVERHEAD_BYTES
 
     def _enforce_quota(self, stored_bytes: int) -> tuple[Dropped | None, int]:
         """Delete the oldest messages until the outbox fits its quota — with room for
@@ -477,73 +618,106 @@ class Store:
         if stored_bytes <= self.quota_bytes:
             return None, 0
         cursor = self._db.execute(
-            "SELECT seq, LENGTH(topic) + LENGTH(payload) FROM outbox ORDER BY seq")
+            "SELECT seq, LENGTH(stream) + LENGTH(payload), waiting FROM outbox ORDER BY seq")
         doomed: list[int] = []
-        room = OVERFLOW_REPORT_BYTES if self.overflow_topic is not None else 0
+        room = OVERFLOW_REPORT_BYTES if self._reports_overflow() else 0
         excess = stored_bytes - self.quota_bytes + room
         freed = 0
-        for seq, size in cursor:
+        lost = dict.fromkeys(self._bits, 0)
+        for seq, size, waiting in cursor:
             if freed >= excess:
                 break
             doomed.append(seq)
             freed += size + ROW_OVERHEAD_BYTES
+            for name, bit in self._bits.items():
+                lost[name] += bool(waiting & bit)
         self._db.execute("DELETE FROM outbox WHERE seq <= ?", (doomed[-1],))
         total = int(self._meta("dropped_total", "0")) + len(doomed)
         self._set_meta("dropped_total", str(total))
-        return Dropped(len(doomed), doomed[0], doomed[-1]), freed
+        for name, count in lost.items():
+            key = f"dropped_total:{name}"
+            self._set_meta(key, str(int(self._meta(key, "0")) + count))
+        return Dropped(len(doomed), doomed[0], doomed[-1], lost), freed
 
-    def pending(self, *, after_seq: int = 0, limit: int = 100,
+    def dropped(self, consumer: str) -> int:
+        """How many messages ``consumer`` had not delivered when the quota dropped them
+        (all time)."""
+        self._bit(consumer)
+        with self._lock:
+            return int(self._meta(f"dropped_total:{consumer}", "0"))
+
+    def pending(self, *, consumer: str = MQTT.name, after_seq: int = 0, limit: int = 100,
                 exclude: Iterable[int] = ()) -> list[OutboxMessage]:
-        """Unacknowledged messages with seq > ``after_seq``, oldest first."""
+        """Messages ``consumer`` has not acknowledged with seq > ``after_seq``, oldest
+        first."""
         skip = set(exclude)
+        bit = self._bit(consumer)
         with self._lock:
             rows = self._db.execute(
-                "SELECT seq, topic, payload, qos, retain, correlation FROM outbox "
-                "WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, limit + len(skip))).fetchall()
+                "SELECT seq, stream, payload, correlation FROM outbox "
+                "WHERE seq > ? AND waiting & ? ORDER BY seq LIMIT ?",
+                (after_seq, bit, limit + len(skip))).fetchall()
         return [_message(row) for row in rows if row[0] not in skip][:limit]
 
-    def pending_in(self, topic: str, *, after_seq: int, upto_seq: int,
-                   limit: int) -> list[OutboxMessage]:
-        """Unacknowledged messages of one topic with ``after_seq < seq <= upto_seq``,
-        oldest first."""
+    def pending_in(self, stream: Stream, *, consumer: str = MQTT.name, after_seq: int,
+                   upto_seq: int, limit: int) -> list[OutboxMessage]:
+        """Messages of one stream ``consumer`` has not acknowledged with
+        ``after_seq < seq <= upto_seq``, oldest first."""
+        bit = self._bit(consumer)
         with self._lock:
             rows = self._db.execute(
-                "SELECT seq, topic, payload, qos, retain, correlation FROM outbox "
-                "WHERE topic = ? AND seq > ? AND seq <= ? ORDER BY seq LIMIT ?",
-                (topic, after_seq, upto_seq, limit)).fetchall()
+                "SELECT seq, stream, payload, correlation FROM outbox WHERE stream = ? AND "
+                "seq > ? AND seq <= ? AND waiting & ? ORDER BY seq LIMIT ?",
+                (stream.name, after_seq, upto_seq, bit, limit)).fetchall()
         return [_message(row) for row in rows]
 
-    def pending_topics(self) -> list[str]:
-        """The topics with unacknowledged messages (an index walk, not a table scan)."""
+    def pending_streams(self, consumer: str = MQTT.name) -> list[Stream]:
+        """The streams ``consumer`` carries that have messages stored (an index walk,
+        not a table scan; some may be waiting for other consumers only)."""
+        carries = self.consumers[consumer].carries if consumer in self.consumers else None
+        if carries is None:
+            raise ValueError(f"no outbox consumer {consumer!r}")
         with self._lock:
             rows = self._db.execute(
-                "WITH RECURSIVE t(topic) AS (SELECT MIN(topic) FROM outbox UNION ALL "
-                "SELECT (SELECT MIN(topic) FROM outbox WHERE topic > t.topic) FROM t "
-                "WHERE t.topic IS NOT NULL) SELECT topic FROM t WHERE topic IS NOT NULL"
+                "WITH RECURSIVE t(stream) AS (SELECT MIN(stream) FROM outbox UNION ALL "
+                "SELECT (SELECT MIN(stream) FROM outbox WHERE stream > t.stream) FROM t "
+                "WHERE t.stream IS NOT NULL) SELECT stream FROM t WHERE stream IS NOT NULL"
             ).fetchall()
-        return [str(row[0]) for row in rows]
+        streams = (_stream(str(row[0])) for row in rows)
+        return [stream for stream in streams if carries(stream)]
 
-    def acknowledge(self, seqs: Iterable[int]) -> None:
-        """Delete acknowledged messages (after PUBACK). On a storage fault they stay and
+    def _release(self, consumer: str, seqs: Sequence[int]) -> None:
+        """``consumer`` is done with ``seqs`` (inside the caller's transaction): clear its
+        bit; delete the messages no consumer waits for any more."""
+        marks = ",".join("?" * len(seqs))
+        bit = self._bit(consumer)
+        # Those that waited for this consumer alone leave (one statement: the usual case);
+        # the others only lose its bit.
+        sizes = self._db.execute(
+            f"DELETE FROM outbox WHERE waiting = ? AND seq IN ({marks}) "
+            f"RETURNING LENGTH(stream) + LENGTH(payload)", (bit, *seqs)).fetchall()
+        self._txn_bytes -= sum(int(row[0]) for row in sizes) + ROW_OVERHEAD_BYTES * len(sizes)
+        if len(sizes) < len(seqs):
+            self._db.execute(f"UPDATE outbox SET waiting = waiting & ~? WHERE seq IN "
+                             f"({marks})", (bit, *seqs))
+
+    def acknowledge(self, seqs: Iterable[int], consumer: str = MQTT.name) -> None:
+        """``consumer`` delivered these messages (MQTT: after PUBACK); a message is
+        deleted once every consumer that carries it did. On a storage fault they stay and
         are sent again later (receivers remove duplicates by ``seq``)."""
         seq_list = list(seqs)
-        if not seq_list:
-            return
-        marks = ",".join("?" * len(seq_list))
+        if seq_list:
+            self._bit(consumer)
+            self._write_or(None, lambda: self._release(consumer, seq_list))
 
-        def delete() -> None:
-            size, count = self._db.execute(
-                f"SELECT COALESCE(SUM(LENGTH(topic) + LENGTH(payload)), 0), COUNT(*) "
-                f"FROM outbox WHERE seq IN ({marks})", seq_list).fetchone()
-            self._db.execute(f"DELETE FROM outbox WHERE seq IN ({marks})", seq_list)
-            self._txn_bytes -= int(size) + ROW_OVERHEAD_BYTES * int(count)
-
-        self._write_or(None, delete)
-
-    def depth(self) -> tuple[int, int]:
-        """(messages waiting, bytes counted against the quota)."""
+    def depth(self, consumer: str | None = None) -> tuple[int, int]:
+        """(messages waiting — for ``consumer``, or for any —, bytes counted against the
+        quota by all of them)."""
+        where, parameters = ("", ()) if consumer is None else \
+            (" WHERE waiting & ?", (self._bit(consumer),))
         with self._lock:
-            count = int(self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+            count = int(self._db.execute(f"SELECT COUNT(*) FROM outbox{where}",
+                                         parameters).fetchone()[0])
             return count, int(self._stored_bytes)
 
     def max_seq(self) -> int:
@@ -552,39 +726,41 @@ class Store:
 
     # -- dead letters -------------------------------------------------------------------
 
-    def dead_letter(self, seq: int, reason: str) -> bool:
-        """Move outbox message ``seq``, which can never be published, to the dead-letter
-        table with ``reason`` (its SHA-256, size and a bounded prefix are kept). False
-        when it is gone already or the store cannot write."""
+    def dead_letter(self, seq: int, reason: str, consumer: str = MQTT.name) -> bool:
+        """``consumer`` can never deliver outbox message ``seq``: record it in the
+        dead-letter table with ``reason`` (its SHA-256, size and a bounded prefix are
+        kept) and release it as :meth:`acknowledge` does. False when it is gone already
+        (for this consumer) or the store cannot write."""
+        bit = self._bit(consumer)
+
         def move() -> bool:
-            row = self._db.execute("SELECT topic, payload FROM outbox WHERE seq = ?",
-                                   (seq,)).fetchone()
+            row = self._db.execute("SELECT stream, payload FROM outbox WHERE seq = ? AND "
+                                   "waiting & ?", (seq, bit)).fetchone()
             if row is None:
                 return False
-            topic, payload = str(row[0]), bytes(row[1])
+            stream, payload = str(row[0]), bytes(row[1])
             self._db.execute(
-                "INSERT INTO dead_letters(ts, seq, topic, size, sha256, payload, reason) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (time.time(), seq, topic[:AUDIT_PREFIX_BYTES], len(payload),
+                "INSERT INTO dead_letters(ts, seq, consumer, stream, size, sha256, payload, "
+                "reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (time.time(), seq, consumer, stream[:AUDIT_PREFIX_BYTES], len(payload),
                  hashlib.sha256(payload).hexdigest(), payload[:AUDIT_PREFIX_BYTES],
                  reason[:MAX_REASON_CHARS]))
-            self._db.execute("DELETE FROM outbox WHERE seq = ?", (seq,))
+            self._release(consumer, [seq])
             self._db.execute("DELETE FROM dead_letters WHERE id <= "
                              "(SELECT MAX(id) FROM dead_letters) - ?",
                              (self.dead_letter_max_rows,))
-            self._txn_bytes -= len(topic.encode()) + len(payload) + ROW_OVERHEAD_BYTES
             return True
 
         moved = self._write_or(False, move)
         if moved:
-            log.error("outbox message %d can never be published (%s): moved to the "
-                      "dead letters", seq, reason)
+            log.error("outbox message %d can never be delivered by %s (%s): moved to the "
+                      "dead letters", seq, consumer, reason)
         return moved
 
     def dead_letters(self, limit: int = 100) -> list[dict[str, object]]:
-        """The newest dead letters: ts, seq, topic, size, sha256, reason."""
-        return self._dicts("SELECT ts, seq, topic, size, sha256, reason FROM dead_letters "
-                           "ORDER BY id DESC LIMIT ?", limit)
+        """The newest dead letters: ts, seq, consumer, stream, size, sha256, reason."""
+        return self._dicts("SELECT ts, seq, consumer, stream, size, sha256, reason FROM "
+                           "dead_letters ORDER BY id DESC LIMIT ?", limit)
 
     def dead_letter_count(self) -> int:
         with self._lock:
@@ -872,7 +1048,11 @@ class Store:
             self._db.execute("PRAGMA incremental_vacuum(1000)").fetchall()
 
 
+#: Stream names back to streams (a gateway has a few dozen: kinds × devices).
+_stream = functools.lru_cache(maxsize=4096)(Stream.parse)
+
+
 def _message(row: tuple[Any, ...]) -> OutboxMessage:
-    seq, topic, payload, qos, retain, correlation = row
-    return OutboxMessage(int(seq), str(topic), bytes(payload), int(qos), bool(retain),
+    seq, stream, payload, correlation = row
+    return OutboxMessage(int(seq), _stream(str(stream)), bytes(payload),
                          None if correlation is None else bytes(correlation))

@@ -7,11 +7,13 @@ Cooperating tasks (all supervised by the gateway):
   the outbox (:class:`~controller.store.Store`) before anything is sent; it reports
   what storage faults lost once the store can write again;
 * :class:`Publisher` keeps a connection to the broker (reconnecting with a jittered,
-  capped backoff), publishes the outbox at QoS 1 with up to ``max_inflight`` messages in
-  flight — per topic in sequence order, topics in turn (:mod:`controller.drain`) — and
-  deletes a message only after its PUBACK; a message that can never be published goes
-  to the dead letters. It records incoming commands in the store before acknowledging
-  them to the broker (:mod:`controller.mqttclient`);
+  capped backoff), publishes the outbox — the streams it carries, on the topics
+  :mod:`controller.topics` names — at QoS 1 with up to ``max_inflight`` messages in
+  flight — per stream in sequence order, streams in turn (:mod:`controller.drain`) — and
+  acknowledges a message to the outbox (its ``mqtt`` consumer) only after its PUBACK;
+  a message that can never be published goes to the dead letters. It records incoming
+  commands in the store before acknowledging them to the broker
+  (:mod:`controller.mqttclient`);
 * :class:`~controller.channel.CommandChannel` decides the recorded commands, audits and
   answers them, and hands accepted ones to the control loop.
 
@@ -39,6 +41,7 @@ from paho.mqtt.client import MQTT_CLEAN_START_FIRST_ONLY
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from controller import streams
 from controller.bus import Batch, ReadingBus
 from controller.config import UplinkSettings
 from controller.drain import Drain
@@ -51,6 +54,7 @@ from controller.store import (
     Store,
     StoreWriteError,
 )
+from controller.topics import Topics
 from drivers.reading import Quality
 
 log = logging.getLogger("pedf.uplink")
@@ -58,37 +62,6 @@ log = logging.getLogger("pedf.uplink")
 PROTOCOL_VERSION = "1"
 #: The retained status when the gateway is gone: its last will, and on a clean stop.
 OFFLINE = b'{"state":"offline"}'
-
-
-@dataclass(frozen=True, slots=True)
-class Topics:
-    prefix: str
-
-    @property
-    def status(self) -> str:
-        return f"{self.prefix}/status"
-
-    def telemetry(self, device: str) -> str:
-        return f"{self.prefix}/telemetry/{device}"
-
-    @property
-    def events(self) -> str:
-        return f"{self.prefix}/events"
-
-    @property
-    def health(self) -> str:
-        return f"{self.prefix}/health"
-
-    @property
-    def commands(self) -> str:
-        return f"{self.prefix}/commands"
-
-    @property
-    def replies(self) -> str:
-        return f"{self.prefix}/replies"
-
-    def metering(self, kind: str) -> str:
-        return f"{self.prefix}/metering/{kind}"
 
 
 @dataclass
@@ -137,7 +110,6 @@ class TelemetryRecorder:
     """Reading bus → outbox, batched; device state events; periodic health."""
 
     store: Store
-    topics: Topics
     bus: ReadingBus
     notify: asyncio.Event
     stats: UplinkStats
@@ -160,7 +132,7 @@ class TelemetryRecorder:
                     messages += self._messages(more)
                 if time.monotonic() >= next_health:
                     next_health += self.health_interval_s
-                    messages.append(Outgoing(self.topics.health, self._health_body(
+                    messages.append(Outgoing(streams.HEALTH, self._health_body(
                         subscription.dropped)))
                 if messages:
                     await self.record(messages)
@@ -184,7 +156,7 @@ class TelemetryRecorder:
         faults = self.store.faults
         lost = faults.lost_messages - self._lost_reported
         self._lost_reported = faults.lost_messages
-        await asyncio.to_thread(self.store.append, [Outgoing(self.topics.events, {
+        await asyncio.to_thread(self.store.append, [Outgoing(streams.EVENTS, {
             "ts": round(time.time(), 3), "type": "store_fault", "lost": lost,
             "lost_total": faults.lost_messages, "last_error": faults.last_error})])
 
@@ -198,13 +170,13 @@ class TelemetryRecorder:
         if not batch:
             return []
         device = batch[0].device
-        messages = [Outgoing(self.topics.telemetry(device), telemetry_body(batch))]
+        messages = [Outgoing(streams.telemetry(device), telemetry_body(batch))]
         qualities = {r.quality for r in batch}
         state = ("ok" if qualities == {Quality.OK} else
                  Quality.ERROR.value if Quality.ERROR in qualities else Quality.STALE.value)
         previous = self._device_state.get(device)
         if previous != state and (previous is not None or state != "ok"):
-            messages.append(Outgoing(self.topics.events, {
+            messages.append(Outgoing(streams.EVENTS, {
                 "ts": round(batch[0].timestamp, 3), "type": "device_state", "device": device,
                 "state": state, "previous": previous or "starting"}))
         self._device_state[device] = state
@@ -216,7 +188,10 @@ class TelemetryRecorder:
         return {"ts": round(time.time(), 3), "devices": self.health(),
                 "outbox": {"waiting": waiting, "bytes": stored_bytes,
                            "dropped_total": store.dropped_total,
-                           "dead_letters": store.dead_letter_count()},
+                           "dead_letters": store.dead_letter_count(),
+                           "consumers": {name: {"waiting": store.depth(name)[0],
+                                                "dropped_total": store.dropped(name)}
+                                         for name in store.consumers}},
                 "store": store.faults.as_dict(),
                 "uplink": {"connects": stats.connects, "published": stats.published,
                            "commands": dict(stats.commands),
@@ -289,6 +264,7 @@ class Publisher:
     #: is ended so that the broker sends the rest again.
     incoming_queue: int = 1024
     backoff: Backoff | None = None
+    consumer: str = "mqtt"  # its delivery state in the outbox (controller.store.Consumer)
 
     async def run(self) -> None:
         backoff = self.backoff or Backoff(cap_s=self.settings.reconnect_max_s)
@@ -380,7 +356,7 @@ class Publisher:
 
     async def _publish_outbox(self, client: GatewayClient,
                               inflight: dict[asyncio.Task[str | None], int]) -> None:
-        drain = Drain(self.store)
+        drain = Drain(self.store, self.consumer)
         await drain.start()
         acked: list[int] = []
         while True:
@@ -398,7 +374,7 @@ class Publisher:
                 inflight[asyncio.create_task(self._publish(client, message))] = message.seq
             if acked:
                 batch, acked = acked, []
-                await asyncio.to_thread(self.store.acknowledge, batch)
+                await asyncio.to_thread(self.store.acknowledge, batch, self.consumer)
                 self.stats.acknowledged += len(batch)
             if inflight:
                 done, _ = await asyncio.wait(inflight, timeout=1.0,
@@ -423,13 +399,13 @@ class Publisher:
     def _refusal(self, message: OutboxMessage, client: GatewayClient) -> str | None:
         """Why ``message`` can never be published on this connection, if it cannot."""
         limit = client.maximum_packet_size
-        if limit is not None and packet_size(message.topic, message.payload,
+        if limit is not None and packet_size(self.topics.of(message.stream), message.payload,
                                              message.correlation) > limit:
             return f"larger than the broker's maximum packet size ({limit} bytes)"
         return None
 
     async def _dead_letter(self, seq: int, reason: str) -> None:
-        if await asyncio.to_thread(self.store.dead_letter, seq, reason):
+        if await asyncio.to_thread(self.store.dead_letter, seq, reason, self.consumer):
             self.stats.dead_letters += 1
 
     async def _publish(self, client: GatewayClient, message: OutboxMessage) -> str | None:
@@ -438,7 +414,7 @@ class Publisher:
             properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
             properties.CorrelationData = message.correlation
         refused = await client.publish_checked(
-            message.topic, message.payload, qos=message.qos, retain=message.retain,
+            self.topics.of(message.stream), message.payload, qos=1, retain=False,
             properties=properties, timeout_s=self.publish_timeout_s)
         if refused is None:
             self.stats.published += 1

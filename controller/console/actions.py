@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from controller.channel import CommandChannel
 from controller.commands import Verifier, sign_hmac
 from controller.operator import build_command
-from controller.uplink import Topics
+from controller.topics import Topics
 
 if TYPE_CHECKING:
     from controller.app import App

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 import fastcore
+from controller import streams
 from controller.commands import Command
 from controller.control import strategies
 from controller.control.actuators import HANDLERS, LoadMemory, LoopState, SgHold, WritePlan
@@ -113,7 +114,6 @@ class ControlLoop:
     inbox: CommandInbox
     store: Store | None = None
     publish: Publish = lambda messages: None
-    topic_prefix: str = "pedf/site"
     clock: Callable[[], float] = time.time
     tariff: Tariff = field(default_factory=lambda: load_tariff(DEFAULT_TARIFF))
     bill: BillSettings = field(default_factory=BillSettings)
@@ -146,8 +146,7 @@ class ControlLoop:
     def __post_init__(self) -> None:
         self.dc = DcBusControl.for_site(self.plant)
         if self.dc is not None:
-            self.dc.publish = lambda body: self._emit([Outgoing(f"{self.topic_prefix}/dcbus",
-                                                                body)])
+            self.dc.publish = lambda body: self._emit([Outgoing(streams.DCBUS, body)])
         store = self.store
         self.book = EventBook.load(store.get_state("events") if store else None,
                                    self._save_events)
@@ -213,7 +212,7 @@ class ControlLoop:
 
     def publish_event(self, body: dict[str, Any]) -> None:
         """Hand an event message to the uplinks (``…/events``) now."""
-        self.publish([Outgoing(f"{self.topic_prefix}/events", body)])
+        self.publish([Outgoing(streams.EVENTS, body)])
 
     # -- running ----------------------------------------------------------------------
 
@@ -279,7 +278,7 @@ class ControlLoop:
         if now >= self._next_flexibility:
             self._next_flexibility = now + self.settings.flexibility_interval_s
             body = flexibility(snapshot, self.settings)
-            self._emit([Outgoing(f"{self.topic_prefix}/flexibility",
+            self._emit([Outgoing(streams.FLEXIBILITY,
                                  body if self.dc is None else self.dc.extend_flexibility(body))])
         await self._flush()
         self.last_decision = decision
@@ -690,7 +689,7 @@ class ControlLoop:
         self.performance.setdefault(event.id, []).append(record)
         if self.store is not None:
             self.store.record_performance(record)
-        self._emit([Outgoing(f"{self.topic_prefix}/dr/performance",
+        self._emit([Outgoing(streams.DR_PERFORMANCE,
                              {"ts": round(self.clock(), 3), **record})])
 
     def _settle(self, event: DrEvent) -> None:
@@ -707,7 +706,7 @@ class ControlLoop:
             return
         body = result.to_dict()
         self._pending_states[f"settlement:{event.id}"] = json.dumps(body)
-        self._emit([Outgoing(f"{self.topic_prefix}/dr/settlement",
+        self._emit([Outgoing(streams.DR_SETTLEMENT,
                              {"ts": round(self.clock(), 3), **body})])
         log.info("event %s settled: declared %.1f kW, delivered %.1f kW (%.0f %%), "
                  "payment %.2f CNY, penalty %.2f CNY", event.id, result.declared_kw,
@@ -731,7 +730,7 @@ class ControlLoop:
                 body["reference_kw"] = round(event.reference_kw, 3)
         if detail:
             body["detail"] = detail
-        self._emit([Outgoing(f"{self.topic_prefix}/events", body)])
+        self._emit([Outgoing(streams.EVENTS, body)])
 
 
 def _held_from_json(text: str | None) -> list[Actuator]:

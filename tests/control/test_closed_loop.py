@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from closed_loop import ClosedLoop, at
 
+from controller import streams
 from controller.control.events import DrEvent, EventKind
 from controller.control.settings import ControlSettings
 from controller.store import Outgoing, Store
@@ -64,7 +65,7 @@ async def test_dr_reduction_delivers_at_least_95_percent(tmp_path: Path) -> None
     after = loop.between(start + 3600 + 600, start + 3600 + 1800)
     assert all(loop.trace.shed[i] == 0 for i in after)
     # The settlement estimate went out on the uplink and into the store.
-    settlements = [m.body for m in published if m.topic.endswith("/dr/settlement")]
+    settlements = [m.body for m in published if m.stream == streams.DR_SETTLEMENT]
     assert len(settlements) == 1
     estimate: dict[str, Any] = settlements[0]
     assert (estimate["event_id"], estimate["declared_kw"]) == ("dr-1", 60.0)

@@ -12,12 +12,14 @@ import pytest
 from closed_loop import ClosedLoop
 from rich.console import Console
 
+from controller import streams
 from controller.bus import LatestValues
 from controller.control.dcbus import DcBusControl
 from controller.control.dcbus_config import dcbus_settings
 from controller.control.events import DrEvent, EventKind
 from controller.control.settings import ControlSettings
 from controller.dcview import dc_bus_table
+from controller.streams import Stream
 from drivers.dc_curves import DcLoadClass
 from drivers.reading import Reading
 from drivers.schema import ConfigError
@@ -167,11 +169,11 @@ async def test_converter_lost_is_an_alarm_and_the_bus_holds(
 
 async def test_bus_readings_and_alarms_go_out_on_the_dcbus_topic() -> None:
     closed = build()
-    sent: list[tuple[str, dict[str, object]]] = []
+    sent: list[tuple[Stream, dict[str, object]]] = []
     closed.loop.publish = lambda messages: sent.extend(
-        (m.topic, m.body) for m in messages)
+        (m.stream, m.body) for m in messages)
     await cycle_for(closed, 3.0)
-    bus = [body["bus"] for topic, body in sent if topic.endswith("/dcbus") and "bus" in body]
+    bus = [body["bus"] for topic, body in sent if topic == streams.DCBUS and "bus" in body]
     assert bus
     first = bus[0]
     assert isinstance(first, dict)
@@ -182,7 +184,7 @@ async def test_bus_readings_and_alarms_go_out_on_the_dcbus_topic() -> None:
     converter.point_values = dict  # type: ignore[method-assign]
     await cycle_for(closed, 2.0)
     assert any("not answering" in str(body.get("alarm")) for topic, body in sent
-               if topic.endswith("/dcbus"))
+               if topic == streams.DCBUS)
 
 
 async def test_flexibility_counts_curves_and_storage() -> None:

@@ -24,7 +24,7 @@ async def test_control_metering_and_safety_run_without_the_uplink(tmp_path: Path
         assert {"control", "metering"} <= services
         assert not {"uplink publisher", "uplink recorder"} & services
         # nothing is kept for an uplink that does not exist
-        assert app.metering.topic is None
+        assert app.metering.stream is None
 
 
 PRODUCTION_ONLY = """

@@ -25,6 +25,7 @@ from oadr_support import (
     until,
 )
 
+from controller import streams
 from controller.commands import Command
 from controller.openadr import openadr_settings, parse_event
 from drivers.site import load_site
@@ -240,5 +241,5 @@ async def test_a_local_override_is_reported_to_the_vtn(tmp_path: Path,
                         what="unsolicited optOut")
             assert site.ven.state["EVT-O"]["opt"] == "optOut"
         messages = [json.loads(m.payload) for m in site.store.pending(limit=1000)
-                    if m.topic.endswith("/events")]
+                    if m.stream == streams.EVENTS]
     assert any(m["type"] == "openadr_override" and m["opt"] == "optOut" for m in messages)

@@ -17,7 +17,8 @@ from controller.channel import CommandChannel
 from controller.commands import Verifier, sign_hmac
 from controller.inbox import CommandInbox
 from controller.store import InboundCommand, Store
-from controller.uplink import Topics, UplinkStats
+from controller.topics import Topics
+from controller.uplink import UplinkStats
 from drivers.site import SiteSpec, load_site
 
 KEY = b"fuzz-key"
@@ -85,8 +86,9 @@ def check_one_reply(channel: CommandChannel, payload: bytes, *,
                     response_topic: str | None = None) -> dict[str, object]:
     before = channel.store.audit_count()
     (replies,) = channel.process([InboundCommand(payload, response_topic, b"\x01")])
-    assert replies[0].topic == REPLIES
-    assert all(r.topic == REPLIES or r.topic.startswith(REPLIES + "/") for r in replies)
+    topics = [channel.topics.of(r.stream) for r in replies]
+    assert topics[0] == REPLIES
+    assert all(t == REPLIES or t.startswith(REPLIES + "/") for t in topics)
     assert channel.store.audit_count() == before + 1
     body = replies[0].body
     assert body["status"] in ("accepted", "rejected")

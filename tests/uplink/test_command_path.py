@@ -23,6 +23,7 @@ from uplink_support import (
     signed_command,
 )
 
+from controller import streams
 from controller.commands import sign_hmac
 from controller.operator import build_command
 from controller.store import Outgoing
@@ -139,9 +140,10 @@ async def test_a_message_that_can_never_be_published_is_set_aside(tmp_path: Path
                 store = app.store
                 assert store is not None
                 await connected(app)
-                poison = [Outgoing("x/#", {"why": "a wildcard"}),
-                          Outgoing("elsewhere/not-allowed", {"why": "the ACL"}),
-                          Outgoing(f"{PREFIX}/events", {"why": "too large", "pad": "x" * 30_000})]
+                poison = [Outgoing(streams.address("x/#"), {"why": "a wildcard"}),
+                          Outgoing(streams.address("elsewhere/not-allowed"),
+                                   {"why": "the ACL"}),
+                          Outgoing(streams.EVENTS, {"why": "too large", "pad": "x" * 30_000})]
                 seqs, _ = await asyncio.to_thread(store.append, poison)
                 assert app.recorder is not None
                 app.recorder.notify.set()  # the publisher looks for them now

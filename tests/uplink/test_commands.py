@@ -16,7 +16,8 @@ from controller.channel import CommandChannel
 from controller.commands import CommandRejectedError, Verifier, sign_ed25519, sign_hmac, validate
 from controller.inbox import CommandInbox
 from controller.store import InboundCommand, Store
-from controller.uplink import Topics, UplinkStats
+from controller.topics import Topics
+from controller.uplink import UplinkStats
 from drivers.site import SiteSpec, load_site
 
 KEY = b"test-key"
@@ -151,7 +152,7 @@ def test_channel_queues_once_replies_and_audits(site: SiteSpec, tmp_path: Path) 
     handler = channel(site, store, inbox)
     replies = handler.handle(signed(command()), response_topic="pedf/jinan-office/replies/op-7",
                              correlation=b"\x07")
-    assert [r.topic for r in replies] == ["pedf/jinan-office/replies",
+    assert [handler.topics.of(r.stream) for r in replies] == ["pedf/jinan-office/replies",
                                           "pedf/jinan-office/replies/op-7"]
     assert replies[0].body["status"] == "accepted"
     assert replies[1].correlation == b"\x07"

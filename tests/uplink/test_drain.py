@@ -1,4 +1,4 @@
-"""The order the publisher sends in (per topic by seq, topics in turn) and the waits
+"""The order the publisher sends in (per stream by seq, streams in turn) and the waits
 between connection attempts (jittered, capped)."""
 
 from __future__ import annotations
@@ -6,9 +6,13 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+from controller import streams
 from controller.drain import Drain
 from controller.store import OutboxMessage, Outgoing, Store
+from controller.streams import Stream
 from controller.uplink import Backoff
+
+TELEMETRY = streams.telemetry("meter")
 
 
 async def everything(drain: Drain) -> list[OutboxMessage]:
@@ -18,24 +22,24 @@ async def everything(drain: Drain) -> list[OutboxMessage]:
     return sent
 
 
-async def test_each_topic_in_order_topics_in_turn(tmp_path: Path) -> None:
+async def test_each_stream_in_order_streams_in_turn(tmp_path: Path) -> None:
     store = Store(tmp_path / "s.sqlite")
-    store.append([Outgoing("t/telemetry", {"n": n}) for n in range(300)])  # a long backlog
-    store.append([Outgoing("t/replies", {"n": n}) for n in range(3)])
+    store.append([Outgoing(TELEMETRY, {"n": n}) for n in range(300)])  # a long backlog
+    store.append([Outgoing(streams.REPLIES, {"n": n}) for n in range(3)])
     drain = Drain(store)
     await drain.start()
     first = [await drain.next() for _ in range(6)]
-    assert [m.topic for m in first if m] == ["t/replies", "t/telemetry"] * 3 or \
-        [m.topic for m in first if m] == ["t/telemetry", "t/replies"] * 3
-    store.append([Outgoing("t/replies", {"n": 3}), Outgoing("t/events", {"n": 0})])
+    assert [m.stream for m in first if m] == [streams.REPLIES, TELEMETRY] * 3 or \
+        [m.stream for m in first if m] == [TELEMETRY, streams.REPLIES] * 3
+    store.append([Outgoing(streams.REPLIES, {"n": 3}), Outgoing(streams.EVENTS, {"n": 0})])
     drain.refresh()  # the recorder stored more
     rest = await everything(drain)
     sent = [m for m in first if m] + rest
     assert sorted(m.seq for m in sent) == list(range(1, 306))  # each exactly once
-    by_topic: dict[str, list[int]] = {}
+    by_stream: dict[Stream, list[int]] = {}
     for message in sent:
-        by_topic.setdefault(message.topic, []).append(message.seq)
-    assert all(seqs == sorted(seqs) for seqs in by_topic.values())
+        by_stream.setdefault(message.stream, []).append(message.seq)
+    assert all(seqs == sorted(seqs) for seqs in by_stream.values())
     position = {m.seq: index for index, m in enumerate(sent)}
     assert position[304] < 12
     assert position[305] < 12
@@ -43,7 +47,7 @@ async def test_each_topic_in_order_topics_in_turn(tmp_path: Path) -> None:
 
 async def test_acknowledged_and_dead_messages_are_not_sent_again(tmp_path: Path) -> None:
     store = Store(tmp_path / "s.sqlite")
-    seqs, _ = store.append([Outgoing("t/a", {"n": n}) for n in range(200)])
+    seqs, _ = store.append([Outgoing(streams.EVENTS, {"n": n}) for n in range(200)])
     store.acknowledge(seqs[:50])
     store.dead_letter(seqs[60], "refused")
     drain = Drain(store)

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from tests_support import eventually, example_on_free_ports
 
+from controller import streams
 from controller.app import assemble
 from controller.config import uplink_settings
 from controller.platform.receiver import Receiver
@@ -56,7 +57,7 @@ async def test_demo_delivers_every_period_and_totals_agree(tmp_path: Path) -> No
         rows = store.energy_periods("900s", 0, 1e12)
         last = store.last_energy_period("900s")
         summaries = [json.loads(m.payload) for m in store.pending(limit=1000)
-                     if m.topic.endswith("/metering/window")]
+                     if m.stream == streams.metering("window")]
         delivered = store.delivered("city", 0)
     assert last is not None
     gateway = {datetime.fromtimestamp(p.start_s, spec.zone).strftime("%Y%m%d%H%M%S"): p

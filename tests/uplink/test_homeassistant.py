@@ -21,7 +21,7 @@ from tests_support import EXAMPLE, Mosquitto, eventually
 from uplink_support import PREFIX, building, collecting, site_file_for_run
 
 from controller.homeassistant import discovery_messages
-from controller.uplink import Topics
+from controller.topics import Topics
 from drivers.site import load_site
 
 #: What Home Assistant's MQTT sensor does with a rendered template (components/mqtt/

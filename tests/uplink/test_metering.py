@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from tests_support import eventually, example_on_free_ports
 
+from controller import streams
 from controller.app import assemble
 from controller.config import uplink_settings
 from controller.metering import MeteringFeed, metered_series
@@ -49,7 +50,7 @@ async def test_windows_are_summarised_kept_and_survive_a_restart(tmp_path: Path)
         store: Store = app.store
 
         def summaries_stored() -> int:
-            return sum(m.topic.endswith("/metering/window") for m in store.pending(limit=1000))
+            return sum(m.stream == streams.metering("window") for m in store.pending(limit=1000))
 
         # A 15-minute window every 3.75 s: the first one is partial, the next ones whole.
         await eventually(lambda: summaries_stored() >= 3, timeout_s=60,
@@ -59,7 +60,7 @@ async def test_windows_are_summarised_kept_and_survive_a_restart(tmp_path: Path)
         assert app.store is not None
         assert app.metering is not None
         summaries = [json.loads(m.payload) for m in app.store.pending(limit=1000)
-                     if m.topic.endswith("/metering/window")]
+                     if m.stream == streams.metering("window")]
         history = app.store.windows("grid_meter", 0, 1e12)
         saved = app.store.get_state("metering")
     assert len(summaries) >= 2
@@ -87,6 +88,6 @@ async def test_windows_are_summarised_kept_and_survive_a_restart(tmp_path: Path)
     assert 0.5 < bill["power_factor"] <= 1.0
     assert saved is not None
     store = Store(tmp_path / "state.sqlite")
-    restored = MeteringFeed(spec, store, app.gateway.bus, "t")
+    restored = MeteringFeed(spec, store, app.gateway.bus, streams.metering("window"))
     import_wh = restored.aggregator.totals().import_wh[0]
     assert import_wh == pytest.approx(grid["import_kwh"] * 1000, rel=0.2)  # totals kept

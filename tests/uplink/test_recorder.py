@@ -8,7 +8,7 @@ from pathlib import Path
 
 from controller.bus import ReadingBus
 from controller.store import Store
-from controller.uplink import TelemetryRecorder, Topics, UplinkStats
+from controller.uplink import TelemetryRecorder, UplinkStats
 from drivers.reading import Reading
 
 
@@ -20,7 +20,7 @@ async def test_a_burst_larger_than_one_append_loses_no_batch(tmp_path: Path) -> 
     store = Store(tmp_path / "state.sqlite", synchronous="normal")
     bus = ReadingBus()
     stored_more = asyncio.Event()  # set by the recorder after each append
-    recorder = TelemetryRecorder(store, Topics("pedf/t"), bus, stored_more, UplinkStats())
+    recorder = TelemetryRecorder(store, bus, stored_more, UplinkStats())
     task = asyncio.create_task(recorder.run())
     await asyncio.sleep(0)  # subscribed
     polls = 1234  # more than the 500 messages one append takes

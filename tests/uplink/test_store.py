@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from controller import streams
 from controller.store import (
     AUDIT_PREFIX_BYTES,
     MAX_REASON_CHARS,
@@ -25,7 +26,7 @@ from controller.store import (
 
 
 def message(size: int = 100) -> Outgoing:
-    return Outgoing("pedf/t/telemetry/d", {"pad": "x" * size})
+    return Outgoing(streams.telemetry("d"), {"pad": "x" * size})
 
 
 def test_sequence_survives_restarts_and_an_empty_outbox(tmp_path: Path) -> None:
@@ -57,7 +58,7 @@ def test_quota_drops_exactly_the_oldest_and_counts_them(tmp_path: Path) -> None:
     remaining = [m.seq for m in store.pending(limit=1000)]
     assert remaining == list(range(41 - waiting, 41))  # the newest, contiguous
     assert dropped_total == 40 - waiting == store.dropped_total
-    one = len(b"pedf/t/telemetry/d") + len(store.pending()[0].payload) + ROW_OVERHEAD_BYTES
+    one = len(b"telemetry:d") + len(store.pending()[0].payload) + ROW_OVERHEAD_BYTES
     assert stored + one > 4096  # keeping one more would have broken the quota
 
 
@@ -73,7 +74,7 @@ def test_pending_and_acknowledge(tmp_path: Path) -> None:
 def test_nan_is_refused_before_it_is_stored(tmp_path: Path) -> None:
     store = Store(tmp_path / "s.sqlite")
     with pytest.raises(ValueError, match="Out of range float"):
-        store.append([Outgoing("t", {"v": float("nan")})])
+        store.append([Outgoing(streams.EVENTS, {"v": float("nan")})])
     assert store.depth() == (0, 0)
     assert store.append([message()])[0] == [1]  # the refused one used no number
 
@@ -132,7 +133,7 @@ def test_dead_letters_leave_the_outbox_within_their_quota(tmp_path: Path) -> Non
         assert store.dead_letter(seq, f"reason {seq}")
     assert not store.dead_letter(seqs[0], "again")  # gone already
     assert [m.seq for m in store.pending()] == [seqs[15]]
-    one = len(b"pedf/t/telemetry/d") + len(store.pending()[0].payload) + ROW_OVERHEAD_BYTES
+    one = len(b"telemetry:d") + len(store.pending()[0].payload) + ROW_OVERHEAD_BYTES
     assert store.depth() == (1, one)  # the quota no longer counts them
     letters = store.dead_letters()
     assert store.dead_letter_count() == len(letters) == 10
