@@ -13,7 +13,7 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-from tests_support import eventually, example_on_free_ports, free_port
+from tests_support import eventually, example_on_free_ports, free_port, polling
 
 from controller.lines import TcpLine
 from controller.runtime import Gateway, with_serial_ports
@@ -53,21 +53,9 @@ async def building(tmp_path: Path) -> AsyncIterator[Building]:
                                 {"timeout_s": "0.3", "backoff_max_s": "2.0"})
     spec: SiteSpec = load_site(path)
     site = build_site(spec, start_s=START)
-    async with SiteRunner(site, ManualClock(START)) as runner:
-        gateway = Gateway(with_serial_ports(spec, runner.serial_ports))
-        readings: list[Reading] = []
-        subscription = gateway.bus.subscribe("test", maxsize=100_000)
-
-        async def collect() -> None:
-            async for batch in subscription:
-                readings.extend(batch)
-
-        stop = asyncio.Event()
-        async with asyncio.TaskGroup() as group:
-            run = group.create_task(gateway.run(stop, [("collect", collect)]))
-            yield Building(runner, gateway, readings)
-            stop.set()
-            await run
+    async with SiteRunner(site, ManualClock(START)) as runner, \
+            polling(spec, runner.serial_ports) as gateway:
+        yield Building(runner, gateway.gateway, gateway.readings)
 
 
 def realtime_polls(gateway: Gateway, device: str) -> int:
