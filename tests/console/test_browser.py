@@ -24,7 +24,7 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
-from tests_support import SIM_START, example_on_free_ports, free_port
+from tests_support import SIM_START, eventually_sync, example_on_free_ports, free_port
 
 from controller.app import App, assemble
 from controller.console.demo import demo_console
@@ -228,15 +228,20 @@ def test_pages_render(browser: WebDriver, building: Building) -> None:
     expected = building.call(lambda: plan(building.app, building.app.gateway.wall_clock()))
     wanted = [s for day in expected["days"] for s in day["segments"]]
     assert [s.get_attribute("class") for s in segments] == [f"tier-{s['tier']}" for s in wanted]
-    # the optimiser's plan in force: its summary and charts, step for step as the planner has it
+    # the optimiser's plan in force: its summary and charts, step for step as the planner has
+    # it (the first solve comes once the grid meter has been read: waited for, then shown)
+    from controller.console.views import schedule
+
+    eventually_sync(lambda: building.call(lambda: schedule(building.app)) is not None,
+                    timeout_s=60, what="the planner's first plan")
     browser.get(building.url + "/plan")
     wait(browser, lambda b: len(b.find_elements(By.CSS_SELECTOR, "#plan-chart canvas")) > 0,
          "the plan's chart")
     assert "steps" in text_of(browser, "plan-summary")
     assert browser.find_elements(By.CSS_SELECTOR, "#plan-soc-chart canvas")
-    schedule = building.call(lambda: plan(building.app, building.app.gateway.wall_clock())
-                             )["schedule"]
-    assert f"{len(schedule['steps'])} steps" in text_of(browser, "plan-summary")
+    in_force = building.call(lambda: schedule(building.app))
+    assert in_force is not None
+    assert f"{len(in_force['steps'])} steps" in text_of(browser, "plan-summary")
     shot(browser, "plan")
     browser.find_element(By.CSS_SELECTOR, "header [data-lang='zh']").click()
     wait(browser, lambda b: b.find_element(By.CSS_SELECTOR, "nav a[data-page='live']").text
