@@ -50,8 +50,12 @@ async def test_demo_delivers_every_period_and_totals_agree(tmp_path: Path) -> No
         task = asyncio.create_task(app.gateway.run(stop, [
             (name, service) for name, service in app.services
             if name in ("metering", "platform uploader")]))
-        await eventually(lambda: len(receiver.periods("370100A001")) >= 3, timeout_s=90,
-                         what="three periods at the platform")
+        # three periods at the platform, and their acknowledgements back at the gateway
+        # (stopped between the two, the gateway would resend the last at its next start)
+        await eventually(lambda: len(receiver.periods("370100A001")) >= 3
+                         and len(store.delivered("city", 0)) >= len(
+                             receiver.periods("370100A001")),
+                         timeout_s=90, what="three periods delivered and acknowledged")
         stop.set()
         await task
         rows = store.energy_periods("900s", 0, 1e12)
